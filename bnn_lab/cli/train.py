@@ -1,0 +1,38 @@
+"""``bnn-lab``: the Hydra app that trains one configuration (or a sweep with ``-m``)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from .errors import user_errors
+from .overrides import check_group_choices
+
+CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+
+@hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
+def _app(cfg: DictConfig) -> float | None:
+    with user_errors():
+        from ..training.run import train
+
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
+        metrics = train(cfg, run_dir)
+        acc = metrics.get("test/acc")
+        print(f"test/acc = {acc:.4f}  (run directory: {run_dir})", flush=True)
+        return metrics.get("val/acc")  # what hyper-parameter sweepers optimize
+
+
+def main() -> None:
+    with user_errors():
+        if not CONF_DIR.is_dir():
+            raise FileNotFoundError(f"config folder {CONF_DIR} missing: install bnn-lab with `pip install -e .`")
+        check_group_choices(sys.argv[1:], CONF_DIR)
+    _app()
+
+
+if __name__ == "__main__":
+    main()

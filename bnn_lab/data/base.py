@@ -1,0 +1,136 @@
+"""Data modules: one base, in-memory tensors for the small datasets.
+
+Small datasets are loaded once into memory as normalized float tensors; batches are
+gathered by index lists (no per-sample Python), and light augmentation (random crop with
+padding, horizontal flip) runs batched on the batch's device.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+DEFAULT_ROOT = "~/.cache/bnn-lab/data"
+
+
+def resolve_root(root: str | None) -> Path:
+    """``data.root``, else ``$BNN_LAB_DATA``, else ~/.cache/bnn-lab/data."""
+    return Path(os.path.expanduser(root or os.environ.get("BNN_LAB_DATA") or DEFAULT_ROOT))
+
+
+class BaseDataModule(pl.LightningDataModule):
+    """Common keys of every data module; subclasses set in_chans, num_classes, img_size."""
+
+    name = "base"
+    in_chans: int = 3
+    num_classes: int = 10
+    img_size: int = 32
+
+    def __init__(
+        self,
+        root: str | None = None,
+        download: bool = True,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.root = resolve_root(root)
+        self.download = download
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.seed = seed
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_chans, self.img_size, self.img_size)
+
+
+class _IndexedBatches(Dataset):
+    """dataset[list of indices] -> (images, labels) for the whole batch at once."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, idx):
+        idx = torch.as_tensor(idx)
+        return self.x[idx], self.y[idx]
+
+
+class InMemoryDataModule(BaseDataModule):
+    """Subclasses implement ``load(train: bool) -> (images uint8/float NCHW, labels int64)``."""
+
+    def __init__(self, val_size: int | float = 0.1, augment: bool = False, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.val_size = val_size
+        self.augment = augment
+        self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
+        raise NotImplementedError
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        x, y = self.load(train=True)
+        x = x.float()
+        if x.max() > 1.5:
+            x = x / 255.0
+        mean = x.mean(dim=(0, 2, 3), keepdim=True)
+        std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+        n_val = int(round(self.val_size * len(y))) if isinstance(self.val_size, float) else int(self.val_size)
+        perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.seed))
+        val_idx, train_idx = perm[:n_val], perm[n_val:]
+        norm = lambda t: ((t - mean) / std).contiguous()  # noqa: E731
+        self.splits["train"] = (norm(x[train_idx]), y[train_idx])
+        self.splits["val"] = (norm(x[val_idx]), y[val_idx])
+        tx, ty = self.load(train=False)
+        tx = tx.float()
+        if tx.max() > 1.5:
+            tx = tx / 255.0
+        self.splits["test"] = (norm(tx), ty)
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        ds = _IndexedBatches(*self.splits[split])
+        if shuffle:
+            gen = torch.Generator().manual_seed(torch.initial_seed())  # the run seed
+            sampler = RandomSampler(ds, generator=gen)
+        else:
+            sampler = SequentialSampler(ds)
+        batches = BatchSampler(sampler, self.batch_size, drop_last=False)
+        return DataLoader(ds, sampler=batches, batch_size=None, num_workers=self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y = batch
+        if self.augment and self.trainer is not None and self.trainer.training:
+            x = random_crop_flip(x, pad=max(self.img_size // 8, 1))
+        return x, y
+
+
+def random_crop_flip(x: torch.Tensor, pad: int) -> torch.Tensor:
+    """Batched random crop (zero padding ``pad``) and horizontal flip, on x's device."""
+    n, _, h, w = x.shape
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device)[None])  # n, h
+    cols = (dx[:, None] + torch.arange(w, device=x.device)[None])  # n, w
+    idx = torch.arange(n, device=x.device)[:, None, None]
+    out = padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+    flip = torch.rand(n, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(-1), out).contiguous()

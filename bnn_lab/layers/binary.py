@@ -1,0 +1,76 @@
+"""Binary Conv2d / Linear: sign of weights and (unless weights-only) of inputs.
+
+The latent real-valued weights are kept (the same Parameter the float layer had), and
+binarized on the fly through the weight estimator; inputs go through the input estimator.
+The float layer's zero padding is kept during training: the packed evaluation path corrects
+the border exactly (see ``bnn_lab.kernels``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .scaling import NoScale
+
+
+class BinaryMixin:
+    """Shared state of binary layers: estimators for weights and inputs, output scale."""
+
+    weight_estimator: nn.Module
+    input_estimator: nn.Module | None
+    scale: nn.Module
+
+    def _setup_binary(self, weight_estimator, input_estimator, scale) -> None:
+        self.weight_estimator = weight_estimator
+        self.input_estimator = input_estimator
+        self.scale = scale if scale is not None else NoScale()
+        self.weight._bnn_latent = True  # optimizer: no weight decay on latent binary weights
+
+    @property
+    def binary_inputs(self) -> bool:
+        return self.input_estimator is not None
+
+    def binary_weight(self) -> torch.Tensor:
+        return self.weight_estimator(self.weight)
+
+    def binary_input(self, x: torch.Tensor) -> torch.Tensor:
+        return self.input_estimator(x) if self.input_estimator is not None else x
+
+    def extra_repr(self) -> str:
+        mode = "1W1A" if self.binary_inputs else "1W32A"
+        return super().extra_repr() + f", binary={mode}"
+
+
+class BinaryConv2d(BinaryMixin, nn.Conv2d):
+    @classmethod
+    def from_float(cls, conv: nn.Conv2d, weight_estimator, input_estimator=None, scale=None):
+        new = cls(
+            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+            conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+            device="meta",
+        )
+        new.weight, new.bias = conv.weight, conv.bias  # the trained Parameters are reused
+        new.train(conv.training)
+        new._setup_binary(weight_estimator, input_estimator, scale)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self._conv_forward(self.binary_input(x), self.binary_weight(), None)
+        out = self.scale(out, self.weight)
+        return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
+
+
+class BinaryLinear(BinaryMixin, nn.Linear):
+    @classmethod
+    def from_float(cls, linear: nn.Linear, weight_estimator, input_estimator=None, scale=None):
+        new = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
+        new.weight, new.bias = linear.weight, linear.bias
+        new.train(linear.training)
+        new._setup_binary(weight_estimator, input_estimator, scale)
+        return new
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.linear(self.binary_input(x), self.binary_weight())
+        out = self.scale(out, self.weight)
+        return out if self.bias is None else out + self.bias

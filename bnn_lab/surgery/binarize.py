@@ -1,0 +1,157 @@
+"""The module-surgery pass: Conv2d / Linear -> binary versions, in place."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from torch import nn
+
+from .. import estimators
+from ..errors import ConfigError
+from ..layers import BinaryConv2d, BinaryLinear, BinaryMixin, build_scale
+from ..models.stem import first_conv_name
+from .activations import build_activation
+from .policy import Policy, is_downsample
+
+log = logging.getLogger(__name__)
+
+_NORMS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+EstimatorSpec = str | Mapping[str, Any] | Callable[..., nn.Module]
+
+
+@dataclasses.dataclass
+class SurgeryReport:
+    """What the pass changed: binarized layers, kept layers (with the reason), swapped
+    activations, and parameter-holding modules it does not know (left as they are)."""
+
+    binarized: list[str] = dataclasses.field(default_factory=list)
+    kept: dict[str, str] = dataclasses.field(default_factory=dict)
+    activations: list[str] = dataclasses.field(default_factory=list)
+    left_alone: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    def __str__(self) -> str:
+        lines = [f"surgery: {len(self.binarized)} layers binarized, {len(self.kept)} kept in full precision"]
+        lines += [f"  kept {name} ({why})" for name, why in self.kept.items()]
+        if self.activations:
+            lines.append(f"  {len(self.activations)} activations replaced")
+        lines += [f"  left alone: {name} ({what})" for name, what in self.left_alone.items()]
+        return "\n".join(lines)
+
+
+def _estimator_factory(spec: EstimatorSpec) -> Callable[..., nn.Module]:
+    if callable(spec) and not isinstance(spec, Mapping):
+        return spec
+    if isinstance(spec, str):
+        name, kwargs = spec, {}
+    else:
+        kwargs = dict(spec)
+        name = kwargs.pop("name")
+    estimators.get(name)  # fail early, listing the valid names
+
+    def factory(**context) -> nn.Module:
+        return estimators.build(name, **kwargs, **context)
+
+    return factory
+
+
+def _classifier_name(model: nn.Module, modules: dict[str, nn.Module]) -> str | None:
+    get = getattr(model, "get_classifier", None)
+    if callable(get):
+        head = get()
+        for name, m in modules.items():
+            if m is head and isinstance(m, (nn.Linear, nn.Conv2d)):
+                return name
+    linears = [n for n, m in modules.items() if isinstance(m, nn.Linear)]
+    return linears[-1] if linears else None
+
+
+def _set(model: nn.Module, name: str, module: nn.Module) -> None:
+    parent_name, _, leaf = name.rpartition(".")
+    setattr(model.get_submodule(parent_name) if parent_name else model, leaf, module)
+
+
+def binarize(
+    model: nn.Module,
+    estimator: EstimatorSpec = "ste",
+    policy: Policy | Mapping[str, Any] | None = None,
+    scale: str = "none",
+) -> SurgeryReport:
+    """Replace ``nn.Conv2d`` / ``nn.Linear`` in ``model`` by binary layers, in place.
+
+    ``estimator``: a registered name, a mapping ``{"name": ..., **kwargs}`` or a factory
+    called with ``role`` ("weight"/"input"), ``features`` and ``channels``. Every binary
+    layer gets its own estimator modules. Trained weights are reused as the latent weights.
+    Layers that are already binary are left as they are (their learned scales survive).
+    """
+    policy = Policy.from_any(policy)
+    make_estimator = _estimator_factory(estimator)
+    modules = dict(model.named_modules())
+    layers = {n: m for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    report = SurgeryReport()
+
+    patterns = [re.compile(p) for p in policy.keep]
+    for pattern, raw in zip(patterns, policy.keep):
+        if not any(raw == n or pattern.fullmatch(n) for n in layers):
+            raise ConfigError(
+                f"binarize.policy.keep entry {raw!r} matches no Conv2d/Linear; "
+                f"layer names: {', '.join(list(layers)[:12])}{', ...' if len(layers) > 12 else ''}"
+            )
+    first = first_conv_name(model) if policy.keep_first else None
+    last = _classifier_name(model, modules) if policy.keep_last else None
+
+    for name, layer in layers.items():
+        if isinstance(layer, BinaryMixin):
+            report.kept[name] = "already binary"
+            continue
+        reason = None
+        if name == first:
+            reason = "first layer"
+        elif name == last:
+            reason = "classifier"
+        elif policy.keep_downsample and is_downsample(name, layer):
+            reason = "downsample"
+        elif any(raw == name or p.fullmatch(name) for p, raw in zip(patterns, policy.keep)):
+            reason = "policy.keep"
+        elif isinstance(layer, nn.Conv2d) and layer.padding_mode != "zeros":
+            reason = f"padding_mode={layer.padding_mode} unsupported"
+        if reason:
+            report.kept[name] = reason
+            continue
+        out_ch = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
+        in_ch = layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
+        w_est = make_estimator(role="weight", features=layer.weight[0].numel(), channels=out_ch)
+        a_est = None if policy.weights_only else make_estimator(role="input", channels=in_ch)
+        cls = BinaryConv2d if isinstance(layer, nn.Conv2d) else BinaryLinear
+        new = cls.from_float(layer, w_est, a_est, build_scale(scale, layer.weight))
+        _set(model, name, new)
+        report.binarized.append(name)
+
+    if policy.activation is not None:
+        channels = None
+        for name, m in list(model.named_modules()):
+            if isinstance(m, _NORMS) and hasattr(m, "num_features"):
+                channels = m.num_features
+            elif isinstance(m, nn.Conv2d):
+                channels = m.out_channels
+            elif isinstance(m, nn.ReLU):
+                _set(model, name, build_activation(policy.activation, channels))
+                report.activations.append(name)
+
+    converted = set(report.binarized) | set(report.kept)
+    known = (nn.Conv2d, nn.Linear, nn.PReLU) + _NORMS
+    for name, m in model.named_modules():
+        own = list(m.parameters(recurse=False))
+        if own and name not in converted and not isinstance(m, known) and not _inside(name, converted):
+            if type(m).__module__.startswith(("bnn_lab.estimators", "bnn_lab.layers", "bnn_lab.surgery")):
+                continue
+            report.left_alone[name or "<root>"] = f"{type(m).__name__} with {len(own)} own parameter(s)"
+    for name, what in report.left_alone.items():
+        log.info("surgery left alone %s: %s", name, what)
+    return report
+
+
+def _inside(name: str, parents: set[str]) -> bool:
+    return any(name.startswith(p + ".") for p in parents)

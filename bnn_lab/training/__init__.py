@@ -1,0 +1,1 @@
+"""Training: the LightningModule, optimizers, callbacks, loggers and the run itself."""

@@ -1,0 +1,89 @@
+"""Experiment loggers (the ``logger`` config group): wandb (offline by default), csv,
+tensorboard, none."""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Callable
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+_LOGGERS: dict[str, Callable[..., Any]] = {}
+
+
+def register_logger(name: str):
+    def deco(fn):
+        _LOGGERS[name] = fn
+        return fn
+
+    return deco
+
+
+def logger_names() -> list[str]:
+    return sorted(_LOGGERS)
+
+
+def build_logger(cfg: Mapping[str, Any], run_dir: Path, run_name: str):
+    cfg = dict(cfg)
+    name = cfg.pop("name")
+    if name not in _LOGGERS:
+        raise ConfigError(f"unknown logger {name!r}; valid: {', '.join(logger_names())}")
+    return _LOGGERS[name](run_dir=run_dir, run_name=run_name, **cfg)
+
+
+@register_logger("none")
+def _none(run_dir: Path, run_name: str):
+    return False
+
+
+@register_logger("csv")
+def _csv(run_dir: Path, run_name: str):
+    from pytorch_lightning.loggers import CSVLogger
+
+    return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+
+
+@register_logger("tensorboard")
+def _tensorboard(run_dir: Path, run_name: str):
+    from pytorch_lightning.loggers import TensorBoardLogger
+
+    return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
+
+
+def wandb_can_go_online() -> bool:
+    """True when an API key is configured (env or netrc); no network call."""
+    try:
+        import wandb
+
+        return bool(os.environ.get("WANDB_API_KEY") or wandb.api.api_key)
+    except Exception:
+        return False
+
+
+@register_logger("wandb")
+def _wandb(
+    run_dir: Path,
+    run_name: str,
+    mode: str = "offline",
+    project: str = "bnn-lab",
+    entity: str | None = None,
+    group: str | None = None,
+    tags: list[str] | tuple[str, ...] = (),
+    id: str | None = None,
+):
+    from pytorch_lightning.loggers import WandbLogger
+
+    if mode not in ("offline", "online", "disabled"):
+        raise ConfigError(f"logger.mode must be offline, online or disabled, got {mode!r}")
+    if mode == "online" and not wandb_can_go_online():
+        log.warning("W&B: no API key (run `wandb login` or set WANDB_API_KEY); logging offline instead, "
+                    "sync later with `wandb sync %s/wandb`", run_dir)
+        mode = "offline"
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return WandbLogger(
+        name=run_name, project=project, entity=entity, group=group, tags=list(tags), id=id,
+        save_dir=str(run_dir), offline=(mode == "offline"), mode=mode, log_model=False,
+    )
