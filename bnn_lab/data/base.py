@@ -82,11 +82,11 @@ class InMemoryDataModule(BaseDataModule):
         x = x.float()
         if x.max() > 1.5:
             x = x / 255.0
-        mean = x.mean(dim=(0, 2, 3), keepdim=True)
-        std = x.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
         n_val = int(round(self.val_size * len(y))) if isinstance(self.val_size, float) else int(self.val_size)
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.seed))
         val_idx, train_idx = perm[:n_val], perm[n_val:]
+        mean = x[train_idx].mean(dim=(0, 2, 3), keepdim=True)  # training statistics only
+        std = x[train_idx].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
         norm = lambda t: ((t - mean) / std).contiguous()  # noqa: E731
         self.splits["train"] = (norm(x[train_idx]), y[train_idx])
         self.splits["val"] = (norm(x[val_idx]), y[val_idx])

@@ -1,9 +1,10 @@
 """Sign-gradient estimators: ``build(name, **kwargs)``, ``names()``.
 
-Each estimator lives in its own module and registers itself by name.
+Each estimator lives in its own module and registers itself by name; the formulas are in
+each module's docstring and in METHODS.md, section 1.
 """
 from .base import SignEstimator, binary_sign
 from .registry import build, get, names, register
-from . import ste, fda  # noqa: F401  (registration)
+from . import adabin, approx, dte, ede, fda, mlp, rsign, ste, swish  # noqa: F401  (registration)
 
 __all__ = ["SignEstimator", "binary_sign", "build", "get", "names", "register"]

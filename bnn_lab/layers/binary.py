@@ -57,7 +57,7 @@ class BinaryConv2d(BinaryMixin, nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self._conv_forward(self.binary_input(x), self.binary_weight(), None)
-        out = self.scale(out, self.weight)
+        out = self.scale(out, self.weight, x)
         return out if self.bias is None else out + self.bias.view(1, -1, 1, 1)
 
 
@@ -72,5 +72,5 @@ class BinaryLinear(BinaryMixin, nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.linear(self.binary_input(x), self.binary_weight())
-        out = self.scale(out, self.weight)
+        out = self.scale(out, self.weight, x)
         return out if self.bias is None else out + self.bias

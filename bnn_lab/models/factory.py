@@ -16,11 +16,11 @@ def create(
     name: str,
     in_chans: int,
     num_classes: int,
-    img_size: int,
+    input_size: int,
     small_stem: bool | None = None,
     **kwargs,
 ) -> nn.Module:
-    """timm model ``name`` for ``in_chans`` x ``img_size`` inputs and ``num_classes`` outputs.
+    """timm model ``name`` for ``in_chans`` x ``input_size`` images and ``num_classes`` outputs.
 
     ``small_stem`` (default: for inputs up to 64 pixels) replaces the stem by a 3x3 stride-1
     conv without max-pool.
@@ -31,7 +31,7 @@ def create(
         raise ConfigError(f"unknown timm model {name!r}{hint}")
     model = timm.create_model(name, pretrained=False, in_chans=in_chans, num_classes=num_classes, **kwargs)
     if small_stem is None:
-        small_stem = img_size <= 64
+        small_stem = input_size <= 64
     if small_stem:
         for change in shrink_stem(model):
             log.info("small stem: %s", change)

@@ -2,8 +2,10 @@
 
 ResNet-20: a 3x3 stem with 16 filters, three stages of three BasicBlocks (16, 32, 64
 filters, stride 2 at the start of stages 2 and 3), 1x1 convolution + BN shortcuts where
-the shape changes (option B), global average pooling and a linear classifier. This is the
-network of the FDA, IR-Net and DIR-Net CIFAR-10 tables (about 0.27 M parameters).
+the shape changes (option B), global average pooling and a linear classifier (about
+0.27 M parameters). By default each conv has its own shortcut, as in the IR-Net code base
+that the FDA, IR-Net and DIR-Net CIFAR-10 tables use; ``shortcut_every_conv=False`` gives
+He et al.'s original block.
 Module names follow timm's ResNet (conv1/bn1/act1, layerN, global_pool, fc), so the
 surgery pass and ``get_classifier()`` treat both alike.
 """
@@ -17,8 +19,13 @@ from ._timm import strip_factory_kwargs
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+    """Two 3x3 convs. ``shortcut_every_conv`` (IR-Net / Bi-Real style, the variant of the
+    FDA and IR-Net CIFAR tables) adds an identity shortcut around each conv instead of one
+    around the pair, so real-valued information bypasses every binary conv."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, shortcut_every_conv: bool = True) -> None:
         super().__init__()
+        self.shortcut_every_conv = shortcut_every_conv
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_ch)
         self.act1 = nn.ReLU(inplace=True)
@@ -33,9 +40,11 @@ class BasicBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
+        if self.shortcut_every_conv:
+            out = self.act1(self.bn1(self.conv1(x)) + shortcut)
+            return self.act2(self.bn2(self.conv2(out)) + out)
         out = self.act1(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.act2(out + shortcut)
+        return self.act2(self.bn2(self.conv2(out)) + shortcut)
 
 
 class CifarResNet(nn.Module):
@@ -46,6 +55,7 @@ class CifarResNet(nn.Module):
         in_chans: int = 3,
         num_classes: int = 10,
         drop_rate: float = 0.0,
+        shortcut_every_conv: bool = True,
     ) -> None:
         super().__init__()
         if (depth - 2) % 6:
@@ -57,7 +67,7 @@ class CifarResNet(nn.Module):
         self.act1 = nn.ReLU(inplace=True)
         in_ch = widths[0]
         for i, w in enumerate(widths):
-            layers = [BasicBlock(in_ch if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1)
+            layers = [BasicBlock(in_ch if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1, shortcut_every_conv)
                       for j in range(blocks)]
             self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
             in_ch = w

@@ -1,5 +1,8 @@
 """Small-input stem: a 3x3 stride-1 first conv and no stem max-pool.
 
+Patchify stems (kernel == stride, as in ViT or ConvNeXt) are left alone: set the patch size
+through the model's own arguments instead.
+
 ImageNet stems (7x7/2 conv + 3x3/2 max-pool) shrink 28x28 or 8x8 inputs to almost nothing.
 The first conv is found through timm's ``pretrained_cfg['first_conv']`` (every timm model
 has it), so this works for any timm CNN, not just the ones registered here.
@@ -35,6 +38,8 @@ def shrink_stem(model: nn.Module) -> list[str]:
     if name is None:
         return changed
     conv: nn.Conv2d = dict(model.named_modules())[name]
+    if conv.kernel_size[0] == conv.stride[0] > 1:
+        return changed  # a patchify stem (ViT, ConvNeXt): its stride is the patch size
     if conv.stride != (1, 1) or conv.kernel_size[0] > 3:
         parent, leaf = _parent(model, name)
         new = nn.Conv2d(conv.in_channels, conv.out_channels, 3, 1, 1, bias=conv.bias is not None)

@@ -125,7 +125,7 @@ def binarize(
         w_est = make_estimator(role="weight", features=layer.weight[0].numel(), channels=out_ch)
         a_est = None if policy.weights_only else make_estimator(role="input", channels=in_ch)
         cls = BinaryConv2d if isinstance(layer, nn.Conv2d) else BinaryLinear
-        new = cls.from_float(layer, w_est, a_est, build_scale(scale, layer.weight))
+        new = cls.from_float(layer, w_est, a_est, build_scale(scale, layer))
         _set(model, name, new)
         report.binarized.append(name)
 

@@ -20,7 +20,7 @@ def build_model(cfg: Mapping[str, Any], in_chans: int, num_classes: int, img_siz
     """The timm model of ``cfg.arch``, binarized by ``cfg.binarize`` unless ``cfg.fp``."""
     arch = cfg["arch"]
     model = models.create(
-        arch["name"], in_chans=in_chans, num_classes=num_classes, img_size=img_size,
+        arch["name"], in_chans=in_chans, num_classes=num_classes, input_size=img_size,
         small_stem=arch.get("small_stem"), **dict(arch.get("kwargs") or {}),
     )
     if cfg.get("fp", False):

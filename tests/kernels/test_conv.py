@@ -1,0 +1,130 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bnn_lab.kernels import (
+    PackedConv2dWeight,
+    binary_conv2d,
+    pack_conv2d_input,
+    pack_conv2d_weight,
+    pack_signs,
+)
+from bnn_lab.kernels.registry import has_numba
+from tests.kernels.helpers import conv_ref
+
+BACKENDS = ["torch"] + (["cpu"] if has_numba() else [])
+
+# (N, C, O, H, W, kernel, stride, padding, dilation)
+CASES = [
+    (2, 16, 8, 6, 6, 1, 1, 0, 1),  # 1x1
+    (2, 5, 4, 7, 7, 3, 1, 1, 1),  # 3x3, padding 1
+    (2, 40, 6, 9, 8, 3, 2, 1, 1),  # stride 2, C > 32
+    (1, 64, 5, 8, 8, 3, 2, 0, 1),  # stride 2, no padding, C = 64
+    (2, 33, 3, 9, 9, 3, 1, 2, 2),  # dilation 2, padding 2
+    (1, 3, 7, 6, 7, (2, 3), (1, 2), (1, 2), 1),  # rectangular kernel / stride / padding
+    (3, 7, 5, 5, 5, 5, 1, 3, 1),  # padding wider than half the kernel
+]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n,c,o,h,w,ks,s,p,d", CASES)
+def test_matches_float_conv(backend, n, c, o, h, w, ks, s, p, d):
+    gen = torch.Generator().manual_seed(c * 100 + o)
+    kh, kw = (ks, ks) if isinstance(ks, int) else ks
+    x = torch.randn(n, c, h, w, generator=gen)
+    wt = torch.randn(o, c, kh, kw, generator=gen)
+    ref = conv_ref(x, wt, stride=s, padding=p, dilation=d)
+    out = binary_conv2d(x, pack_conv2d_weight(wt), stride=s, padding=p, dilation=d, backend=backend)
+    assert out.dtype == torch.int32
+    assert torch.equal(out, ref)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_plus_minus_one_input_and_flat_packed_weights(backend):
+    # the documented use: +-1 activations, weights packed as pack_signs(w.reshape(O, -1))
+    x = torch.where(torch.randn(2, 24, 10, 10) >= 0, 1.0, -1.0)
+    x[0, :, 0, 0] = 0.0  # sign(0) = +1 on the border pixel
+    x[1, :, 4, 4] = -0.0
+    wt = torch.randn(12, 24, 3, 3)
+    flat = pack_signs(wt.reshape(12, -1))
+    assert flat.shape == (12, (24 * 9 + 31) // 32)
+    out = binary_conv2d(x, flat, stride=1, padding=1, kernel_size=3, backend=backend)
+    assert torch.equal(out, conv_ref(x, wt, padding=1))
+    # a float weight tensor works too, and gives the same thing
+    assert torch.equal(binary_conv2d(x, wt, padding=1, backend=backend), out)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_packed_input(backend):
+    x = torch.randn(2, 35, 6, 5)
+    wt = torch.randn(4, 35, 3, 3)
+    out = binary_conv2d(pack_conv2d_input(x), pack_conv2d_weight(wt), padding=1, stride=2, backend=backend)
+    assert torch.equal(out, conv_ref(x, wt, padding=1, stride=2))
+
+
+@pytest.mark.filterwarnings("ignore:Using padding=.same.")
+def test_same_padding_and_valid():
+    x = torch.randn(1, 6, 7, 7)
+    wt = torch.randn(3, 6, 4, 4)  # even kernel: 'same' pads asymmetrically
+    assert torch.equal(binary_conv2d(x, wt, padding="same"), conv_ref(x, wt, padding="same"))
+    assert torch.equal(binary_conv2d(x, wt, padding="valid"), conv_ref(x, wt))
+
+
+def test_border_correction_is_cached_and_nonzero_only_at_the_border():
+    wt = torch.randn(4, 8, 3, 3)
+    pw = pack_conv2d_weight(wt)
+    x = torch.randn(1, 8, 6, 6)
+    binary_conv2d(x, pw, padding=1)
+    corr = pw.border_correction((6, 6), (1, 1), (1, 1, 1, 1), (1, 1))
+    assert corr is pw.border_correction((6, 6), (1, 1), (1, 1, 1, 1), (1, 1))  # cached object
+    assert corr.shape == (36, 4)
+    corr = corr.T.reshape(4, 6, 6)
+    assert torch.count_nonzero(corr[:, 1:-1, 1:-1]) == 0
+    # top-left output pixel: its padded taps are row 0 and column 0 of the kernel
+    s = torch.where(wt >= 0, 1, -1).sum(dim=1)  # (O, 3, 3)
+    expect = s[:, 0, :].sum(dim=1) + s[:, 1:, 0].sum(dim=1)
+    assert torch.equal(corr[:, 0, 0], expect.to(torch.int32))
+    assert pw.border_correction((6, 6), (1, 1), (0, 0, 0, 0), (1, 1)) is None
+
+
+def test_weight_conversion_cache_follows_inplace_updates():
+    x = torch.randn(1, 4, 5, 5)
+    wt = torch.randn(3, 4, 3, 3)
+    first = binary_conv2d(x, wt, padding=1)
+    with torch.no_grad():
+        wt.neg_()  # new signs, same tensor object
+    second = binary_conv2d(x, wt, padding=1)
+    assert torch.equal(second, conv_ref(x, wt, padding=1))
+    assert torch.equal(second, -first)
+
+
+def test_errors():
+    x = torch.randn(1, 4, 5, 5)
+    wt = torch.randn(4, 4, 3, 3)
+    with pytest.raises(NotImplementedError):
+        binary_conv2d(x, wt, groups=2)
+    with pytest.raises(ValueError):
+        binary_conv2d(torch.randn(1, 5, 5, 5), pack_conv2d_weight(wt))  # channel mismatch
+    with pytest.raises(ValueError):
+        binary_conv2d(x, pack_signs(wt.reshape(4, -1)))  # flat bits without kernel_size
+    with pytest.raises(ValueError):
+        binary_conv2d(x, wt, backend="nope")
+
+
+def test_from_flat_bits_equals_from_weight():
+    wt = torch.randn(5, 9, 3, 3)
+    a = PackedConv2dWeight.from_flat_bits(pack_signs(wt.reshape(5, -1)), 9, 3)
+    b = pack_conv2d_weight(wt)
+    assert torch.equal(a.rows, b.rows) and torch.equal(a.tap_sums, b.tap_sums)
+    assert a.k == 81 and a.kernel_size == (3, 3)
+
+
+def test_matches_reference_against_fp_conv_on_pm1_values():
+    # guard against a reference that is itself wrong: compare with a hand-made product
+    x = torch.tensor([[[[1.0, -1.0], [-1.0, 1.0]]]])
+    wt = torch.tensor([[[[1.0, 1.0], [1.0, -1.0]]]])
+    # zero padding 1, kernel 2x2: output 3x3; centre = 1 - 1 - 1 - 1 = -2
+    out = binary_conv2d(x, wt, padding=1)
+    assert out.shape == (1, 1, 3, 3)
+    assert out[0, 0, 1, 1].item() == -2
+    assert torch.equal(out, F.conv2d(x, wt, padding=1).to(torch.int32))

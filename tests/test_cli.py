@@ -1,0 +1,84 @@
+"""End-to-end runs of the ``bnn-lab`` command on real (tiny) data."""
+import json
+
+import pytest
+
+FAST = ["data=digits", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"]
+
+
+def test_one_epoch_on_digits_writes_metrics_summary_checkpoints_and_wandb(run_cli):
+    proc = run_cli(*FAST)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = proc.run_dir
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("test/acc", "test/acc5", "test/loss", "val/acc", "epochs", "wall_time_s", "summary"):
+        assert key in metrics
+    assert 0.0 <= metrics["test/acc"] <= metrics["test/acc5"] <= 1.0
+    assert metrics["test/acc"] > 0.3  # 10 classes: chance is 0.1; one epoch of a 1W1A ResNet-20 learns
+    assert metrics["epochs"] == 1 and metrics["estimator"] == "ste" and metrics["arch"] == "resnet20"
+    assert metrics["summary"]["binary_params"] == 269824
+    assert "test/acc" in proc.stdout
+    summary = (run_dir / "summary.txt").read_text()
+    assert "BinaryConv2d" in summary and "compression" in summary
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "checkpoints").glob("best-*.ckpt"))
+    assert "estimator:" in (run_dir / "config.yaml").read_text()
+    assert list((run_dir / "wandb").glob("offline-run-*")), "W&B should log offline under the run directory"
+
+
+def test_fda_densenet_on_digits(run_cli):
+    proc = run_cli("estimator=fda", "arch=densenet", *FAST, "logger=csv")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((proc.run_dir / "metrics.json").read_text())
+    assert metrics["arch"] == "binary_densenet28" and metrics["estimator"] == "fda"
+
+
+def test_full_precision_switch(run_cli):
+    proc = run_cli("fp=true", "trainer=debug", "data=digits", "logger=none")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((proc.run_dir / "metrics.json").read_text())
+    assert metrics["fp"] is True and metrics["summary"]["binary_params"] == 0
+
+
+@pytest.mark.parametrize("group,bad", [("estimator", "nope"), ("arch", "resnet999"), ("data", "mnist")])
+def test_unknown_option_is_one_line_listing_valid_ones(run_cli, group, bad):
+    proc = run_cli(f"{group}={bad}", "data=digits" if group != "data" else "logger=none")
+    assert proc.returncode != 0
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert group in lines[0] and bad in lines[0] and "valid" in lines[0]
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
+def test_unknown_option_inside_a_sweep_list(run_cli):
+    proc = run_cli("-m", "estimator=ste,fdaa", "data=digits")
+    assert proc.returncode != 0 and "fdaa" in proc.stderr and "fda, ste" in proc.stderr
+
+
+def test_missing_dataset_is_a_clean_error(run_cli, tmp_path):
+    proc = run_cli("data=cifar10", f"data.root={tmp_path}/none", "data.download=false", "logger=none")
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert "CIFAR10 not found" in proc.stderr and "data.root" in proc.stderr
+
+
+def test_debug_env_shows_traceback(run_cli, tmp_path):
+    proc = run_cli("data=cifar10", f"data.root={tmp_path}/none", "data.download=false", "logger=none",
+                   env={"BNN_LAB_DEBUG": "1", "HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode != 0 and "Traceback" in proc.stderr
+
+
+def test_every_estimator_trains_one_epoch_on_digits(run_cli, tmp_path):
+    from bnn_lab import estimators
+
+    names = estimators.names()
+    sweep = tmp_path / "sweep"
+    proc = run_cli("-m", f"estimator={','.join(names)}", *FAST, "logger=csv", f"hydra.sweep.dir={sweep}",
+                   "binarize.policy.activation=rprelu", timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = sorted(sweep.glob("*/metrics.json"))
+    assert len(runs) == len(names)
+    seen = {json.loads(p.read_text())["estimator"]: json.loads(p.read_text()) for p in runs}
+    assert set(seen) == set(names)
+    for name, m in seen.items():
+        assert m["epochs"] == 1 and 0.0 <= m["test/acc"] <= 1.0, name
