@@ -36,6 +36,7 @@ def test_matches_float_conv(backend, n, c, o, h, w, ks, s, p, d):
     ref = conv_ref(x, wt, stride=s, padding=p, dilation=d)
     out = binary_conv2d(x, pack_conv2d_weight(wt), stride=s, padding=p, dilation=d, backend=backend)
     assert out.dtype == torch.int32
+    assert out.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(out, ref)
 
 
