@@ -94,3 +94,17 @@ def test_every_estimator_trains_one_epoch_on_digits(run_cli, tmp_path):
     assert set(seen) == set(names)
     for name, m in seen.items():
         assert m["epochs"] == 1 and 0.0 <= m["test/acc"] <= 1.0, name
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["trainer.max_epochs=abc"], "trainer.max_epochs expects an integer"),
+    (["optimizer.lr=fast"], "optimizer.lr expects a number"),
+    (["foo=1"], "Could not override 'foo'"),
+    (["arch=timm"], "arch.name must be set"),
+    (["-m", "estimator=ste,fda", "data.batch_size=1.5"], "data.batch_size expects an integer"),
+])
+def test_bad_values_fail_in_one_line(run_cli, args, expected):
+    proc = run_cli(*args, "data=digits", "logger=none")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], proc.stderr

@@ -5,6 +5,8 @@ import contextlib
 import os
 import sys
 
+from omegaconf.errors import OmegaConfBaseException
+
 from ..errors import UserError
 
 EXIT_USER_ERROR = 2
@@ -18,8 +20,9 @@ def debug() -> bool:
 def user_errors(prog: str = "bnn-lab"):
     try:
         yield
-    except UserError as exc:
+    except (UserError, OmegaConfBaseException) as exc:
         if debug():
             raise
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        message = " ".join(str(exc).split())  # one line, whatever the exception printed
+        print(f"{prog}: error: {message}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

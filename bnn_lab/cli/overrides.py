@@ -1,10 +1,16 @@
-"""Checks command-line group choices before Hydra runs, so that an unknown option fails
-with one line naming the group and the valid options."""
+"""Checks the command line before Hydra runs, so that mistakes fail with one line:
+unknown group options (listing the valid ones), unknown keys, values of the wrong type
+and mandatory values left unset."""
 from __future__ import annotations
 
 from pathlib import Path
 
+from omegaconf import DictConfig, OmegaConf
+
 from ..errors import ConfigError
+
+# Hydra flags that take no value; with any other flag the command line is left to Hydra
+_PLAIN_FLAGS = {"-m", "--multirun"}
 
 
 def group_options(conf_dir: Path, group: str) -> list[str]:
@@ -12,15 +18,17 @@ def group_options(conf_dir: Path, group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml")) if folder.is_dir() else []
 
 
-def check_group_choices(args: list[str], conf_dir: Path) -> None:
-    """Raise ConfigError for ``group=option`` overrides whose option has no file."""
+def _parse(args: list[str]):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     candidates = [a for a in args if "=" in a and not a.startswith("-")]
-    if not candidates:
-        return
+    return OverridesParser.create().parse_overrides(candidates) if candidates else []
+
+
+def check_group_choices(args: list[str], conf_dir: Path) -> None:
+    """Raise ConfigError for ``group=option`` overrides whose option has no file."""
     try:
-        overrides = OverridesParser.create().parse_overrides(candidates)
+        overrides = _parse(args)
     except Exception:
         return  # Hydra reports syntax errors itself
     for ov in overrides:
@@ -38,3 +46,71 @@ def check_group_choices(args: list[str], conf_dir: Path) -> None:
         for v in values:
             if v not in valid:
                 raise ConfigError(f"unknown {group} option {v!r}; valid {group} options: {', '.join(valid)}")
+
+
+def _first_choice(ov) -> str:
+    """The override with a sweep replaced by its first value (to compose one config)."""
+    if not ov.is_sweep_override():
+        return ov.input_line
+    first = next(iter(ov.sweep_string_iterator()))
+    prefix = ov.input_line[: len(ov.input_line) - len(ov.input_line.lstrip("+~"))]
+    return f"{prefix}{ov.key_or_group}={first}"
+
+
+def _same_kind(default, value) -> bool:
+    if default is None or value is None or isinstance(default, (DictConfig, dict, list)):
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    return True
+
+
+def check_composition(args: list[str], conf_dir: Path) -> None:
+    """Compose the configuration the way Hydra will and report mistakes in one line."""
+    if any(a.startswith("-") and a not in _PLAIN_FLAGS for a in args):
+        return
+    from hydra import compose, initialize_config_dir
+
+    try:
+        overrides = _parse(args)
+    except Exception as exc:
+        raise ConfigError(f"cannot parse the overrides: {str(exc).splitlines()[0]}") from exc
+    lines = [_first_choice(ov) for ov in overrides if not ov.key_or_group.startswith("hydra")]
+    groups = [line for ov, line in zip(overrides, lines) if "." not in ov.key_or_group]
+    with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+        try:
+            cfg = compose(config_name="config", overrides=lines)
+        except Exception as exc:
+            msg = " ".join(str(exc).split("\n")[:2])
+            raise ConfigError(msg) from exc
+        base = compose(config_name="config", overrides=groups)
+    for ov in overrides:
+        key = ov.key_or_group
+        if "." not in key or key.startswith("hydra") or ov.is_delete():
+            continue
+        default = OmegaConf.select(base, key, default=None)
+        value = OmegaConf.select(cfg, key, default=None)
+        if not _same_kind(default, value):
+            kind = {"int": "an integer", "float": "a number", "bool": "true or false"}[type(default).__name__]
+            raise ConfigError(f"{key} expects {kind} (like {default!r}), got {value!r}")
+    for key in _missing_keys(cfg):
+        raise ConfigError(f"{key} must be set (e.g. {key}=...)")
+
+
+def _missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:
+    missing = []
+    for key in cfg:
+        if key == "hydra" and not prefix:
+            continue
+        full = f"{prefix}{key}"
+        if OmegaConf.is_missing(cfg, key):
+            missing.append(full)
+        else:
+            node = cfg._get_node(key)
+            if isinstance(node, DictConfig):
+                missing += _missing_keys(node, full + ".")
+    return missing

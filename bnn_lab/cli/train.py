@@ -9,7 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from .errors import user_errors
-from .overrides import check_group_choices
+from .overrides import check_composition, check_group_choices
 
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 
@@ -31,6 +31,7 @@ def main() -> None:
         if not CONF_DIR.is_dir():
             raise FileNotFoundError(f"config folder {CONF_DIR} missing: install bnn-lab with `pip install -e .`")
         check_group_choices(sys.argv[1:], CONF_DIR)
+        check_composition(sys.argv[1:], CONF_DIR)
     _app()
 
 
