@@ -108,3 +108,26 @@ def test_bad_values_fail_in_one_line(run_cli, args, expected):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], proc.stderr
+
+
+def test_unwritable_run_directory_fails_in_one_line(run_cli):
+    proc = run_cli("data=digits", "logger=none", "hydra.run.dir=/proc/bnn-lab-run")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot write the run directory /proc/bnn-lab-run" in lines[0]
+
+
+def test_non_finite_loss_stops_with_the_step():
+    import torch
+    from torch import nn
+
+    from bnn_lab.training.module import ClassificationModule, NonFiniteLossError
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            return torch.full((x.shape[0], 3), float("nan"))
+
+    module = ClassificationModule(Broken(), 3, {"name": "adam", "lr": 1e-3}, {"name": "none"})
+    module.log = lambda *a, **k: None  # no trainer attached
+    with pytest.raises(NonFiniteLossError, match="step 0"):
+        module.training_step((torch.zeros(2, 1, 4, 4), torch.tensor([0, 1])), 0)

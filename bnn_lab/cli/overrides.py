@@ -3,6 +3,7 @@ unknown group options (listing the valid ones), unknown keys, values of the wron
 and mandatory values left unset."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -81,13 +82,15 @@ def check_composition(args: list[str], conf_dir: Path) -> None:
         raise ConfigError(f"cannot parse the overrides: {str(exc).splitlines()[0]}") from exc
     lines = [_first_choice(ov) for ov in overrides if not ov.key_or_group.startswith("hydra")]
     groups = [line for ov, line in zip(overrides, lines) if "." not in ov.key_or_group]
+    hydra_lines = [ov.input_line for ov in overrides if ov.key_or_group.startswith("hydra.")]
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         try:
-            cfg = compose(config_name="config", overrides=lines)
+            cfg = compose(config_name="config", overrides=lines + hydra_lines, return_hydra_config=True)
         except Exception as exc:
             msg = " ".join(str(exc).split("\n")[:2])
             raise ConfigError(msg) from exc
         base = compose(config_name="config", overrides=groups)
+    _check_writable(cfg, multirun=any(a in _PLAIN_FLAGS for a in args))
     for ov in overrides:
         key = ov.key_or_group
         if "." not in key or key.startswith("hydra") or ov.is_delete():
@@ -99,6 +102,22 @@ def check_composition(args: list[str], conf_dir: Path) -> None:
             raise ConfigError(f"{key} expects {kind} (like {default!r}), got {value!r}")
     for key in _missing_keys(cfg):
         raise ConfigError(f"{key} must be set (e.g. {key}=...)")
+
+
+def _check_writable(cfg: DictConfig, multirun: bool) -> None:
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    try:
+        target = Path(str(OmegaConf.select(cfg, key))).expanduser().absolute()
+    except Exception:
+        return  # left to Hydra (e.g. an interpolation of a missing value, reported below)
+    try:  # Hydra creates it anyway; creating it here turns a failure into one clear line
+        target.mkdir(parents=True, exist_ok=True)
+        probe = target / ".bnn-lab-write-test"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write the run directory {target} ({exc.strerror}); "
+                          f"set {key}=<a writable folder>") from exc
 
 
 def _missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:

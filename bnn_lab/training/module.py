@@ -10,7 +10,12 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..errors import UserError
 from .optim import build_optimizer, build_scheduler
+
+
+class NonFiniteLossError(UserError):
+    """Training stopped because the loss is NaN or infinite."""
 
 
 class ClassificationModule(pl.LightningModule):
@@ -49,7 +54,13 @@ class ClassificationModule(pl.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, "train")
+        loss = self._step(batch, "train")
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
+                "checkpoints written before are kept; lower optimizer.lr or enable trainer.gradient_clip_val"
+            )
+        return loss
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")

@@ -1,0 +1,44 @@
+"""Packed binary kernels: sign packing, XNOR-popcount matmul and convolution.
+
+With ``a, w`` in ``{-1, +1}^K`` stored as bits (bit 1 for +1, bit 0 for -1)::
+
+    a . w = K - 2 * popcount(bits(a) XOR bits(w))
+
+``sign(x)`` is +1 for ``x >= 0`` (including 0 and -0.0) and -1 otherwise, never 0.
+Results are exact int32 and equal (``torch.equal``) to the float ``+-1`` reference.
+
+Public API:
+
+* :func:`pack_signs` / :func:`unpack_signs`: bit packing of the last dimension.
+* :func:`binary_matmul`: ``sign(A) @ sign(B).T`` from packed rows; backends ``auto``,
+  ``torch``, ``cpu`` (numba), ``triton`` (see :func:`available_backends`).
+* :func:`binary_conv2d`: exact ``F.conv2d(sign(x), sign(w), ...)`` with zero padding,
+  from a float activation and packed weights (:func:`pack_conv2d_weight`).
+"""
+
+from .conv import (
+    PackedConv2dInput,
+    PackedConv2dWeight,
+    binary_conv2d,
+    pack_conv2d_input,
+    pack_conv2d_weight,
+)
+from .packing import num_words, pack_signs, sign, unpack_signs
+from .registry import BACKENDS, available_backends, binary_matmul, register_backend, resolve_backend
+
+__all__ = [
+    "BACKENDS",
+    "PackedConv2dInput",
+    "PackedConv2dWeight",
+    "available_backends",
+    "binary_conv2d",
+    "binary_matmul",
+    "num_words",
+    "pack_conv2d_input",
+    "pack_conv2d_weight",
+    "pack_signs",
+    "register_backend",
+    "resolve_backend",
+    "sign",
+    "unpack_signs",
+]

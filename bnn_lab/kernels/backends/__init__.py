@@ -1,0 +1,1 @@
+"""One file per ``binary_matmul`` backend (imported lazily by :mod:`..registry`)."""

@@ -1,0 +1,144 @@
+"""``cpu`` backend: compiled numba kernels (see ``_numba_kernels.py``), CPU tensors only.
+
+numba is optional: this module imports without it and raises a clear error when used.
+The kernels run with ``min(torch.get_num_threads(), NUMBA_NUM_THREADS)`` threads so
+that they follow the same thread setting as torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import torch
+
+HAS_NUMBA = importlib.util.find_spec("numba") is not None
+
+_NO_CORR = np.zeros((0, 0), dtype=np.int32)
+
+
+def _kernels():
+    if not HAS_NUMBA:
+        raise RuntimeError("the 'cpu' binary_matmul backend needs numba (pip install numba); use backend='torch'")
+    from . import _numba_kernels
+
+    return _numba_kernels
+
+
+def _sync_threads() -> int:
+    """Use as many numba threads as torch does; returns that number.
+
+    With numba's ``omp`` threading layer, starting numba's threads calls
+    ``omp_set_num_threads(NUMBA_NUM_THREADS)`` in the OpenMP runtime that torch shares,
+    which silently changes ``torch.get_num_threads()``: it is restored here.
+    """
+    import numba
+
+    torch_threads = torch.get_num_threads()
+    n = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    if torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)
+    return n
+
+
+def _require_cpu(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t.device.type != "cpu":
+            raise ValueError(f"the 'cpu' backend needs CPU tensors, got a tensor on {t.device}")
+
+
+def words64(w32: int) -> int:
+    """uint64 words per row for rows of ``w32`` int32 words (an odd count gets a zero word)."""
+    return (w32 + 1) // 2
+
+
+def as_u64_rows(t: torch.Tensor, w64: int) -> np.ndarray:
+    """(rows, w32) int32 tensor -> C-contiguous (rows, w64) uint64 array (zero-padded).
+
+    No copy when the tensor already has ``2 * w64`` contiguous, 8-byte aligned words per row.
+    """
+    arr = t.detach().numpy()
+    rows, w32 = arr.shape
+    if w32 == 2 * w64 and arr.flags.c_contiguous and arr.ctypes.data % 8 == 0:
+        return arr.view(np.uint64)
+    buf = np.zeros((rows, 2 * w64), dtype=np.int32)
+    buf[:, :w32] = arr
+    return buf.view(np.uint64)
+
+
+def to_panels(b64: np.ndarray) -> np.ndarray:
+    """B rows (N, W) uint64 -> panels (ceil(N / 8), W, 8): ``bp[p, w, l] = b[8 p + l, w]``."""
+    kern = _kernels()
+    n, w = b64.shape
+    bp = np.empty(((n + kern.LANES - 1) // kern.LANES, w, kern.LANES), dtype=np.uint64)
+    _sync_threads()
+    kern.to_panels_kernel()(b64, bp)
+    return bp
+
+
+def gemm_into(a64: np.ndarray, bp: np.ndarray, k: int, out: np.ndarray, period: int = 1, corr=None) -> None:
+    """``out[i, j] = k - 2 popcount(a[i] ^ b[j]) (+ corr[i % period, j])`` with B given as
+    panels (:func:`to_panels`); ``out`` is a C-contiguous (M, N) int32 array."""
+    kern = _kernels()
+    n_threads = _sync_threads()
+    if a64.shape[0] == 0 or out.shape[1] == 0:
+        return
+    kern.gemm_kernel()(a64, bp, int(k), out, int(period), _NO_CORR if corr is None else corr, n_threads)
+
+
+def binary_matmul_cpu(a_bits: torch.Tensor, b_bits: torch.Tensor, k: int) -> torch.Tensor:
+    """``k - 2 * popcount(a XOR b)`` for all row pairs; int32 (M, N) on CPU.
+
+    B is re-laid out into panels on every call (O(N * W), a few percent of the work);
+    :func:`~bnn_lab.kernels.binary_conv2d` caches the panels of its weights instead.
+    """
+    _require_cpu(a_bits, b_bits)
+    _kernels()
+    m, n = a_bits.shape[0], b_bits.shape[0]
+    w64 = words64(a_bits.shape[1])
+    out = torch.empty((m, n), dtype=torch.int32)
+    if m == 0 or n == 0:
+        return out
+    bp = to_panels(as_u64_rows(b_bits, w64))
+    gemm_into(as_u64_rows(a_bits, w64), bp, k, out.numpy())
+    return out
+
+
+def pack_channels(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """Signs of ``x`` (N, C, H, W) packed along channels, padded with -1 (zero bits).
+
+    ``pads = (top, bottom, left, right)``. Returns int32 (N, H + top + bottom,
+    W + left + right, ceil(C / 32)).
+    """
+    kern = _kernels()
+    _require_cpu(x)
+    n, c, h, w = x.shape
+    top, bottom, left, right = pads
+    cw = (c + 31) // 32
+    xb = torch.zeros((n, h + top + bottom, w + left + right, cw), dtype=torch.int32)
+    if x.dtype not in (torch.float32, torch.float64):
+        # Exact sign for every other dtype (float16/bfloat16/ints): compare in torch first.
+        x = torch.where(x >= 0, 1, -1).to(torch.int8)
+    arr = x.detach().contiguous().reshape(n, c, h * w).numpy()
+    if xb.numel():
+        _sync_threads()
+        kern.pack_channels_kernel()(arr, xb.numpy().view(np.uint32), top, left, w)
+    return xb
+
+
+def im2col(xb: torch.Tensor, kernel_size, stride, dilation, out_hw, width: int) -> torch.Tensor:
+    """Packed patches (N * H_out * W_out, width) int32 from a padded packed input ``xb``."""
+    kern = _kernels()
+    _require_cpu(xb)
+    n = xb.shape[0]
+    h_out, w_out = out_hw
+    cols = torch.empty((n * h_out * w_out, width), dtype=torch.int32)
+    if cols.numel():
+        _sync_threads()
+        kern.im2col_kernel()(
+            xb.contiguous().numpy().view(np.uint32),
+            cols.numpy().view(np.uint32),
+            kernel_size[0], kernel_size[1], stride[0], stride[1], dilation[0], dilation[1], h_out, w_out,
+        )
+    return cols

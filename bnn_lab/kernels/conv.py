@@ -1,0 +1,330 @@
+"""Exact binary convolution on packed operands.
+
+Padding. ``F.conv2d`` pads with 0, a value that ``{-1, +1}`` bits cannot hold. We pad
+with -1 instead (all-zero bits, which is also what a zero-filled packed buffer holds)
+and correct the border afterwards::
+
+    conv_zero_pad(x, w) = conv_{-1 pad}(x, w) + conv(mask, w)
+
+where ``mask`` is 1 at padded positions (every channel) and 0 inside: at a padded tap
+the -1-padded product is ``-w`` and the zero-padded one is 0, a difference of ``+w``.
+The correction depends only on the weights and the geometry (input size, stride,
+padding, dilation), never on ``x``: it is computed once with ``F.conv2d`` of a
+one-channel mask against the per-tap channel sums of ``sign(w)`` and cached in the
+:class:`PackedConv2dWeight`. It is zero away from the border.
+
+Layout. The input is packed along channels, per pixel: ``CW = ceil(C / 32)`` int32
+words per pixel (channel ``c`` in bit ``c % 32`` of word ``c // 32``). A patch row is
+the concatenation over the taps ``(i, j)`` (row-major) of the ``CW`` words of the pixel
+under that tap, so im2col is a gather of whole words. The weights are packed in the
+same tap-major order (:attr:`PackedConv2dWeight.rows`). Channel-padding bits are 0 in
+both operands, so the matmul with the true ``K = C * kh * kw`` is exact.
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .packing import num_words, pack_signs, unpack_signs
+from .registry import binary_matmul, resolve_backend
+
+
+def _pair(v, name: str) -> tuple[int, int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return (v, v)
+    if isinstance(v, (tuple, list)) and len(v) == 2 and all(isinstance(e, int) for e in v):
+        return (int(v[0]), int(v[1]))
+    raise TypeError(f"{name} must be an int or a pair of ints, got {v!r}")
+
+
+@dataclass(eq=False)
+class PackedConv2dInput:
+    """Signs of an (N, C, H, W) activation packed along channels: ``bits`` is int32
+    (N, H, W, ceil(C / 32)); ``channels`` is the true C. Made by :func:`pack_conv2d_input`."""
+
+    bits: torch.Tensor
+    channels: int
+
+    @property
+    def shape(self) -> tuple[int, int, int, int]:
+        n, h, w, _ = self.bits.shape
+        return (n, self.channels, h, w)
+
+
+def pack_conv2d_input(x: torch.Tensor) -> PackedConv2dInput:
+    """Pack the signs of ``x`` (N, C, H, W) along channels (see the module docstring)."""
+    if x.dim() != 4:
+        raise ValueError(f"expected an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
+    return PackedConv2dInput(pack_signs(x.permute(0, 2, 3, 1)), x.shape[1])
+
+
+@dataclass(eq=False)
+class PackedConv2dWeight:
+    """Convolution weights packed for :func:`binary_conv2d`.
+
+    Attributes:
+        rows: int32 (O, kh * kw * ceil(C / 32)), tap-major channel-packed sign bits.
+        in_channels: C.
+        kernel_size: (kh, kw).
+        tap_sums: int32 (O, kh, kw), ``sum_c sign(w[o, c, i, j])`` (for the border
+            correction).
+    """
+
+    rows: torch.Tensor
+    in_channels: int
+    kernel_size: tuple[int, int]
+    tap_sums: torch.Tensor
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def out_channels(self) -> int:
+        return self.rows.shape[0]
+
+    @property
+    def k(self) -> int:
+        """True reduction length ``C * kh * kw``."""
+        return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.rows.device
+
+    @classmethod
+    def from_weight(cls, weight: torch.Tensor) -> PackedConv2dWeight:
+        """From a real (O, C, kh, kw) weight (only its signs are used)."""
+        if weight.dim() != 4:
+            raise ValueError(f"expected an (O, C, kh, kw) weight, got shape {tuple(weight.shape)}")
+        weight = weight.detach()
+        o, c, kh, kw = weight.shape
+        rows = pack_signs(weight.permute(0, 2, 3, 1)).reshape(o, kh * kw * num_words(c))
+        tap_sums = torch.where(weight >= 0, 1, -1).sum(dim=1, dtype=torch.int32)
+        return cls(rows.contiguous(), c, (kh, kw), tap_sums)
+
+    @classmethod
+    def from_flat_bits(cls, bits: torch.Tensor, in_channels: int, kernel_size) -> PackedConv2dWeight:
+        """From ``pack_signs(w.reshape(O, -1))``: int32 (O, ceil(C * kh * kw / 32)) in
+        PyTorch's (c, i, j) flattening order."""
+        kh, kw = _pair(kernel_size, "kernel_size")
+        k = in_channels * kh * kw
+        if bits.dim() != 2 or bits.dtype != torch.int32 or bits.shape[1] != num_words(k):
+            raise ValueError(
+                f"expected int32 (O, {num_words(k)}) packed weights for C={in_channels}, kernel {kh}x{kw}, "
+                f"got {bits.dtype} {tuple(bits.shape)}"
+            )
+        signs = unpack_signs(bits, k, dtype=torch.int8).reshape(bits.shape[0], in_channels, kh, kw)
+        return cls.from_weight(signs)
+
+    def to(self, device) -> PackedConv2dWeight:
+        return PackedConv2dWeight(self.rows.to(device), self.in_channels, self.kernel_size, self.tap_sums.to(device))
+
+    def cached(self, key, make):
+        """``make()`` once per ``key`` (backend-specific layouts of these weights)."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def border_correction(self, in_hw, stride, pads, dilation) -> torch.Tensor | None:
+        """int32 (H_out * W_out, O) term ``conv(mask, w)`` for zero padding, pixel-major
+        like the matmul output (cached); ``None`` without padding.
+        ``pads = (top, bottom, left, right)``."""
+        if not any(pads):
+            return None
+        key = ("border", tuple(in_hw), tuple(stride), tuple(pads), tuple(dilation))
+        corr = self._cache.get(key)
+        if corr is None:
+            top, bottom, left, right = pads
+            h, w = in_hw
+            mask = torch.ones((1, 1, h + top + bottom, w + left + right), dtype=torch.float64, device=self.device)
+            mask[:, :, top : top + h, left : left + w] = 0
+            kern = self.tap_sums.to(torch.float64).unsqueeze(1)  # (O, 1, kh, kw)
+            c = F.conv2d(mask, kern, stride=stride, dilation=dilation)  # exact: small integers
+            corr = c.round().to(torch.int32).reshape(self.out_channels, -1).T.contiguous()
+            self._cache[key] = corr
+        return corr
+
+
+def pack_conv2d_weight(weight: torch.Tensor) -> PackedConv2dWeight:
+    """Pack a real (O, C, kh, kw) convolution weight (signs) for :func:`binary_conv2d`."""
+    return PackedConv2dWeight.from_weight(weight)
+
+
+# id(tensor) -> (weakref, key, packed): conversions of plain weight tensors, reused while
+# the tensor is alive and unmodified (its ``_version`` is part of the key).
+_WEIGHT_CACHE: dict[int, tuple] = {}
+
+
+def _packed_weight(weight, in_channels: int, kernel_size) -> PackedConv2dWeight:
+    if isinstance(weight, PackedConv2dWeight):
+        return weight
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight must be a PackedConv2dWeight or a tensor, got {type(weight).__name__}")
+    if weight.dtype == torch.int32 and weight.dim() == 2:
+        if kernel_size is None:
+            raise ValueError("kernel_size is required when weight is a flat packed (O, words) tensor")
+        ks = _pair(kernel_size, "kernel_size")
+    elif weight.dim() == 4:
+        ks = (weight.shape[2], weight.shape[3])
+    else:
+        raise ValueError(
+            "weight must be an (O, C, kh, kw) real tensor, an int32 (O, ceil(C*kh*kw/32)) packed tensor "
+            f"or a PackedConv2dWeight; got {weight.dtype} {tuple(weight.shape)}"
+        )
+    key = (weight._version, tuple(weight.shape), weight.dtype, weight.device, weight.data_ptr(), in_channels, ks)
+    entry = _WEIGHT_CACHE.get(id(weight))
+    if entry is not None and entry[0]() is weight and entry[1] == key:
+        return entry[2]
+    if weight.dim() == 4:
+        packed = PackedConv2dWeight.from_weight(weight)
+    else:
+        packed = PackedConv2dWeight.from_flat_bits(weight, in_channels, ks)
+    ident = id(weight)
+    ref = weakref.ref(weight, lambda _r, i=ident: _WEIGHT_CACHE.pop(i, None))
+    _WEIGHT_CACHE[ident] = (ref, key, packed)
+    return packed
+
+
+def _conv_geometry(in_hw, kernel_size, stride, padding, dilation):
+    kh, kw = kernel_size
+    dh, dw = dilation
+    if isinstance(padding, str):
+        if padding == "valid":
+            padding = (0, 0)
+        elif padding == "same":
+            if stride != (1, 1):
+                raise ValueError("padding='same' needs stride 1 (as in torch)")
+            th, tw = dh * (kh - 1), dw * (kw - 1)
+            pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
+            padding = None
+        else:
+            raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    if padding is not None:
+        ph, pw = _pair(padding, "padding")
+        pads = (ph, ph, pw, pw)
+    if min(pads) < 0 or min(stride) < 1 or min(dilation) < 1:
+        raise ValueError(f"invalid conv geometry: padding={pads}, stride={stride}, dilation={dilation}")
+    h, w = in_hw
+    hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
+    h_out = (hp - dh * (kh - 1) - 1) // stride[0] + 1
+    w_out = (wp - dw * (kw - 1) - 1) // stride[1] + 1
+    if h_out < 1 or w_out < 1:
+        raise ValueError(f"input {h}x{w} (padded {hp}x{wp}) is smaller than the dilated kernel")
+    return pads, (h_out, w_out)
+
+
+_GATHER_INDEX: dict[tuple, torch.Tensor] = {}
+
+
+def _gather_index(padded_hw, kernel_size, stride, dilation, out_hw, device) -> torch.Tensor:
+    """Flat pixel index (H_out * W_out * kh * kw,) into the padded map, patch-major."""
+    key = (tuple(padded_hw), tuple(kernel_size), tuple(stride), tuple(dilation), tuple(out_hw), device)
+    idx = _GATHER_INDEX.get(key)
+    if idx is None:
+        wp = padded_hw[1]
+        oh = torch.arange(out_hw[0], device=device) * stride[0]
+        ow = torch.arange(out_hw[1], device=device) * stride[1]
+        ti = torch.arange(kernel_size[0], device=device) * dilation[0]
+        tj = torch.arange(kernel_size[1], device=device) * dilation[1]
+        rows = oh[:, None, None, None] + ti[None, None, :, None]
+        cols = ow[None, :, None, None] + tj[None, None, None, :]
+        idx = (rows * wp + cols).reshape(-1)
+        _GATHER_INDEX[key] = idx
+    return idx
+
+
+def binary_conv2d(
+    x,
+    weight,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    *,
+    kernel_size=None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Exact ``F.conv2d(sign(x), sign(w), stride=, padding=, dilation=)`` as int32.
+
+    Args:
+        x: real activation (N, C, H, W) (only the signs are used; ``sign(0) = +1``), or a
+            :class:`PackedConv2dInput` from :func:`pack_conv2d_input`.
+        weight: a :class:`PackedConv2dWeight` (fastest: see :func:`pack_conv2d_weight`);
+            or an int32 (O, ceil(C * kh * kw / 32)) tensor from
+            ``pack_signs(w.reshape(O, -1))`` together with ``kernel_size``; or a real
+            (O, C, kh, kw) weight. Tensors are converted once and the conversion is
+            cached while the tensor lives unmodified.
+        stride, padding, dilation: as in ``F.conv2d`` (``padding`` may be an int, a
+            pair, ``"valid"`` or ``"same"``). Zero padding is reproduced exactly: the
+            input is padded with -1 and the border corrected (module docstring).
+        groups: only 1 is supported.
+        kernel_size: (kh, kw), needed only with flat packed weights.
+        backend: ``binary_matmul`` backend (``auto``: numba on CPU, triton on CUDA).
+            The ``cpu`` backend also packs and gathers the input with numba kernels.
+
+    Returns:
+        int32 (N, O, H_out, W_out) on the input's device, in ``torch.channels_last``
+        memory format (the matmul produces one row of O channels per output pixel; call
+        ``.contiguous()`` if NCHW memory is needed).
+    """
+    if groups != 1:
+        raise NotImplementedError(f"binary_conv2d supports groups=1 only, got groups={groups}")
+    if isinstance(x, PackedConv2dInput):
+        n, c, h, w = x.shape
+        device = x.bits.device
+    elif isinstance(x, torch.Tensor):
+        if x.dim() != 4:
+            raise ValueError(f"expected an (N, C, H, W) input, got shape {tuple(x.shape)}")
+        n, c, h, w = x.shape
+        device = x.device
+    else:
+        raise TypeError(f"x must be a tensor or a PackedConv2dInput, got {type(x).__name__}")
+    pw = _packed_weight(weight, c, kernel_size)
+    if pw.in_channels != c:
+        raise ValueError(f"input has {c} channels but the weight expects {pw.in_channels}")
+    if pw.device != device:
+        raise ValueError(f"input is on {device} but the weight is on {pw.device}")
+    stride = _pair(stride, "stride")
+    dilation = _pair(dilation, "dilation")
+    pads, (h_out, w_out) = _conv_geometry((h, w), pw.kernel_size, stride, padding, dilation)
+    top, bottom, left, right = pads
+    name = resolve_backend(backend, device)
+    o = pw.out_channels
+    p = h_out * w_out
+    corr = pw.border_correction((h, w), stride, pads, dilation)
+
+    # 1. channel-packed input, padded with -1 (zero bits)
+    if isinstance(x, PackedConv2dInput):
+        xb = F.pad(x.bits, (0, 0, left, right, top, bottom))
+    elif name == "cpu":
+        from .backends import numba_cpu
+
+        xb = numba_cpu.pack_channels(x, pads)
+    else:
+        if not x.is_floating_point():
+            x = x.to(torch.float32)
+        xb = pack_signs(F.pad(x, (left, right, top, bottom), value=-1.0).permute(0, 2, 3, 1))
+
+    # 2-3. im2col over packed words, then the binary matmul (+ border correction)
+    if name == "cpu":
+        from .backends import numba_cpu
+
+        w64 = numba_cpu.words64(pw.rows.shape[1])
+        cols = numba_cpu.im2col(xb, pw.kernel_size, stride, dilation, (h_out, w_out), 2 * w64)
+        panels = pw.cached("cpu_panels", lambda: numba_cpu.to_panels(numba_cpu.as_u64_rows(pw.rows, w64)))
+        out = torch.empty((n * p, o), dtype=torch.int32)  # rows: output pixels, NHWC order
+        numba_cpu.gemm_into(
+            numba_cpu.as_u64_rows(cols, w64), panels, pw.k, out.numpy(), p, None if corr is None else corr.numpy()
+        )
+        return out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2)
+
+    hp, wp = h + top + bottom, w + left + right
+    idx = _gather_index((hp, wp), pw.kernel_size, stride, dilation, (h_out, w_out), device)
+    cw = xb.shape[-1]
+    cols = xb.reshape(n, hp * wp, cw)[:, idx].reshape(n * p, -1)
+    out = binary_matmul(cols, pw.rows, pw.k, backend=name)  # (N * P, O): NHWC order
+    if corr is not None:
+        out = out.reshape(n, p, o).add_(corr)
+    return out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2)
