@@ -113,7 +113,7 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> ModelSummary:
         if not own or any(name.startswith(prefix) for prefix in training_only):
             continue
         n = sum(p.numel() for p in own)
-        if isinstance(m, BinaryMixin):
+        if isinstance(m, BinaryMixin) and m.binary_weights:
             w = m.weight.numel()
             mem = w / 8 + 4 * (n - w)
             wb, ab = 1, (1 if m.binary_inputs else 32)

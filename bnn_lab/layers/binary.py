@@ -25,11 +25,18 @@ class BinaryMixin:
         self.weight_estimator = weight_estimator
         self.input_estimator = input_estimator
         self.scale = scale if scale is not None else NoScale()
-        self.weight._bnn_latent = True  # optimizer: no weight decay on latent binary weights
+        if self.binary_weights:
+            self.weight._bnn_latent = True  # optimizer: no weight decay on latent binary weights
+
+    @property
+    def binary_weights(self) -> bool:
+        """False in the real-weight stages of multi-stage recipes (weight estimator Identity)."""
+        return not isinstance(self.weight_estimator, nn.Identity)
 
     @property
     def binary_inputs(self) -> bool:
-        return self.input_estimator is not None
+        """False for BWN layers (no input estimator) and soft (tanh) activations."""
+        return self.input_estimator is not None and not isinstance(self.input_estimator, (nn.Identity, nn.Tanh))
 
     def binary_weight(self) -> torch.Tensor:
         return self.weight_estimator(self.weight)
@@ -38,8 +45,9 @@ class BinaryMixin:
         return self.input_estimator(x) if self.input_estimator is not None else x
 
     def extra_repr(self) -> str:
-        mode = "1W1A" if self.binary_inputs else "1W32A"
-        return super().extra_repr() + f", binary={mode}"
+        w = "1W" if self.binary_weights else "32W"
+        a = "1A" if self.binary_inputs else ("tanhA" if isinstance(self.input_estimator, nn.Tanh) else "32A")
+        return super().extra_repr() + f", binary={w}{a}"
 
 
 class BinaryConv2d(BinaryMixin, nn.Conv2d):

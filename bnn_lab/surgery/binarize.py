@@ -73,11 +73,17 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
     setattr(model.get_submodule(parent_name) if parent_name else model, leaf, module)
 
 
+INPUT_MODES = ("binary", "soft", "real")
+WEIGHT_MODES = ("binary", "real")
+
+
 def binarize(
     model: nn.Module,
     estimator: EstimatorSpec = "ste",
     policy: Policy | Mapping[str, Any] | None = None,
     scale: str = "none",
+    input_mode: str = "binary",
+    weight_mode: str = "binary",
 ) -> SurgeryReport:
     """Replace ``nn.Conv2d`` / ``nn.Linear`` in ``model`` by binary layers, in place.
 
@@ -85,8 +91,17 @@ def binarize(
     called with ``role`` ("weight"/"input"), ``features`` and ``channels``. Every binary
     layer gets its own estimator modules. Trained weights are reused as the latent weights.
     Layers that are already binary are left as they are (their learned scales survive).
+
+    ``input_mode``: ``binary`` (sign through the estimator), ``soft`` (tanh, the second stage
+    of Real-to-Binary's recipe) or ``real``; ``weight_mode``: ``binary`` or ``real`` (latent
+    weights used as they are, for the real-weight stages). ``policy.weights_only`` means
+    ``input_mode="real"``.
     """
     policy = Policy.from_any(policy)
+    if input_mode not in INPUT_MODES or weight_mode not in WEIGHT_MODES:
+        raise ConfigError(f"input_mode must be one of {INPUT_MODES}, weight_mode one of {WEIGHT_MODES}")
+    if policy.weights_only:
+        input_mode = "real"
     make_estimator = _estimator_factory(estimator)
     modules = dict(model.named_modules())
     layers = {n: m for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))}
@@ -122,8 +137,12 @@ def binarize(
             continue
         out_ch = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
         in_ch = layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
-        w_est = make_estimator(role="weight", features=layer.weight[0].numel(), channels=out_ch)
-        a_est = None if policy.weights_only else make_estimator(role="input", channels=in_ch)
+        if weight_mode == "binary":
+            w_est = make_estimator(role="weight", features=layer.weight[0].numel(), channels=out_ch)
+        else:
+            w_est = nn.Identity()
+        a_est = {"binary": lambda: make_estimator(role="input", channels=in_ch),
+                 "soft": nn.Tanh, "real": lambda: None}[input_mode]()
         cls = BinaryConv2d if isinstance(layer, nn.Conv2d) else BinaryLinear
         new = cls.from_float(layer, w_est, a_est, build_scale(scale, layer))
         _set(model, name, new)

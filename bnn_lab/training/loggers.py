@@ -83,6 +83,10 @@ def _wandb(
                     "sync later with `wandb sync %s/wandb`", run_dir)
         mode = "offline"
     os.environ.setdefault("WANDB_SILENT", "true")
+    import wandb
+
+    if wandb.run is not None:  # left open by the previous job of a multirun in this process:
+        wandb.finish()         # WandbLogger would otherwise log this job into that run
     return WandbLogger(
         name=run_name, project=project, entity=entity, group=group, tags=list(tags), id=id,
         save_dir=str(run_dir), offline=(mode == "offline"), mode=mode, log_model=False,

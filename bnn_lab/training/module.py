@@ -1,4 +1,4 @@
-"""The LightningModule that trains any (binary) classifier."""
+"""The LightningModule that trains any (binary) classifier, optionally taught by a teacher."""
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..distill import Distiller, FeatureCapture, build_distiller, select_points
 from ..errors import UserError
 from .optim import build_optimizer, build_scheduler
 
@@ -20,7 +21,12 @@ class NonFiniteLossError(UserError):
 
 class ClassificationModule(pl.LightningModule):
     """Cross-entropy training of ``model``; logs ``{train,val,test}/{loss,acc}`` and
-    ``test/acc5`` where there are at least 5 classes."""
+    ``test/acc5`` where there are at least 5 classes.
+
+    With a ``teacher`` and a ``distiller`` the training loss adds the distiller's weighted
+    terms (logged as ``train/kd``, ``train/attention``). The teacher stays in eval mode
+    without gradients and is not a registered submodule, so checkpoints hold the student only.
+    """
 
     def __init__(
         self,
@@ -28,21 +34,52 @@ class ClassificationModule(pl.LightningModule):
         num_classes: int,
         optimizer: Mapping[str, Any],
         scheduler: Mapping[str, Any],
+        distiller: Distiller | None = None,
+        teacher: nn.Module | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
         self.num_classes = num_classes
         self.optimizer_cfg, self.scheduler_cfg = dict(optimizer), dict(scheduler)
+        self.distiller = distiller or build_distiller("none")
+        if self.distiller.needs_teacher and teacher is None:
+            raise UserError(f"distillation {self.distiller.name!r} needs a teacher")
+        if teacher is not None:
+            teacher.eval().requires_grad_(False)
+        object.__setattr__(self, "teacher", teacher)  # not a submodule: never trained, never saved
+        self.meta = dict(meta or {})
+        self._captures: tuple[FeatureCapture, FeatureCapture] | None = None
         self.acc = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")})
         self.acc5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 5 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
-        x, y = batch
-        logits = self(x)
-        loss = F.cross_entropy(logits, y)
+    # -- teacher and hooks ---------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.teacher is None:
+            return
+        self.teacher.to(self.device).eval()
+        if self.distiller.needs_features:
+            points = select_points(self.model, self.distiller.layers)
+            self._captures = (FeatureCapture(self.model, points).attach(),
+                              FeatureCapture(self.teacher, points).attach())
+
+    def remove_hooks(self) -> None:
+        if self._captures is not None:
+            for capture in self._captures:
+                capture.detach()
+            self._captures = None
+
+    def on_fit_end(self) -> None:
+        self.remove_hooks()
+
+    def teardown(self, stage: str) -> None:
+        self.remove_hooks()  # also when fit stops on an exception
+
+    # -- steps ---------------------------------------------------------------------------
+    def _log_metrics(self, stage: str, logits, y, loss) -> None:
         acc = self.acc[f"{stage}_acc"]
         acc(logits, y)
         on_step = stage == "train"
@@ -51,10 +88,20 @@ class ClassificationModule(pl.LightningModule):
         if stage == "test" and self.acc5 is not None:
             self.acc5(logits, y)
             self.log("test/acc5", self.acc5, on_step=False, on_epoch=True, batch_size=len(y))
-        return loss
 
     def training_step(self, batch, batch_idx):
-        loss = self._step(batch, "train")
+        x, y = batch
+        logits = self(x)
+        ce = F.cross_entropy(logits, y)
+        loss = self.distiller.weights["ce"] * ce
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = self.teacher(x)
+            feats = ([c.features() for c in self._captures] if self._captures else ([], []))
+            for name, term in self.distiller.terms(logits, teacher_logits, *feats).items():
+                self.log(f"train/{name}", term, on_step=True, on_epoch=True, batch_size=len(y))
+                loss = loss + term
+        self._log_metrics("train", logits, y, ce)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the training loss became {loss.item()} at step {self.global_step} (epoch {self.current_epoch}); "
@@ -63,10 +110,17 @@ class ClassificationModule(pl.LightningModule):
         return loss
 
     def validation_step(self, batch, batch_idx):
-        self._step(batch, "val")
+        x, y = batch
+        logits = self(x)
+        self._log_metrics("val", logits, y, F.cross_entropy(logits, y))
 
     def test_step(self, batch, batch_idx):
-        self._step(batch, "test")
+        x, y = batch
+        logits = self(x)
+        self._log_metrics("test", logits, y, F.cross_entropy(logits, y))
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["bnn_lab"] = self.meta  # arch, mode, classes: checked when used as a teacher
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.model, self.optimizer_cfg)

@@ -1,6 +1,7 @@
-"""One training run: data, model, surgery, summary, fit, test, metrics.json."""
+"""A run: data, then its stages (model, surgery, summary, fit, test), then metrics.json."""
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -9,17 +10,22 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
+import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from torch import nn
 
-from ..errors import ConfigError, UserError
+from ..distill import build_distiller
+from ..errors import ConfigError
 from ..summary import summarize
 from .build import build_data, build_model
 from .callbacks import EstimatorProgress, LatentClip
 from .loggers import build_logger
 from .module import ClassificationModule
+from .stages import Stage, init_from, load_teacher, plan_stages
 
 log = logging.getLogger(__name__)
+FINAL_WEIGHTS = "final_weights.pt"
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -33,66 +39,124 @@ def run_name(cfg: DictConfig) -> str:
     return f"{cfg.arch.name}-{precision}-{cfg.data.name}-s{cfg.seed}"
 
 
-def _trainer(cfg: DictConfig, run_dir: Path, logger, callbacks) -> pl.Trainer:
+def _trainer(cfg: DictConfig, stage: Stage, run_dir: Path, logger, callbacks) -> pl.Trainer:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs["max_epochs"] = stage.epochs
     try:
         return pl.Trainer(**kwargs, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
     except TypeError as exc:
         raise ConfigError(f"bad trainer option: {exc}") from exc
 
 
+class _StageRunner:
+    """Runs the stages of one run in order, handing weights and teachers along."""
+
+    def __init__(self, cfg: DictConfig, run_dir: Path, dm) -> None:
+        self.cfg, self.run_dir, self.dm = cfg, run_dir, dm
+
+    def stage_dir(self, index: int, stage: Stage, n_stages: int) -> Path:
+        return self.run_dir if n_stages == 1 else self.run_dir / "stages" / f"{index}_{stage.name}"
+
+    def teacher_for(self, stage: Stage, previous: nn.Module | None) -> nn.Module | None:
+        if stage.teacher is None:
+            return None
+        if stage.teacher == "previous":
+            return copy.deepcopy(previous)
+        dm = self.dm
+        return load_teacher(stage.teacher, self.cfg, dm.in_chans, dm.num_classes, dm.img_size)
+
+    def run(self, index: int, stage: Stage, n_stages: int, previous: nn.Module | None):
+        cfg, dm = self.cfg, self.dm
+        out = self.stage_dir(index, stage, n_stages)
+        out.mkdir(parents=True, exist_ok=True)
+        model, report = build_model(cfg, dm.in_chans, dm.num_classes, dm.img_size, mode=stage.mode)
+        done = out / "metrics.json"
+        if n_stages > 1 and cfg.get("resume") and done.is_file() and (out / FINAL_WEIGHTS).is_file():
+            model.load_state_dict(torch.load(out / FINAL_WEIGHTS, map_location="cpu"))
+            log.info("stage %s already finished: reusing %s", stage.name, out / FINAL_WEIGHTS)
+            return model, json.loads(done.read_text())
+        start = time.time()
+        if stage.init == "previous":
+            fresh = init_from(model, previous.state_dict())
+            log.info("stage %s starts from stage %d's weights (%d new tensors)", stage.name, index - 1, len(fresh))
+
+        summary = summarize(model, dm.input_shape)
+        header = f"stage {index} ({stage.name}, {stage.mode}): " if n_stages > 1 else ""
+        header += str(report) if report is not None else "full precision: no surgery"
+        (out / "summary.txt").write_text(f"{header}\n\n{summary.table()}\n")
+        print(f"{header}\n{summary.table()}", flush=True)
+
+        optimizer = dict(cfg.optimizer)
+        if stage.lr is not None:
+            optimizer["lr"] = stage.lr
+        distill_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.distill, resolve=True).items()
+                          if k not in ("name", "teacher", "init_from_teacher")}
+        distiller = build_distiller(stage.distill, **{**distill_kwargs, **(stage.loss or {})})
+        meta = {"arch": cfg.arch.name, "mode": stage.mode, "num_classes": dm.num_classes,
+                "in_chans": dm.in_chans, "stage": stage.name}
+        lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, distiller,
+                                   self.teacher_for(stage, previous), meta)
+        suffix = "" if n_stages == 1 else f"-{stage.name}"
+        logger = build_logger(cfg.logger, out, run_name(cfg) + suffix)
+        ckpt_cb = ModelCheckpoint(
+            dirpath=str(out / "checkpoints"), filename="best-{epoch:02d}", monitor="val/acc", mode="max",
+            save_last=True, save_top_k=1, every_n_train_steps=cfg.checkpoint.every_n_train_steps,
+        )
+        callbacks = [ckpt_cb, EstimatorProgress()]
+        if cfg.optimizer.get("clip_latent", False):
+            callbacks.append(LatentClip())
+        trainer = _trainer(cfg, stage, out, logger, callbacks)
+        if logger:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_metrics({f"summary/{k}": float(v) for k, v in summary.totals.items()}, step=0)
+
+        last = out / "checkpoints" / "last.ckpt"
+        resume_from = str(last) if cfg.get("resume") and last.is_file() else None
+        if resume_from:
+            log.info("resuming stage %s from %s", stage.name, last)
+        trainer.fit(lit, datamodule=dm, ckpt_path=resume_from)
+        best = ckpt_cb.best_model_path or None
+        results = trainer.test(lit, datamodule=dm, ckpt_path=best, verbose=False)[0]
+        torch.save(model.state_dict(), out / FINAL_WEIGHTS)  # the tested (best) weights
+
+        metrics: dict[str, Any] = {k: float(v) for k, v in results.items()}
+        if ckpt_cb.best_model_score is not None:
+            metrics["val/acc"] = float(ckpt_cb.best_model_score)
+        metrics.update(
+            stage=stage.name, mode=stage.mode, epochs=int(trainer.current_epoch),
+            global_steps=int(trainer.global_step), wall_time_s=round(time.time() - start, 2),
+            arch=cfg.arch.name, estimator=None if stage.mode == "fp" else cfg.estimator.name,
+            data=cfg.data.name, distill=stage.distill, seed=int(cfg.seed), fp=stage.mode == "fp",
+            summary=summary.totals, best_checkpoint=best,
+        )
+        write_json_atomic(done, metrics)
+        if logger and cfg.logger.name == "wandb":
+            logger.experiment.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        return model, metrics
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train and test the configured model; everything lands in ``run_dir``."""
+    """Train and test the configured model (all its stages); everything lands in ``run_dir``."""
     start = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not os.access(run_dir, os.W_OK):
-        raise UserError(f"output directory {run_dir} is not writable; set hydra.run.dir to a writable folder")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-
+    stages = plan_stages(cfg)
     dm = build_data(cfg)
-    model, report = build_model(cfg, dm.in_chans, dm.num_classes, dm.img_size)
-    summary = summarize(model, dm.input_shape)
-    header = str(report) if report is not None else "full precision (fp=true): no surgery"
-    (run_dir / "summary.txt").write_text(f"{header}\n\n{summary.table()}\n")
-    print(f"{header}\n{summary.table()}", flush=True)
-
-    lit = ClassificationModule(model, dm.num_classes, cfg.optimizer, cfg.scheduler)
-    logger = build_logger(cfg.logger, run_dir, run_name(cfg))
-    ckpt_cb = ModelCheckpoint(
-        dirpath=str(run_dir / "checkpoints"), filename="best-{epoch:02d}", monitor="val/acc", mode="max",
-        save_last=True, save_top_k=1, every_n_train_steps=cfg.checkpoint.every_n_train_steps,
-    )
-    callbacks = [ckpt_cb, EstimatorProgress()]
-    if cfg.optimizer.get("clip_latent", False):
-        callbacks.append(LatentClip())
-    trainer = _trainer(cfg, run_dir, logger, callbacks)
-    if logger:
-        logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-        logger.log_metrics({f"summary/{k}": float(v) for k, v in summary.totals.items()}, step=0)
-
-    resume_from = None
-    last = run_dir / "checkpoints" / "last.ckpt"
-    if cfg.get("resume") and last.is_file():
-        resume_from = str(last)
-        log.info("resuming from %s", last)
-    trainer.fit(lit, datamodule=dm, ckpt_path=resume_from)
-    best = ckpt_cb.best_model_path or None
-    results = trainer.test(lit, datamodule=dm, ckpt_path=best, verbose=False)[0]
-
-    metrics: dict[str, Any] = {k: float(v) for k, v in results.items()}
-    if ckpt_cb.best_model_score is not None:
-        metrics["val/acc"] = float(ckpt_cb.best_model_score)
-    metrics.update(
-        epochs=int(trainer.current_epoch),
-        global_steps=int(trainer.global_step),
+    runner = _StageRunner(cfg, run_dir, dm)
+    previous, per_stage = None, []
+    for i, stage in enumerate(stages):
+        previous, metrics = runner.run(i, stage, len(stages), previous)
+        per_stage.append(metrics)
+    if len(stages) == 1:
+        return per_stage[0]
+    final = dict(per_stage[-1])
+    final.update(
+        stages=[{"name": s.name, "mode": s.mode, "epochs": m["epochs"], "test/acc": m.get("test/acc"),
+                 "distill": s.distill} for s, m in zip(stages, per_stage)],
+        distill=cfg.distill.name,
+        epochs=sum(m["epochs"] for m in per_stage),
         wall_time_s=round(time.time() - start, 2),
-        arch=cfg.arch.name, estimator=None if cfg.get("fp") else cfg.estimator.name,
-        data=cfg.data.name, distill=cfg.distill.name, seed=int(cfg.seed), fp=bool(cfg.get("fp")),
-        summary=summary.totals,
-        best_checkpoint=best,
     )
-    write_json_atomic(run_dir / "metrics.json", metrics)
-    if logger and hasattr(logger, "experiment") and cfg.logger.name == "wandb":
-        logger.experiment.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-    return metrics
+    write_json_atomic(run_dir / "metrics.json", final)
+    return final

@@ -1,0 +1,13 @@
+"""``none``: cross-entropy only (no teacher)."""
+from __future__ import annotations
+
+from .base import Distiller
+from .registry import register_distiller
+
+
+@register_distiller("none")
+class NoDistillation(Distiller):
+    needs_teacher = False
+
+    def __init__(self, ce: float = 1.0, **_ignored) -> None:
+        super().__init__(ce=ce)

@@ -1,0 +1,109 @@
+"""Stages of a run: one for a plain run; teacher + student for distillation; the list
+under ``stages:`` for progressive recipes (each stage initialized from and taught by the
+previous one, METHODS.md section 3)."""
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ..errors import ConfigError, UserError
+from .build import MODES, build_model, config_mode
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass
+class Stage:
+    name: str
+    mode: str
+    epochs: int
+    lr: float | None = None
+    loss: dict[str, Any] | None = None   # distiller keyword arguments (ce, kd, attention, temperature, layers)
+    distill: str = "none"                 # distillation method of this stage
+    teacher: str | None = None            # "previous" or a checkpoint path
+    init: str | None = None               # "previous": start from the previous stage's weights
+
+
+def _stage_from_cfg(i: int, raw: Mapping[str, Any], cfg: DictConfig) -> Stage:
+    raw = dict(raw)
+    valid = {f.name for f in dataclasses.fields(Stage)}
+    unknown = sorted(set(raw) - valid)
+    if unknown:
+        raise ConfigError(f"stage {i} has unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
+    if raw.get("mode") not in MODES:
+        raise ConfigError(f"stage {i} needs mode: one of {', '.join(MODES)}")
+    raw.setdefault("name", raw["mode"])
+    raw.setdefault("epochs", int(cfg.trainer.max_epochs))
+    if i > 0:
+        raw.setdefault("teacher", "previous")
+        raw.setdefault("init", "previous")
+        raw.setdefault("distill", cfg.distill.name)
+    return Stage(**raw)
+
+
+def plan_stages(cfg: DictConfig) -> list[Stage]:
+    epochs = int(cfg.trainer.max_epochs)
+    stages = cfg.get("stages")
+    if stages:
+        return [_stage_from_cfg(i, OmegaConf.to_container(s, resolve=True), cfg) for i, s in enumerate(stages)]
+    distill = cfg.distill.name
+    main = Stage(name="train", mode=config_mode(cfg), epochs=epochs, distill=distill)
+    if distill == "none":
+        return [main]
+    teacher_cfg = cfg.distill.get("teacher") or {}
+    ckpt = teacher_cfg.get("ckpt")
+    main.name = "student"
+    main.init = "previous" if cfg.distill.get("init_from_teacher") else None
+    if ckpt:
+        main.teacher = str(ckpt)
+        if main.init:
+            raise ConfigError("distill.init_from_teacher needs the teacher trained in this run (no distill.teacher.ckpt)")
+        return [main]
+    main.teacher = "previous"
+    teacher = Stage(name="teacher", mode="fp", epochs=int(teacher_cfg.get("epochs", epochs)))
+    return [teacher, main]
+
+
+def init_from(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Copy every tensor of ``state`` whose name and shape exist in ``model``; returns the
+    names of the model's tensors that were not in ``state`` (new estimator, scale or
+    activation parameters). A tensor of the same name but another shape is an error."""
+    own = model.state_dict()
+    clash = [k for k, v in state.items() if k in own and own[k].shape != v.shape]
+    if clash:
+        raise UserError(f"cannot initialize from the previous stage: shapes differ for {', '.join(clash[:5])}")
+    model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
+    return [k for k in own if k not in state]
+
+
+def load_teacher(path: str, cfg: DictConfig, in_chans: int, num_classes: int, img_size: int) -> nn.Module:
+    """A full-precision teacher of ``cfg.arch`` from a bnn-lab checkpoint."""
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise UserError(f"teacher checkpoint {file} does not exist; train one first or drop distill.teacher.ckpt")
+    try:
+        ckpt = torch.load(file, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise UserError(f"teacher checkpoint {file} cannot be read ({exc}); it is not a bnn-lab checkpoint") from exc
+    meta = ckpt.get("bnn_lab", {}) if isinstance(ckpt, dict) else {}
+    if meta.get("arch") and meta["arch"] != cfg.arch.name:
+        raise UserError(f"teacher checkpoint {file} is a {meta['arch']} but arch.name is {cfg.arch.name}; "
+                        "use a teacher of the same architecture")
+    state = {k.removeprefix("model."): v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
+    teacher, _ = build_model(cfg, in_chans, num_classes, img_size, mode=meta.get("mode", "fp"))
+    try:
+        missing, unexpected = teacher.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shapes differ
+        raise UserError(f"teacher checkpoint {file} does not fit arch {cfg.arch.name} (tensor shapes differ); "
+                        "same architecture needed") from exc
+    if missing or unexpected:
+        raise UserError(f"teacher checkpoint {file} does not fit arch {cfg.arch.name} "
+                        f"({len(missing)} missing, {len(unexpected)} unexpected tensors); same architecture needed")
+    return teacher

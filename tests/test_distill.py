@@ -1,0 +1,161 @@
+"""Distillation: losses against hand computations, the teacher's isolation, hook hygiene,
+and the progressive multi-stage recipe (weights handed from stage to stage, resume)."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from torch import nn
+
+from bnn_lab.distill import FeatureCapture, attention_loss, build_distiller, default_points, kd_loss
+from bnn_lab.errors import UserError
+from bnn_lab.models import create
+from bnn_lab.training import run as run_module
+from bnn_lab.training.module import ClassificationModule
+from bnn_lab.training.stages import init_from, load_teacher
+
+CONF = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def test_attention_loss_by_hand():
+    # one sample, 2 channels, 1x2 positions
+    s = torch.tensor([[[[1.0, 2.0]], [[0.0, 2.0]]]])   # sum_c A^2 = [1, 8]
+    t = torch.tensor([[[[3.0, 0.0]], [[4.0, 0.0]]]])   # sum_c A^2 = [25, 0]
+    qs = [1 / math.sqrt(65), 8 / math.sqrt(65)]
+    qt = [1.0, 0.0]
+    expected = ((qs[0] - qt[0]) ** 2 + (qs[1] - qt[1]) ** 2) / 2
+    assert attention_loss([s], [t]).item() == pytest.approx(expected, rel=1e-6)
+    # two blocks add up
+    assert attention_loss([s, s], [t, t]).item() == pytest.approx(2 * expected, rel=1e-6)
+
+
+def test_kd_loss_by_hand():
+    zs = torch.tensor([[1.0, 0.0]])
+    zt = torch.tensor([[0.0, 2.0]])
+    T = 2.0
+    ps = torch.softmax(zs / T, -1)[0]
+    pt = torch.softmax(zt / T, -1)[0]
+    expected = T * T * sum(pt[i] * (math.log(pt[i]) - math.log(ps[i])) for i in range(2))
+    assert kd_loss(zs, zt, T).item() == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_real2bin_defaults_follow_the_published_recipe():
+    d = build_distiller("real2bin")
+    assert d.weights == {"ce": 1.0, "attention": 30.0, "kd": 3.0} and d.needs_features
+
+
+def test_teacher_gets_no_gradient_and_is_not_saved():
+    torch.manual_seed(0)
+    student, teacher = create("resnet20", 1, 10, 8), create("resnet20", 1, 10, 8)
+    module = ClassificationModule(student, 10, {"name": "adam"}, {"name": "none"},
+                                  build_distiller("real2bin"), teacher)
+    module.log = lambda *a, **k: None
+    module.on_fit_start()
+    loss = module.training_step((torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])), 0)
+    loss.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(not p.requires_grad for p in teacher.parameters())
+    assert any(p.grad is not None for p in student.parameters())
+    assert not teacher.training
+    assert not any(k.startswith("teacher") for k in module.state_dict())
+    module.on_fit_end()
+
+
+def test_hooks_are_removed_after_use():
+    model = create("resnet20", 1, 10, 8)
+    points = default_points(model)
+    assert len(points) == 9 and points[0] == "layer1.0"
+    with FeatureCapture(model, points) as cap:
+        model(torch.randn(2, 1, 8, 8))
+        assert len(cap.features()) == 9
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def _cfg(*overrides):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=["data=digits", "logger=none",
+                                                        "trainer.enable_progress_bar=false", *overrides])
+
+
+# mechanics only: one short epoch per stage
+RECIPE_1_EPOCH = ["experiment=real2bin", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
+                  "trainer.limit_test_batches=2"] + [f"stages.{i}.epochs=1" for i in range(4)]
+
+
+def test_each_stage_starts_from_the_previous_stage_and_hooks_do_not_leak(tmp_path, monkeypatch):
+    handed = []
+    real_init = run_module.init_from
+
+    def spy(model, state):
+        fresh = real_init(model, state)
+        after = model.state_dict()
+        handed.append(all(torch.equal(after[k], v) for k, v in state.items() if k in after))
+        assert not any(m._forward_hooks for m in model.modules())
+        return fresh
+
+    monkeypatch.setattr(run_module, "init_from", spy)
+    metrics = run_module.train(_cfg(*RECIPE_1_EPOCH, "binarize.scale=gating"), tmp_path / "run")
+    assert handed == [True, True, True]
+    assert [s["name"] for s in metrics["stages"]] == ["fp", "soft", "binary_act", "1w1a"]
+    assert [s["mode"] for s in metrics["stages"]] == ["fp", "soft", "binary_act", "1w1a"]
+    assert metrics["test/acc"] == metrics["stages"][-1]["test/acc"]
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert len(saved["stages"]) == 4 and saved["epochs"] == 4
+    # stage 1 ended with stage 0's conv weights moved on, not re-initialized
+    s0 = torch.load(tmp_path / "run/stages/0_fp/final_weights.pt")
+    s1 = torch.load(tmp_path / "run/stages/1_soft/final_weights.pt")
+    assert "layer1.0.conv1.scale.fc1.weight" in s1  # gating works inside the recipe
+    assert torch.corrcoef(torch.stack([s0["layer3.2.conv2.weight"].flatten(),
+                                       s1["layer3.2.conv2.weight"].flatten()]))[0, 1] > 0.9
+
+
+def test_crashed_recipe_resumes_at_the_stage_where_it_stopped(tmp_path, monkeypatch):
+    runs = []
+    real_run = run_module._StageRunner.run
+
+    def flaky(self, index, stage, n, previous):
+        runs.append(stage.name)
+        if stage.name == "binary_act" and runs.count("binary_act") == 1:
+            raise RuntimeError("killed")
+        return real_run(self, index, stage, n, previous)
+
+    monkeypatch.setattr(run_module._StageRunner, "run", flaky)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_module.train(_cfg(*RECIPE_1_EPOCH), tmp_path / "run")
+    done = {p: p.stat().st_mtime for p in (tmp_path / "run/stages").glob("*/metrics.json")}
+    assert len(done) == 2
+    metrics = run_module.train(_cfg(*RECIPE_1_EPOCH, "resume=true"), tmp_path / "run")
+    assert len(metrics["stages"]) == 4
+    assert all(p.stat().st_mtime == t for p, t in done.items())  # finished stages were not retrained
+
+
+def test_teacher_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
+    cfg = _cfg("arch=resnet20")
+    ckpt = tmp_path / "t.ckpt"
+    other = create("vgg_small", 1, 10, 8)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in other.state_dict().items()},
+                "bnn_lab": {"arch": "vgg_small", "mode": "fp"}}, ckpt)
+    with pytest.raises(UserError, match="is a vgg_small but arch.name is resnet20"):
+        load_teacher(str(ckpt), cfg, 1, 10, 8)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in other.state_dict().items()}}, ckpt)
+    with pytest.raises(UserError, match="does not fit arch resnet20"):
+        load_teacher(str(ckpt), cfg, 1, 10, 8)
+    with pytest.raises(UserError, match="does not exist"):
+        load_teacher(str(tmp_path / "nope.ckpt"), cfg, 1, 10, 8)
+
+
+def test_kd_with_teacher_from_checkpoint_through_the_cli(run_cli, tmp_path):
+    teacher = run_cli("fp=true", "data=digits", "trainer.max_epochs=1", "logger=none",
+                      "trainer.enable_progress_bar=false", run_dir=tmp_path / "teacher")
+    assert teacher.returncode == 0, teacher.stderr[-2000:]
+    ckpt = tmp_path / "teacher" / "checkpoints" / "last.ckpt"
+    student = run_cli("distill=kd", f"distill.teacher.ckpt={ckpt}", "data=digits", "trainer.max_epochs=1",
+                      "logger=none", "trainer.enable_progress_bar=false", run_dir=tmp_path / "student")
+    assert student.returncode == 0, student.stderr[-2000:]
+    metrics = json.loads((tmp_path / "student" / "metrics.json").read_text())
+    assert metrics["distill"] == "kd" and metrics["mode"] == "1w1a"
+    wrong = run_cli("distill=kd", f"distill.teacher.ckpt={ckpt}", "arch=vgg_small", "data=digits",
+                    "logger=none", run_dir=tmp_path / "wrong")
+    assert wrong.returncode == 2 and "resnet20 but arch.name is vgg_small" in wrong.stderr
