@@ -30,15 +30,21 @@ def job_metrics(sweep_dir: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/metrics.json"))}
 
 
+_GRID: dict[str, Path] = {}  # test_report imports the fixture: one multirun for both modules
+
+
 @pytest.fixture(scope="session")
 def digits_grid(tmp_path_factory) -> Path:
     """`bnn-lab -m estimator=ste,fda arch=resnet20` on digits with csv logs: a 2x1 grid, also
     the input of the report tests."""
-    root = tmp_path_factory.mktemp("grid")
-    sweep = root / "multirun"
-    proc = bnn_lab("-m", "estimator=ste,fda", "arch=resnet20", *TINY, "logger=csv", f"hydra.sweep.dir={sweep}", cwd=root)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return sweep
+    if "sweep" not in _GRID:
+        root = tmp_path_factory.mktemp("grid")
+        sweep = root / "multirun"
+        proc = bnn_lab("-m", "estimator=ste,fda", "arch=resnet20", *TINY, "logger=csv", f"hydra.sweep.dir={sweep}",
+                       cwd=root)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        _GRID["sweep"] = sweep
+    return _GRID["sweep"]
 
 
 def test_local_grid_runs_every_combination(digits_grid):

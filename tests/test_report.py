@@ -82,3 +82,13 @@ def test_report_without_runs_is_a_one_line_error(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [f"bnn-lab-report: error: no run under {tmp_path} "
                                                 "(a run directory holds metrics.json)"]
+
+
+def test_console_script_is_declared():
+    import importlib
+    import tomllib
+
+    scripts = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts.get("bnn-lab-report") == "bnn_lab.report:main"
+    module, func = scripts["bnn-lab-report"].split(":")
+    assert getattr(importlib.import_module(module), func) is main

@@ -36,6 +36,8 @@ def check_group_choices(args: list[str], conf_dir: Path) -> None:
         group = ov.key_or_group
         if ov.is_delete() or "." in group or ov.package or not (conf_dir / group).is_dir():
             continue
+        if group.startswith("hydra/"):  # hydra/launcher, hydra/sweeper: plugins add options without a file here
+            continue
         if ov.is_sweep_override():
             values = [str(v) for v in ov.sweep_string_iterator()]
         else:

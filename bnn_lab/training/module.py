@@ -83,7 +83,8 @@ class ClassificationModule(pl.LightningModule):
         acc = self.acc[f"{stage}_acc"]
         acc(logits, y)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y),
+                 sync_dist=True)
         self.log(f"{stage}/acc", acc, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
         if stage == "test" and self.acc5 is not None:
             self.acc5(logits, y)
@@ -99,7 +100,7 @@ class ClassificationModule(pl.LightningModule):
                 teacher_logits = self.teacher(x)
             feats = ([c.features() for c in self._captures] if self._captures else ([], []))
             for name, term in self.distiller.terms(logits, teacher_logits, *feats).items():
-                self.log(f"train/{name}", term, on_step=True, on_epoch=True, batch_size=len(y))
+                self.log(f"train/{name}", term, on_step=True, on_epoch=True, batch_size=len(y), sync_dist=True)
                 loss = loss + term
         self._log_metrics("train", logits, y, ce)
         if not torch.isfinite(loss):

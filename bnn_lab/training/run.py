@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 from ..distill import build_distiller
@@ -26,6 +27,12 @@ from .stages import Stage, init_from, load_teacher, plan_stages
 
 log = logging.getLogger(__name__)
 FINAL_WEIGHTS = "final_weights.pt"
+
+
+def is_rank_zero() -> bool:
+    """False in the other processes of a DDP run: they train but write no files (Lightning sets
+    the rank from LOCAL_RANK / SLURM_PROCID before the trainer exists)."""
+    return rank_zero_only.rank == 0
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -83,8 +90,9 @@ class _StageRunner:
         summary = summarize(model, dm.input_shape)
         header = f"stage {index} ({stage.name}, {stage.mode}): " if n_stages > 1 else ""
         header += str(report) if report is not None else "full precision: no surgery"
-        (out / "summary.txt").write_text(f"{header}\n\n{summary.table()}\n")
-        print(f"{header}\n{summary.table()}", flush=True)
+        if is_rank_zero():
+            (out / "summary.txt").write_text(f"{header}\n\n{summary.table()}\n")
+            print(f"{header}\n{summary.table()}", flush=True)
 
         optimizer = dict(cfg.optimizer)
         if stage.lr is not None:
@@ -117,7 +125,8 @@ class _StageRunner:
         trainer.fit(lit, datamodule=dm, ckpt_path=resume_from)
         best = ckpt_cb.best_model_path or None
         results = trainer.test(lit, datamodule=dm, ckpt_path=best, verbose=False)[0]
-        torch.save(model.state_dict(), out / FINAL_WEIGHTS)  # the tested (best) weights
+        if is_rank_zero():
+            torch.save(model.state_dict(), out / FINAL_WEIGHTS)  # the tested (best) weights
 
         metrics: dict[str, Any] = {k: float(v) for k, v in results.items()}
         if ckpt_cb.best_model_score is not None:
@@ -129,8 +138,9 @@ class _StageRunner:
             data=cfg.data.name, distill=stage.distill, seed=int(cfg.seed), fp=stage.mode == "fp",
             summary=summary.totals, best_checkpoint=best,
         )
-        write_json_atomic(done, metrics)
-        if logger and cfg.logger.name == "wandb":
+        if is_rank_zero():
+            write_json_atomic(done, metrics)
+        if logger and cfg.logger.name == "wandb" and is_rank_zero():
             logger.experiment.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         return model, metrics
 
@@ -140,7 +150,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     start = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if is_rank_zero():
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     stages = plan_stages(cfg)
     dm = build_data(cfg)
     runner = _StageRunner(cfg, run_dir, dm)
@@ -158,5 +169,6 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         epochs=sum(m["epochs"] for m in per_stage),
         wall_time_s=round(time.time() - start, 2),
     )
-    write_json_atomic(run_dir / "metrics.json", final)
+    if is_rank_zero():
+        write_json_atomic(run_dir / "metrics.json", final)
     return final

@@ -1,0 +1,134 @@
+"""Finds the runs under a folder and reads what each one wrote: metrics.json, config.yaml and,
+when the run logged with ``logger=csv``, its per-epoch curves."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# the table's columns, in order: (column, where the value comes from)
+COLUMNS = [
+    "run", "estimator", "arch", "distill", "data", "seed", "fp", "test_acc", "test_acc5", "val_acc",
+    "binary_params", "size_deployed_mb", "compression", "epochs", "wall_time_s",
+]
+
+
+@dataclass
+class Curve:
+    """Per-epoch values of one metric; epochs of later stages follow those of earlier ones."""
+
+    epochs: list[float] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Run:
+    path: Path
+    name: str
+    metrics: dict[str, Any]
+    config: dict[str, Any]
+    curves: dict[str, Curve]
+    csv_logs: list[Path]
+
+    @property
+    def estimator(self) -> str:
+        return "fp" if self.metrics.get("fp") else str(self.metrics.get("estimator") or _cfg(self.config, "estimator.name"))
+
+    def row(self) -> dict[str, Any]:
+        m, summary = self.metrics, self.metrics.get("summary") or {}
+        return {
+            "run": self.name,
+            "estimator": self.estimator,
+            "arch": m.get("arch") or _cfg(self.config, "arch.name"),
+            "distill": m.get("distill") or _cfg(self.config, "distill.name") or "none",
+            "data": m.get("data") or _cfg(self.config, "data.name"),
+            "seed": m.get("seed", _cfg(self.config, "seed")),
+            "fp": bool(m.get("fp", False)),
+            "test_acc": _num(m.get("test/acc")),
+            "test_acc5": _num(m.get("test/acc5")),
+            "val_acc": _num(m.get("val/acc")),
+            "binary_params": summary.get("binary_params"),
+            "size_deployed_mb": _num(summary.get("size_deployed_mb")),
+            "compression": _num(summary.get("compression")),
+            "epochs": m.get("epochs"),
+            "wall_time_s": _num(m.get("wall_time_s")),
+        }
+
+
+def _num(value) -> float | None:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        return None
+    return out if math.isfinite(out) else None
+
+
+def _cfg(config: dict, dotted: str):
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def find_run_dirs(root: Path) -> list[Path]:
+    """Every folder under ``root`` (``root`` included) with a metrics.json, except the
+    per-stage folders inside a run (``stages/<n>_<name>/``): those belong to their run."""
+    runs: list[Path] = []
+    for path in sorted(root.rglob("metrics.json"), key=lambda p: (len(p.parts), str(p))):
+        folder = path.parent
+        if any(folder.is_relative_to(r) and folder != r for r in runs):
+            continue
+        runs.append(folder)
+    return sorted(runs)
+
+
+def _read_csv_curves(paths: list[Path]) -> dict[str, Curve]:
+    """Epoch-level values from Lightning CSVLogger files: ``val/*`` and ``*_epoch`` columns
+    (``train/loss_epoch`` becomes ``train/loss``)."""
+    curves: dict[str, Curve] = {}
+    offset = 0.0
+    for path in paths:
+        last_epoch = -1.0
+        with path.open(newline="") as fh:
+            for row in csv.DictReader(fh):
+                epoch = _num(row.get("epoch"))
+                if epoch is None:
+                    continue
+                last_epoch = max(last_epoch, epoch)
+                for key, raw in row.items():
+                    if not key or not raw or not (key.startswith("val/") or key.endswith("_epoch")):
+                        continue
+                    value = _num(raw)
+                    if value is None:
+                        continue
+                    name = key[: -len("_epoch")] if key.endswith("_epoch") else key
+                    curve = curves.setdefault(name, Curve())
+                    curve.epochs.append(offset + epoch + 1)  # epoch 0 ends after 1 epoch of training
+                    curve.values.append(value)
+        offset += last_epoch + 1
+    return curves
+
+
+def load_run(folder: Path, root: Path) -> Run:
+    metrics = json.loads((folder / "metrics.json").read_text())
+    config_file = folder / "config.yaml"
+    if not config_file.is_file():
+        config_file = folder / ".hydra" / "config.yaml"
+    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
+    logs = [folder / "csv" / "metrics.csv"] if (folder / "csv" / "metrics.csv").is_file() else \
+        sorted((folder / "stages").glob("*/csv/metrics.csv"), key=lambda p: int(p.parts[-3].split("_")[0])
+               if p.parts[-3].split("_")[0].isdigit() else 0)
+    name = str(folder.relative_to(root)) if folder != root else folder.name
+    return Run(folder, name, metrics, config or {}, _read_csv_curves(logs), logs)
+
+
+def collect_runs(root: str | Path) -> list[Run]:
+    root = Path(root)
+    return [load_run(folder, root) for folder in find_run_dirs(root)]
