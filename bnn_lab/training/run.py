@@ -145,6 +145,26 @@ class _StageRunner:
         return model, metrics
 
 
+def _export(cfg: DictConfig, model: nn.Module, stage: Stage, dm, run_dir: Path, metrics: dict) -> None:
+    """Pack the final model, write model.packed.safetensors and evaluate it: ``packed/test_acc``."""
+    if not cfg.export.packed or stage.mode == "fp" or not is_rank_zero():
+        return
+    from ..export import PACKED_FILE, evaluate, pack_model, save_packed
+
+    packed, report = pack_model(model.cpu(), backend=cfg.export.backend)
+    log.info("%s", report)
+    meta = {"arch": cfg.arch.name, "estimator": cfg.estimator.name, "mode": stage.mode,
+            "in_chans": dm.in_chans, "num_classes": dm.num_classes, "img_size": dm.img_size,
+            "config": OmegaConf.to_yaml(cfg, resolve=True)}
+    save_packed(packed, run_dir / PACKED_FILE, meta)
+    result = evaluate(packed, dm.test_dataloader(), progress=True)
+    metrics["packed/test_acc"] = result["acc"]
+    metrics["packed/layers"] = len(report.packed)
+    metrics["packed/file"] = PACKED_FILE
+    if metrics.get("test/acc") is not None and abs(result["acc"] - metrics["test/acc"]) > 1e-6:
+        log.warning("packed test accuracy %.4f differs from the float one %.4f", result["acc"], metrics["test/acc"])
+
+
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train and test the configured model (all its stages); everything lands in ``run_dir``."""
     start = time.time()
@@ -160,8 +180,13 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         previous, metrics = runner.run(i, stage, len(stages), previous)
         per_stage.append(metrics)
     if len(stages) == 1:
-        return per_stage[0]
+        final = per_stage[0]
+        _export(cfg, previous, stages[-1], dm, run_dir, final)
+        if is_rank_zero():
+            write_json_atomic(run_dir / "metrics.json", final)
+        return final
     final = dict(per_stage[-1])
+    _export(cfg, previous, stages[-1], dm, run_dir, final)
     final.update(
         stages=[{"name": s.name, "mode": s.mode, "epochs": m["epochs"], "test/acc": m.get("test/acc"),
                  "distill": s.distill} for s, m in zip(stages, per_stage)],

@@ -1,0 +1,73 @@
+"""``bnn-lab-eval path=<run dir or packed file> [data=<option>] [data.root=...] [backend=auto]``:
+evaluates a packed model with the binary kernels on a dataset's test split."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from ..errors import ConfigError, UserError
+from .errors import user_errors
+
+USAGE = "usage: bnn-lab-eval path=<run dir or model.packed.safetensors> [data=<option>] [data.KEY=VALUE ...] [backend=auto|cpu|torch|triton] [--json]"
+
+
+def _parse(argv: list[str]) -> tuple[dict[str, str], list[str], bool]:
+    opts, data_overrides, as_json = {}, [], False
+    for arg in argv:
+        if arg == "--json":
+            as_json = True
+        elif arg in ("-h", "--help"):
+            print(USAGE)
+            sys.exit(0)
+        elif "=" not in arg:
+            raise ConfigError(f"unexpected argument {arg!r}; {USAGE}")
+        else:
+            key, value = arg.split("=", 1)
+            if key.startswith("data.") or key == "data":
+                data_overrides.append(arg)
+            elif key in ("path", "backend"):
+                opts[key] = value
+            else:
+                raise ConfigError(f"unknown key {key!r}; {USAGE}")
+    if "path" not in opts:
+        raise ConfigError(f"path= is required; {USAGE}")
+    return opts, data_overrides, as_json
+
+
+def main(argv: list[str] | None = None) -> int:
+    with user_errors("bnn-lab-eval"):
+        opts, data_overrides, as_json = _parse(sys.argv[1:] if argv is None else argv)
+        from hydra import compose, initialize_config_dir
+        from omegaconf import OmegaConf
+
+        from ..export import PACKED_FILE, evaluate, load_packed
+        from ..training.build import build_data
+        from .overrides import check_group_choices
+        from .train import CONF_DIR
+
+        path = Path(opts["path"]).expanduser()
+        file = path / PACKED_FILE if path.is_dir() else path
+        model, meta = load_packed(file, backend=opts.get("backend", "auto"))
+        trained = OmegaConf.create(meta["config"])
+        check_group_choices(data_overrides, CONF_DIR)
+        if not any(o.startswith("data=") for o in data_overrides):
+            data_overrides.insert(0, f"data={trained.data.name}")
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose(config_name="config", overrides=data_overrides)
+        dm = build_data(cfg)
+        if (dm.in_chans, dm.num_classes) != (int(meta["in_chans"]), int(meta["num_classes"])):
+            raise UserError(f"data {cfg.data.name} has {dm.in_chans} channels / {dm.num_classes} classes but the "
+                            f"model was trained for {meta['in_chans']} / {meta['num_classes']}")
+        dm.setup("test")
+        result = evaluate(model, dm.test_dataloader(), progress=not as_json)
+        out = {"path": str(file), "arch": meta["arch"], "data": cfg.data.name, "packed/test_acc": result["acc"]}
+        if "acc5" in result:
+            out["packed/test_acc5"] = result["acc5"]
+        print(json.dumps(out) if as_json else
+              f"{meta['arch']} on {cfg.data.name}: packed test accuracy {result['acc']:.4f} ({file})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

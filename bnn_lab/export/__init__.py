@@ -1,0 +1,8 @@
+"""Deployment: bit-packed binary layers, packed-model files, packed evaluation."""
+from .evaluate import evaluate
+from .io import PACKED_FILE, load_packed, read_metadata, save_packed
+from .pack import PackReport, pack_model
+from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
+
+__all__ = ["PACKED_FILE", "PackReport", "PackedBinaryConv2d", "PackedBinaryLinear", "evaluate", "load_packed",
+           "pack_model", "read_metadata", "save_packed"]
