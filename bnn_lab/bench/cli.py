@@ -4,13 +4,14 @@
 
     bnn-lab-bench gemm --m 256 --n 512 --k 4608 [--device cpu|cuda] [--backend auto] [--json]
     bnn-lab-bench conv --n 8 --c 256 --o 256 --h 14 --w 14 --k 3 [--stride 1] [--padding 1] [--json]
+    bnn-lab-bench train --arch resnet20 --estimator ste [--batch 128] [--json]
 
 ``gemm`` times ``binary_matmul`` on pre-packed operands (only the matmul is timed)
 against ``a @ b.T`` in float32 on CPU / bfloat16 on CUDA. ``conv`` times
 ``binary_conv2d`` from the float activation and pre-packed weights (so the input
 packing and im2col are included) against ``F.conv2d`` in float32 (bfloat16 on CUDA).
-Both run after a warm-up, interleaved (binary, float, binary, ...) so that background
-load hits both alike, and report medians. numba uses as many threads as torch
+Each is timed in blocks of consecutive calls after a warm-up, the blocks alternating
+(binary, float, binary, ...), and the medians are reported. numba uses as many threads as torch
 (``--threads`` sets both). The binary result is also checked against the float
 ``+-1`` reference (``exact`` in the output).
 """
@@ -36,23 +37,34 @@ def _sync(device: torch.device) -> None:
 
 
 def time_pair(
-    binary: Callable[[], object], floating: Callable[[], object], device: torch.device, warmup: int, repeats: int
+    binary: Callable[[], object],
+    floating: Callable[[], object],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    rounds: int = 3,
 ) -> tuple[float, float]:
-    """Median milliseconds of ``binary()`` and ``floating()``, timed alternately."""
-    for _ in range(warmup):
-        binary()
-        floating()
-    _sync(device)
-    tb: list[float] = []
-    tf: list[float] = []
-    for _ in range(repeats):
-        for fn, acc in ((binary, tb), (floating, tf)):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            acc.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(tb), statistics.median(tf)
+    """Median milliseconds of ``binary()`` and ``floating()``.
+
+    Each function is timed in its own block of consecutive calls (after warm-up calls
+    right before the block): interleaving single calls would make each kernel pay for
+    the other's OpenMP threads, which keep spinning for a while after a parallel
+    region. The blocks alternate ``rounds`` times (binary, float, binary, ...) so that
+    a burst of background load does not hit only one of them.
+    """
+    times: tuple[list[float], list[float]] = ([], [])
+    per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
+    for r, count in enumerate(per_round):
+        for fn, acc in ((binary, times[0]), (floating, times[1])):
+            for _ in range(warmup if r == 0 else 1):
+                fn()
+            for _ in range(count):
+                _sync(device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                acc.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times[0]), statistics.median(times[1])
 
 
 def _signs(x: torch.Tensor) -> torch.Tensor:
@@ -174,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: torch's)")
         p.add_argument("--warmup", type=int, default=3, help="untimed warm-up runs of each (default 3)")
-        p.add_argument("--repeats", type=int, default=20, help="timed runs of each; the median is reported")
+        p.add_argument("--repeats", type=int, default=30, help="timed runs of each; the median is reported")
         p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
 
     g = sub.add_parser("gemm", help="binary_matmul vs float matmul")
@@ -193,12 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--stride", type=int, default=1)
     c.add_argument("--padding", type=int, default=None, help="default: k // 2")
     common(c)
+
+    from .train_step import add_parser as add_train_parser
+
+    add_train_parser(sub)  # `train`: training-step time, binary vs full precision
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "train":
+        return args.run(args)
     if args.device not in ("cpu", "cuda"):
         parser.error(f"--device must be cpu or cuda, got {args.device!r}")
     if args.device == "cuda" and not torch.cuda.is_available():

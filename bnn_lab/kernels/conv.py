@@ -13,12 +13,15 @@ padding, dilation), never on ``x``: it is computed once with ``F.conv2d`` of a
 one-channel mask against the per-tap channel sums of ``sign(w)`` and cached in the
 :class:`PackedConv2dWeight`. It is zero away from the border.
 
-Layout. The input is packed along channels, per pixel: ``CW = ceil(C / 32)`` int32
-words per pixel (channel ``c`` in bit ``c % 32`` of word ``c // 32``). A patch row is
-the concatenation over the taps ``(i, j)`` (row-major) of the ``CW`` words of the pixel
-under that tap, so im2col is a gather of whole words. The weights are packed in the
-same tap-major order (:attr:`PackedConv2dWeight.rows`). Channel-padding bits are 0 in
-both operands, so the matmul with the true ``K = C * kh * kw`` is exact.
+Layout. The input is packed along channels, per pixel: channel ``c`` in bit ``c % 32``
+of int32 word ``c // 32``, and ``CW = 2 * ceil(C / 64)`` words per pixel (rounded up
+to an even count so that a pixel is whole uint64 words for the CPU kernel). A patch
+row is the concatenation over the taps ``(i, j)`` (row-major) of the ``CW`` words of
+the pixel under that tap, so im2col is a gather of whole words (the ``cpu`` backend
+does not even materialise it: its GEMM reads the patches from the packed input). The
+weights are packed in the same tap-major order (:attr:`PackedConv2dWeight.rows`).
+Channel-padding bits are 0 in both operands, so the matmul with the true
+``K = C * kh * kw`` is exact.
 """
 
 from __future__ import annotations
@@ -26,11 +29,17 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .packing import num_words, pack_signs, unpack_signs
 from .registry import binary_matmul, resolve_backend
+
+
+def words_per_pixel(channels: int) -> int:
+    """int32 words holding the channel bits of one pixel (or tap): ``2 * ceil(C / 64)``."""
+    return 2 * ((channels + 63) // 64)
 
 
 def _pair(v, name: str) -> tuple[int, int]:
@@ -67,7 +76,8 @@ class PackedConv2dWeight:
     """Convolution weights packed for :func:`binary_conv2d`.
 
     Attributes:
-        rows: int32 (O, kh * kw * ceil(C / 32)), tap-major channel-packed sign bits.
+        rows: int32 (O, kh * kw * words_per_tap), tap-major channel-packed sign bits
+            (``words_per_tap = 2 * ceil(C / 64)``; the unused bits are 0).
         in_channels: C.
         kernel_size: (kh, kw).
         tap_sums: int32 (O, kh, kw), ``sum_c sign(w[o, c, i, j])`` (for the border
@@ -90,6 +100,11 @@ class PackedConv2dWeight:
         return self.in_channels * self.kernel_size[0] * self.kernel_size[1]
 
     @property
+    def words_per_tap(self) -> int:
+        """int32 words per tap (and per packed input pixel): ``2 * ceil(C / 64)``."""
+        return words_per_pixel(self.in_channels)
+
+    @property
     def device(self) -> torch.device:
         return self.rows.device
 
@@ -100,7 +115,9 @@ class PackedConv2dWeight:
             raise ValueError(f"expected an (O, C, kh, kw) weight, got shape {tuple(weight.shape)}")
         weight = weight.detach()
         o, c, kh, kw = weight.shape
-        rows = pack_signs(weight.permute(0, 2, 3, 1)).reshape(o, kh * kw * num_words(c))
+        taps = pack_signs(weight.permute(0, 2, 3, 1))  # (O, kh, kw, ceil(C / 32))
+        taps = F.pad(taps, (0, words_per_pixel(c) - taps.shape[-1]))
+        rows = taps.reshape(o, kh * kw * words_per_pixel(c))
         tap_sums = torch.where(weight >= 0, 1, -1).sum(dim=1, dtype=torch.int32)
         return cls(rows.contiguous(), c, (kh, kw), tap_sums)
 
@@ -262,7 +279,8 @@ def binary_conv2d(
         groups: only 1 is supported.
         kernel_size: (kh, kw), needed only with flat packed weights.
         backend: ``binary_matmul`` backend (``auto``: numba on CPU, triton on CUDA).
-            The ``cpu`` backend also packs and gathers the input with numba kernels.
+            The ``cpu`` backend also packs the input with numba, and its GEMM reads the
+            patches straight from the packed input (no im2col buffer).
 
     Returns:
         int32 (N, O, H_out, W_out) on the input's device, in ``torch.channels_last``
@@ -291,39 +309,51 @@ def binary_conv2d(
     pads, (h_out, w_out) = _conv_geometry((h, w), pw.kernel_size, stride, padding, dilation)
     top, bottom, left, right = pads
     name = resolve_backend(backend, device)
+    if name == "cpu" and device.type != "cpu":
+        raise ValueError(f"the 'cpu' backend needs CPU tensors, got {device}")
     o = pw.out_channels
     p = h_out * w_out
     corr = pw.border_correction((h, w), stride, pads, dilation)
 
-    # 1. channel-packed input, padded with -1 (zero bits)
+    # 1. channel-packed input, padded with -1 (zero bits), pw.words_per_tap words a pixel
+    words = pw.words_per_tap
     if isinstance(x, PackedConv2dInput):
-        xb = F.pad(x.bits, (0, 0, left, right, top, bottom))
+        xb = F.pad(x.bits, (0, words - x.bits.shape[-1], left, right, top, bottom))
     elif name == "cpu":
         from .backends import numba_cpu
 
-        xb = numba_cpu.pack_channels(x, pads)
+        xb = numba_cpu.pack_channels(x, pads, words)
     else:
         if not x.is_floating_point():
             x = x.to(torch.float32)
         xb = pack_signs(F.pad(x, (left, right, top, bottom), value=-1.0).permute(0, 2, 3, 1))
+        xb = F.pad(xb, (0, words - xb.shape[-1]))
+    hp, wp = h + top + bottom, w + left + right
 
-    # 2-3. im2col over packed words, then the binary matmul (+ border correction)
+    # 2. the binary matmul over patches (+ border correction); rows = output pixels (NHWC)
     if name == "cpu":
         from .backends import numba_cpu
 
-        w64 = numba_cpu.words64(pw.rows.shape[1])
-        cols = numba_cpu.im2col(xb, pw.kernel_size, stride, dilation, (h_out, w_out), 2 * w64)
-        panels = pw.cached("cpu_panels", lambda: numba_cpu.to_panels(numba_cpu.as_u64_rows(pw.rows, w64)))
-        out = torch.empty((n * p, o), dtype=torch.int32)  # rows: output pixels, NHWC order
-        numba_cpu.gemm_into(
-            numba_cpu.as_u64_rows(cols, w64), panels, pw.k, out.numpy(), p, None if corr is None else corr.numpy()
-        )
+        # The GEMM reads each patch straight from the packed input: per kernel row, one run
+        # of kw pixels x pw64 words (dw == 1), or one segment per tap (dilated rows).
+        pw64 = words // 2
+        kh, kw = pw.kernel_size
+        dh, dw = dilation
+        if dw == 1:
+            geo = (kh, 1, kw * pw64, dh * wp * pw64, 0)
+        else:
+            geo = (kh, kw, pw64, dh * wp * pw64, dw * pw64)
+        panels = pw.cached("cpu_panels", lambda: numba_cpu.to_panels(numba_cpu.as_u64_rows(pw.rows, kh * kw * pw64)))
+        offs = numba_cpu.conv_row_offsets(n, (hp, wp), pw64, stride, (h_out, w_out))
+        src = xb.contiguous().numpy().view(np.uint64).reshape(-1)
+        if corr is not None:  # only the border pixels' rows, kept with the weights
+            corr = pw.cached(("cpu_corr", id(corr)), lambda c=corr: numba_cpu.compact_correction(c.numpy()))
+        out = torch.empty((n * p, o), dtype=torch.int32)
+        numba_cpu.gemm_into(src, offs, panels, geo, pw.k, out.numpy(), p, corr)
         return out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2)
 
-    hp, wp = h + top + bottom, w + left + right
     idx = _gather_index((hp, wp), pw.kernel_size, stride, dilation, (h_out, w_out), device)
-    cw = xb.shape[-1]
-    cols = xb.reshape(n, hp * wp, cw)[:, idx].reshape(n * p, -1)
+    cols = xb.reshape(n, hp * wp, words)[:, idx].reshape(n * p, -1)
     out = binary_matmul(cols, pw.rows, pw.k, backend=name)  # (N * P, O): NHWC order
     if corr is not None:
         out = out.reshape(n, p, o).add_(corr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import operator
 from collections.abc import Callable
 
 import torch
@@ -96,7 +97,7 @@ def check_operands(a_bits: torch.Tensor, b_bits: torch.Tensor, k: int) -> None:
         )
     if a_bits.device != b_bits.device:
         raise ValueError(f"a_bits is on {a_bits.device} but b_bits is on {b_bits.device}")
-    if not isinstance(k, int) or isinstance(k, bool) or k < 0:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 0:
         raise ValueError(f"k must be a non-negative int, got {k!r}")
     if k > a_bits.shape[1] * WORD_BITS:
         raise ValueError(f"k={k} is larger than {a_bits.shape[1]} words x 32 bits")
@@ -118,6 +119,8 @@ def binary_matmul(a_bits: torch.Tensor, b_bits: torch.Tensor, k: int, backend: s
         ``out[i, j] = K - 2 * popcount(a_bits[i] XOR b_bits[j])``.
     """
     name = resolve_backend(backend, a_bits.device if isinstance(a_bits, torch.Tensor) else torch.device("cpu"))
+    if not isinstance(k, bool) and hasattr(k, "__index__"):
+        k = operator.index(k)  # numpy / 0-d integer tensors
     check_operands(a_bits, b_bits, k)
     out = BACKENDS[name](a_bits.contiguous(), b_bits.contiguous(), k)
     return out

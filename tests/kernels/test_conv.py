@@ -23,6 +23,8 @@ CASES = [
     (2, 33, 3, 9, 9, 3, 1, 2, 2),  # dilation 2, padding 2
     (1, 3, 7, 6, 7, (2, 3), (1, 2), (1, 2), 1),  # rectangular kernel / stride / padding
     (3, 7, 5, 5, 5, 5, 1, 3, 1),  # padding wider than half the kernel
+    (1, 70, 4, 8, 9, 3, 1, 1, (2, 1)),  # dilation along H only; C = 70: a zero pad word per pixel
+    (2, 70, 9, 9, 8, 3, (2, 1), 2, (1, 2)),  # dilation along W only: one GEMM segment per tap
 ]
 
 

@@ -96,7 +96,8 @@ def test_cpu_tensors_without_interpreter_raise_clear_error():
 @pytest.mark.skipif(INTERPRETER, reason="this is the subprocess")
 def test_interpreter_in_subprocess():
     root = Path(__file__).resolve().parents[2]
-    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    pythonpath = os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=pythonpath)
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(Path(__file__).resolve())],
         cwd=root,

@@ -30,9 +30,22 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-LANES = 8  # uint64 lanes per vector (one AVX-512 register)
-TILE_ROWS = 4  # rows of A per micro-kernel call
-TILE_PANELS = 4  # panels (of 8 B rows) per micro-kernel call -> 32 columns
+
+
+def _host_has_avx512() -> bool:
+    try:
+        from llvmlite import binding
+
+        return bool(binding.get_host_cpu_features().get("avx512f"))
+    except Exception:  # pragma: no cover - feature query unavailable
+        return False
+
+
+LANES = 8  # uint64 lanes per vector (one AVX-512 register, two AVX2 registers)
+# Tile: TILE_ROWS rows of A x TILE_PANELS panels (8 B rows each). With AVX-512, 4 x 4
+# gives 16 accumulators of 8 x uint64 (of 32 zmm registers); AVX2 has 16 ymm
+# registers, half as wide, so the tile shrinks to 2 x 2 to avoid spills.
+TILE_ROWS, TILE_PANELS = (4, 4) if _host_has_avx512() else (2, 2)
 
 _I64 = ir.IntType(64)
 _VEC = ir.VectorType(_I64, LANES)
@@ -51,52 +64,68 @@ def _swar_popcount(b: ir.IRBuilder, x):
 
 
 def _make_tile(rows: int, panels: int):
-    """Intrinsic ``tile(a, bp, i0, p0, buf)``: for r < rows, c < 8 * panels,
-    ``buf[r, c] = sum_w popcount(a[i0 + r, w] ^ bp[p0 + c // 8, w, c % 8])``.
+    """Intrinsic ``tile(src, offs, bp, i0, p0, buf, n_i, n_j, seg_len, stride_i, stride_j)``.
 
-    ``a`` (M, W) and ``bp`` (P, W, 8) must be C-contiguous uint64 (the callers'
-    signatures enforce it); ``buf`` is a C-contiguous uint64 array of at least
-    ``rows * 8 * panels`` elements, row stride ``8 * TILE_PANELS``.
+    Row ``i`` of A is not stored as such: it is the concatenation, for ``si < n_i`` and
+    ``sj < n_j`` (row-major), of the ``seg_len`` words
+    ``src[offs[i] + si * stride_i + sj * stride_j + w]``. A plain matrix is one
+    segment per row (``offs[i] = i * W``); a convolution reads its patches straight
+    from the packed input (one segment per kernel row), so im2col is never materialised.
+    For ``r < rows`` and ``c < 8 * panels`` the tile computes
+    ``buf[r, c] = sum_q popcount(A[i0 + r, q] ^ bp[p0 + c // 8, q, c % 8])``.
+
+    ``src`` (1-D), ``offs`` (int64) and ``bp`` (P, n_i * n_j * seg_len, 8) must be
+    C-contiguous (the callers' signatures enforce it); ``buf`` is a uint64 array with
+    row stride ``8 * TILE_PANELS``.
     """
 
     @intrinsic
-    def tile(typingctx, a, bp, i0, p0, buf):
-        sig = types.void(a, bp, i0, p0, buf)
+    def tile(typingctx, src, offs, bp, i0, p0, buf, n_i, n_j, seg_len, stride_i, stride_j):
+        sig = types.void(src, offs, bp, i0, p0, buf, n_i, n_j, seg_len, stride_i, stride_j)
 
         def codegen(context, builder, signature, args):
-            a_ty, bp_ty, i0_ty, p0_ty, buf_ty = signature.args
-            arr_a = context.make_array(a_ty)(context, builder, args[0])
-            arr_b = context.make_array(bp_ty)(context, builder, args[1])
-            arr_o = context.make_array(buf_ty)(context, builder, args[4])
-            i0_v = context.cast(builder, args[2], i0_ty, types.int64)
-            p0_v = context.cast(builder, args[3], p0_ty, types.int64)
-            n_words = builder.extract_value(arr_a.shape, 1)
+            tys = signature.args
+            arr_s = context.make_array(tys[0])(context, builder, args[0])
+            arr_f = context.make_array(tys[1])(context, builder, args[1])
+            arr_b = context.make_array(tys[2])(context, builder, args[2])
+            arr_o = context.make_array(tys[5])(context, builder, args[5])
+            i0_v, p0_v, n_i_v, n_j_v, len_v, st_i_v, st_j_v = (
+                context.cast(builder, args[idx], tys[idx], types.int64) for idx in (3, 4, 6, 7, 8, 9, 10)
+            )
+            n_words = builder.mul(builder.mul(n_i_v, n_j_v), len_v)
             panel_stride = builder.mul(n_words, ir.Constant(_I64, LANES))
             b_rows = [
                 builder.gep(arr_b.data, [builder.mul(builder.add(p0_v, ir.Constant(_I64, c)), panel_stride)])
                 for c in range(panels)
             ]
-            a_rows = [
-                builder.gep(arr_a.data, [builder.mul(builder.add(i0_v, ir.Constant(_I64, r)), n_words)])
-                for r in range(rows)
+            row_offs = [
+                builder.load(builder.gep(arr_f.data, [builder.add(i0_v, ir.Constant(_I64, r))])) for r in range(rows)
             ]
+            a_rows = [builder.gep(arr_s.data, [row_offs[r]]) for r in range(rows)]
             acc = [[cgutils.alloca_once_value(builder, _splat(0)) for _ in range(panels)] for _ in range(rows)]
             undef = ir.Constant(_VEC, ir.Undefined)
             zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
-            with cgutils.for_range(builder, n_words) as loop:
-                w = loop.index
-                off = builder.mul(w, ir.Constant(_I64, LANES))
-                bv = [
-                    builder.load(builder.bitcast(builder.gep(b_rows[c], [off]), _VEC.as_pointer()), align=8)
-                    for c in range(panels)
-                ]
-                for r in range(rows):
-                    a_word = builder.load(builder.gep(a_rows[r], [w]))
-                    a_vec = builder.insert_element(undef, a_word, ir.Constant(ir.IntType(32), 0))
-                    a_vec = builder.shuffle_vector(a_vec, undef, zero_mask)  # broadcast
-                    for c in range(panels):
-                        count = _swar_popcount(builder, builder.xor(a_vec, bv[c]))
-                        builder.store(builder.add(builder.load(acc[r][c]), count), acc[r][c])
+            with cgutils.for_range(builder, n_i_v) as loop_i:
+                with cgutils.for_range(builder, n_j_v) as loop_j:
+                    seg_off = builder.add(builder.mul(loop_i.index, st_i_v), builder.mul(loop_j.index, st_j_v))
+                    seg_start = builder.mul(builder.add(builder.mul(loop_i.index, n_j_v), loop_j.index), len_v)
+                    seg_a = [builder.gep(a_rows[r], [seg_off]) for r in range(rows)]
+                    b_off = builder.mul(seg_start, ir.Constant(_I64, LANES))
+                    seg_b = [builder.gep(b_rows[c], [b_off]) for c in range(panels)]
+                    with cgutils.for_range(builder, len_v) as loop:
+                        w = loop.index
+                        off = builder.mul(w, ir.Constant(_I64, LANES))
+                        bv = [
+                            builder.load(builder.bitcast(builder.gep(seg_b[c], [off]), _VEC.as_pointer()), align=8)
+                            for c in range(panels)
+                        ]
+                        for r in range(rows):
+                            a_word = builder.load(builder.gep(seg_a[r], [w]))
+                            a_vec = builder.insert_element(undef, a_word, ir.Constant(ir.IntType(32), 0))
+                            a_vec = builder.shuffle_vector(a_vec, undef, zero_mask)  # broadcast
+                            for c in range(panels):
+                                count = _swar_popcount(builder, builder.xor(a_vec, bv[c]))
+                                builder.store(builder.add(builder.load(acc[r][c]), count), acc[r][c])
             for r in range(rows):
                 for c in range(panels):
                     ptr = builder.gep(arr_o.data, [ir.Constant(_I64, r * LANES * TILE_PANELS + c * LANES)])
@@ -115,30 +144,31 @@ _tile_one = _make_tile(1, 1)
 
 
 @njit(inline="always", cache=True)
-def _block(a, bp, k, out, period, corr, i0, p0, buf):
-    """Compute and store the outputs of rows [i0, i0 + 4) x panels [p0, p0 + 4)."""
-    m = a.shape[0]
-    nrows = min(TILE_ROWS, m - i0)
+def _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, i0, p0, buf):
+    """Compute and store the outputs of rows [i0, i0 + TILE_ROWS) x panels [p0, p0 + TILE_PANELS)."""
+    n_i, n_j, seg_len, st_i, st_j = geo
+    nrows = min(TILE_ROWS, offs.shape[0] - i0)
     npan = min(TILE_PANELS, bp.shape[0] - p0)
     if nrows == TILE_ROWS and npan == TILE_PANELS:
-        _tile_full(a, bp, i0, p0, buf)
+        _tile_full(src, offs, bp, i0, p0, buf, n_i, n_j, seg_len, st_i, st_j)
     elif nrows == TILE_ROWS:
         for c in range(npan):
-            _tile_panel(a, bp, i0, p0 + c, buf[:, c * LANES :])
+            _tile_panel(src, offs, bp, i0, p0 + c, buf[:, c * LANES :], n_i, n_j, seg_len, st_i, st_j)
     elif npan == TILE_PANELS:
         for r in range(nrows):
-            _tile_row(a, bp, i0 + r, p0, buf[r:, :])
+            _tile_row(src, offs, bp, i0 + r, p0, buf[r:, :], n_i, n_j, seg_len, st_i, st_j)
     else:
         for r in range(nrows):
             for c in range(npan):
-                _tile_one(a, bp, i0 + r, p0 + c, buf[r:, c * LANES :])
+                _tile_one(src, offs, bp, i0 + r, p0 + c, buf[r:, c * LANES :], n_i, n_j, seg_len, st_i, st_j)
     j0 = p0 * LANES
     ncols = min(npan * LANES, out.shape[1] - j0)
     for r in range(nrows):
         i = i0 + r
         row = out[i]
-        if corr.shape[0] > 0:
-            crow = corr[i % period]
+        ci = corr_index[i % period] if corr_index.shape[0] > 0 else -1
+        if ci >= 0:
+            crow = corr_rows[ci]
             for c in range(ncols):
                 row[j0 + c] = k - 2 * np.int64(buf[r, c]) + crow[j0 + c]
         else:
@@ -146,33 +176,38 @@ def _block(a, bp, k, out, period, corr, i0, p0, buf):
                 row[j0 + c] = k - 2 * np.int64(buf[r, c])
 
 
-def _gemm(a, bp, k, out, period, corr, n_threads):
-    """``out[i, j] = k - 2 * popcount(a[i] ^ b[j]) (+ corr[i % P, j])``.
+def _gemm(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows, n_threads):
+    """``out[i, j] = k - 2 * popcount(A[i] ^ B[j]) (+ corr_rows[corr_index[i % P], j])``.
 
-    ``a``: (M, W) uint64; ``bp``: B in panels (ceil(N / 8), W, 8) (see
-    :func:`_to_panels`); ``out``: (M, N) int32. ``corr`` is a (P, N) int32 array added
-    to the rows with period ``P`` (the border correction of a convolution, whose rows
-    are the N_img * H_out * W_out output pixels and P = H_out * W_out), or a (0, 0)
-    array. ``n_threads`` (numba's thread count; passed in because calling
+    A's rows are read from ``src`` as described in :func:`_make_tile` (``offs`` has one
+    entry per row); ``bp``: B in panels (ceil(N / 8), W, 8) (see :func:`_to_panels`),
+    ``W = n_i * n_j * seg_len``; ``out``: (M, N) int32. The optional correction (the
+    border term of a convolution, whose rows are the N_img * H_out * W_out output
+    pixels, P = H_out * W_out) is stored compactly: ``corr_index`` (P,) int32 gives,
+    for each pixel, its row in ``corr_rows`` (B, N) int32, or -1 for pixels that need
+    none (the interior); empty arrays mean no correction. ``n_threads`` (numba's thread count; passed in because calling
     ``numba.get_num_threads()`` here would make the function uncacheable) picks the
     parallel split. The epilogue writes contiguous runs of a row (vectorised).
     """
-    m = a.shape[0]
-    row_blocks = (m + TILE_ROWS - 1) // TILE_ROWS
+    geo = (n_i, n_j, seg_len, stride_i, stride_j)
+    row_blocks = (offs.shape[0] + TILE_ROWS - 1) // TILE_ROWS
     col_blocks = (bp.shape[0] + TILE_PANELS - 1) // TILE_PANELS
     if row_blocks >= 2 * n_threads or row_blocks >= col_blocks:
-        for ib in prange(row_blocks):  # each thread streams all of B (it stays in L2)
+        for ib in prange(row_blocks):  # each thread streams B (panels; prefetch-friendly)
             buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
             for jb in range(col_blocks):
-                _block(a, bp, k, out, period, corr, ib * TILE_ROWS, jb * TILE_PANELS, buf)
+                _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, ib * TILE_ROWS, jb * TILE_PANELS, buf)
     else:  # few rows (small batch): split the columns between threads instead
         for jb in prange(col_blocks):
             buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
             for ib in range(row_blocks):
-                _block(a, bp, k, out, period, corr, ib * TILE_ROWS, jb * TILE_PANELS, buf)
+                _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, ib * TILE_ROWS, jb * TILE_PANELS, buf)
 
 
-_GEMM_SIG = "void(uint64[:, ::1], uint64[:, :, ::1], int64, int32[:, ::1], int64, int32[:, ::1], int64)"
+_GEMM_SIG = (
+    "void(uint64[::1], int64[::1], uint64[:, :, ::1], int64, int64, int64, int64, int64,"
+    " int64, int32[:, ::1], int64, int32[::1], int32[:, ::1], int64)"
+)
 
 
 def _to_panels(b, bp):
@@ -216,38 +251,6 @@ def _pack_channels(x, xb, pad_top, pad_left, w):
             xb[ni, pad_top + hi, pad_left + s - hi * w, cw] = acc[s]
 
 
-def _im2col(xb, cols, kh, kw, sh, sw, dh, dw, h_out, w_out):
-    """Gather packed patches: row ``r = (n, oh, ow)`` of ``cols`` is the concatenation
-    over taps ``(i, j)`` of the ``CW`` channel words of pixel ``(oh*sh + i*dh, ow*sw + j*dw)``
-    of the padded packed input ``xb``; the rest of the row is zero words. With
-    ``dw == 1`` the taps of one kernel row are ``kw * CW`` contiguous words of ``xb``,
-    copied as one run."""
-    n_img, hp, wp, cw_n = xb.shape
-    rows, width = cols.shape
-    src = xb.reshape(-1)
-    per_img = h_out * w_out
-    run = kw * cw_n if dw == 1 else cw_n
-    runs_per_row = kh if dw == 1 else kh * kw
-    for r in prange(rows):
-        ni = r // per_img
-        p = r - ni * per_img
-        oh = p // w_out
-        ow = p - oh * w_out
-        dst = cols[r]
-        for t in range(runs_per_row):
-            if dw == 1:
-                i = t
-                j = 0
-            else:
-                i = t // kw
-                j = t - i * kw
-            start = ((ni * hp + oh * sh + i * dh) * wp + ow * sw + j * dw) * cw_n
-            for q in range(run):
-                dst[t * run + q] = src[start + q]
-        for q in range(runs_per_row * run, width):
-            dst[q] = 0
-
-
 _OPTS = dict(parallel=True, fastmath=True, cache=True)
 
 
@@ -264,8 +267,3 @@ def to_panels_kernel():
 @functools.cache
 def pack_channels_kernel():
     return njit(**_OPTS)(_pack_channels)
-
-
-@functools.cache
-def im2col_kernel():
-    return njit(**_OPTS)(_im2col)

@@ -14,7 +14,8 @@ import torch
 
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 
-_NO_CORR = np.zeros((0, 0), dtype=np.int32)
+_NO_INDEX = np.zeros(0, dtype=np.int32)
+_NO_ROWS = np.zeros((0, 0), dtype=np.int32)
 
 
 def _kernels():
@@ -77,14 +78,33 @@ def to_panels(b64: np.ndarray) -> np.ndarray:
     return bp
 
 
-def gemm_into(a64: np.ndarray, bp: np.ndarray, k: int, out: np.ndarray, period: int = 1, corr=None) -> None:
-    """``out[i, j] = k - 2 popcount(a[i] ^ b[j]) (+ corr[i % period, j])`` with B given as
-    panels (:func:`to_panels`); ``out`` is a C-contiguous (M, N) int32 array."""
+def compact_correction(corr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(P, N) correction -> (index (P,) int32, rows (B, N) int32) keeping only the B
+    non-zero rows (the border pixels of a convolution); index -1 for the others."""
+    nonzero = np.flatnonzero(np.any(corr != 0, axis=1))
+    index = np.full(corr.shape[0], -1, dtype=np.int32)
+    index[nonzero] = np.arange(nonzero.size, dtype=np.int32)
+    return index, np.ascontiguousarray(corr[nonzero], dtype=np.int32)
+
+
+def gemm_into(src: np.ndarray, offs: np.ndarray, bp: np.ndarray, geo, k: int, out: np.ndarray, period=1, corr=None):
+    """``out[i, j] = k - 2 popcount(A[i] ^ B[j]) (+ correction of pixel i % period)``.
+
+    Row ``i`` of A is read from the flat uint64 array ``src`` as segments
+    (``geo = (n_i, n_j, seg_len, stride_i, stride_j)``, see ``_numba_kernels._make_tile``)
+    starting at ``offs[i]``; B is given as panels (:func:`to_panels`); ``out`` is a
+    C-contiguous (M, N) int32 array; ``corr`` is ``None`` or a pair from
+    :func:`compact_correction`.
+    """
     kern = _kernels()
     n_threads = _sync_threads()
-    if a64.shape[0] == 0 or out.shape[1] == 0:
+    if offs.shape[0] == 0 or out.shape[1] == 0:
         return
-    kern.gemm_kernel()(a64, bp, int(k), out, int(period), _NO_CORR if corr is None else corr, n_threads)
+    n_i, n_j, seg_len, stride_i, stride_j = (int(v) for v in geo)
+    index, rows = (_NO_INDEX, _NO_ROWS) if corr is None else corr
+    kern.gemm_kernel()(
+        src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, int(k), out, int(period), index, rows, n_threads
+    )
 
 
 def binary_matmul_cpu(a_bits: torch.Tensor, b_bits: torch.Tensor, k: int) -> torch.Tensor:
@@ -101,44 +121,48 @@ def binary_matmul_cpu(a_bits: torch.Tensor, b_bits: torch.Tensor, k: int) -> tor
     if m == 0 or n == 0:
         return out
     bp = to_panels(as_u64_rows(b_bits, w64))
-    gemm_into(as_u64_rows(a_bits, w64), bp, k, out.numpy())
+    offs = np.arange(m, dtype=np.int64) * w64
+    gemm_into(as_u64_rows(a_bits, w64).reshape(-1), offs, bp, (1, 1, w64, 0, 0), k, out.numpy())
     return out
 
 
-def pack_channels(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+def pack_channels(x: torch.Tensor, pads: tuple[int, int, int, int], words: int) -> torch.Tensor:
     """Signs of ``x`` (N, C, H, W) packed along channels, padded with -1 (zero bits).
 
-    ``pads = (top, bottom, left, right)``. Returns int32 (N, H + top + bottom,
-    W + left + right, ceil(C / 32)).
+    ``pads = (top, bottom, left, right)``; ``words >= ceil(C / 32)`` int32 words per
+    pixel (the extra ones stay zero). Returns int32 (N, H + top + bottom,
+    W + left + right, words).
     """
     kern = _kernels()
     _require_cpu(x)
     n, c, h, w = x.shape
     top, bottom, left, right = pads
-    cw = (c + 31) // 32
-    xb = torch.zeros((n, h + top + bottom, w + left + right, cw), dtype=torch.int32)
+    xb = torch.zeros((n, h + top + bottom, w + left + right, words), dtype=torch.int32)
     if x.dtype not in (torch.float32, torch.float64):
         # Exact sign for every other dtype (float16/bfloat16/ints): compare in torch first.
         x = torch.where(x >= 0, 1, -1).to(torch.int8)
     arr = x.detach().contiguous().reshape(n, c, h * w).numpy()
-    if xb.numel():
+    if xb.numel() and c:
         _sync_threads()
         kern.pack_channels_kernel()(arr, xb.numpy().view(np.uint32), top, left, w)
     return xb
 
 
-def im2col(xb: torch.Tensor, kernel_size, stride, dilation, out_hw, width: int) -> torch.Tensor:
-    """Packed patches (N * H_out * W_out, width) int32 from a padded packed input ``xb``."""
-    kern = _kernels()
-    _require_cpu(xb)
-    n = xb.shape[0]
-    h_out, w_out = out_hw
-    cols = torch.empty((n * h_out * w_out, width), dtype=torch.int32)
-    if cols.numel():
-        _sync_threads()
-        kern.im2col_kernel()(
-            xb.contiguous().numpy().view(np.uint32),
-            cols.numpy().view(np.uint32),
-            kernel_size[0], kernel_size[1], stride[0], stride[1], dilation[0], dilation[1], h_out, w_out,
-        )
-    return cols
+_CONV_OFFSETS: dict[tuple, np.ndarray] = {}
+
+
+def conv_row_offsets(n_img: int, padded_hw, pixel_words: int, stride, out_hw) -> np.ndarray:
+    """uint64-word offset, in the flat padded packed input, of the top-left tap of each
+    output pixel ``(n, oh, ow)`` (row-major): one int64 per GEMM row (cached)."""
+    key = (n_img, tuple(padded_hw), pixel_words, tuple(stride), tuple(out_hw))
+    offs = _CONV_OFFSETS.get(key)
+    if offs is None:
+        hp, wp = padded_hw
+        n = np.arange(n_img, dtype=np.int64)[:, None, None]
+        oh = np.arange(out_hw[0], dtype=np.int64)[None, :, None] * stride[0]
+        ow = np.arange(out_hw[1], dtype=np.int64)[None, None, :] * stride[1]
+        offs = np.ascontiguousarray((((n * hp + oh) * wp + ow) * pixel_words).reshape(-1))
+        if len(_CONV_OFFSETS) > 64:
+            _CONV_OFFSETS.clear()
+        _CONV_OFFSETS[key] = offs
+    return offs

@@ -1,0 +1,97 @@
+"""``bnn-lab-bench train``: the training-step time of a binary model against the same
+architecture in full precision (``fp=true``), in one process, with the same threads.
+
+Both models see the same batch; each step is forward + backward + Adam step. Steps are
+timed in alternating blocks (binary, fp, binary, ...) and the medians are reported with
+their ratio and images per second.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+
+from ..estimators import names as estimator_names
+
+
+def _model(arch: str, estimator: str, fp: bool, chans: int, size: int, classes: int, device):
+    from hydra import compose, initialize_config_dir
+
+    from ..cli.train import CONF_DIR
+    from ..training.build import build_model
+
+    overrides = [f"arch={arch}", f"estimator={estimator}", f"fp={str(fp).lower()}"]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides)
+    model, _ = build_model(cfg, chans, classes, size)
+    return model.to(device).train()
+
+
+def bench_train(arch: str = "resnet20", estimator: str = "ste", batch: int = 128, size: int = 28, chans: int = 1,
+                classes: int = 10, steps: int = 10, rounds: int = 3, device: str = "cpu") -> dict:
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    x = torch.randn(batch, chans, size, size, device=dev)
+    y = torch.randint(0, classes, (batch,), device=dev)
+    runs = {}
+    for name, fp in (("binary", False), ("fp", True)):
+        model = _model(arch, estimator, fp, chans, size, classes, dev)
+        runs[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-3))
+
+    def step(name: str) -> None:
+        model, opt = runs[name]
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    times: dict[str, list[float]] = {"binary": [], "fp": []}
+    for r in range(rounds):
+        for name in ("binary", "fp"):
+            for _ in range(2 if r == 0 else 1):  # warm-up before each block
+                step(name)
+            for _ in range(max(steps // rounds, 1)):
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                step(name)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    b, f = statistics.median(times["binary"]), statistics.median(times["fp"])
+    return {"arch": arch, "estimator": estimator, "batch": batch, "input": [chans, size, size], "device": device,
+            "threads": torch.get_num_threads(), "binary_step_ms": round(b, 3), "fp_step_ms": round(f, 3),
+            "ratio": round(b / f, 3), "binary_images_per_s": round(batch / b * 1e3, 1),
+            "fp_images_per_s": round(batch / f * 1e3, 1)}
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="training-step time: binary model vs the same net in full precision")
+    p.add_argument("--arch", default="resnet20")
+    p.add_argument("--estimator", default="ste", choices=estimator_names())
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--size", type=int, default=28, help="input height = width")
+    p.add_argument("--chans", type=int, default=1)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--steps", type=int, default=12, help="timed steps per model")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    res = bench_train(args.arch, args.estimator, args.batch, args.size, args.chans, args.classes, args.steps,
+                      device=args.device)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        print(f"{res['arch']} / {res['estimator']}, batch {res['batch']}, input {res['input']}, "
+              f"{res['device']} x{res['threads']} threads")
+        print(f"  binary step {res['binary_step_ms']:9.2f} ms  ({res['binary_images_per_s']:.0f} images/s)")
+        print(f"  fp step     {res['fp_step_ms']:9.2f} ms  ({res['fp_images_per_s']:.0f} images/s)")
+        print(f"  ratio binary / fp: {res['ratio']:.3f}")
+    return 0
