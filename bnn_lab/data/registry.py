@@ -4,28 +4,16 @@ from __future__ import annotations
 import inspect
 
 from ..errors import ConfigError
+from ..registry import Registry
 
-_DATASETS: dict[str, type] = {}
-
-
-def register_dataset(name: str):
-    def deco(cls):
-        cls.name = name
-        _DATASETS[name] = cls
-        return cls
-
-    return deco
-
-
-def dataset_names() -> list[str]:
-    return sorted(_DATASETS)
+_DATASETS: Registry[type] = Registry("dataset")
+register_dataset = _DATASETS.register
+dataset_names = _DATASETS.names
 
 
 def build_datamodule(name: str, **kwargs):
     """Instantiate data module ``name``; unknown names or keys are errors listing the valid ones."""
-    if name not in _DATASETS:
-        raise ConfigError(f"unknown dataset {name!r}; valid datasets: {', '.join(dataset_names())}")
-    cls = _DATASETS[name]
+    cls = _DATASETS.get(name)
     accepted: set[str] = set()
     for klass in cls.__mro__:
         if "__init__" in klass.__dict__:

@@ -2,35 +2,16 @@
 from __future__ import annotations
 
 import inspect
-from typing import Callable
 
 from torch import nn
 
 from ..errors import ConfigError
+from ..registry import Registry
 
-_REGISTRY: dict[str, type[nn.Module]] = {}
-
-
-def register(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    def deco(cls: type[nn.Module]) -> type[nn.Module]:
-        if name in _REGISTRY:
-            raise KeyError(f"estimator {name!r} is registered twice")
-        cls.name = name
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def names() -> list[str]:
-    """The registered estimator names, sorted."""
-    return sorted(_REGISTRY)
-
-
-def get(name: str) -> type[nn.Module]:
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown estimator {name!r}; valid estimators: {', '.join(names())}")
-    return _REGISTRY[name]
+_REGISTRY: Registry[type[nn.Module]] = Registry("estimator")
+register = _REGISTRY.register
+names = _REGISTRY.names
+get = _REGISTRY.get
 
 
 def build(name: str, **kwargs) -> nn.Module:

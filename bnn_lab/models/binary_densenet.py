@@ -23,7 +23,7 @@ import torch
 from timm.models import register_model
 from torch import nn
 
-from ._timm import strip_factory_kwargs
+from ._timm import ClassifierHead, strip_factory_kwargs
 
 
 class DenseLayer(nn.Module):
@@ -49,7 +49,7 @@ class Transition(nn.Module):
         return self.conv(self.act(self.pool(self.norm(x))))
 
 
-class BinaryDenseNet(nn.Module):
+class BinaryDenseNet(ClassifierHead, nn.Module):
     def __init__(
         self,
         blocks: tuple[int, ...] = (6, 6, 6, 5),
@@ -92,21 +92,8 @@ class BinaryDenseNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.features(self.stem(x))))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.global_pool(x).flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 _CONFIGS = {

@@ -15,7 +15,7 @@ import torch
 from timm.models import register_model
 from torch import nn
 
-from ._timm import strip_factory_kwargs
+from ._timm import ClassifierHead, strip_factory_kwargs
 
 
 class BiRealUnit(nn.Module):
@@ -39,7 +39,7 @@ class BiRealUnit(nn.Module):
         return self.act(self.bn(self.conv(x)) + shortcut)
 
 
-class BiRealNet(nn.Module):
+class BiRealNet(ClassifierHead, nn.Module):
     def __init__(
         self,
         layers: tuple[int, ...] = (2, 2, 2, 2),
@@ -70,22 +70,9 @@ class BiRealNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.maxpool(self.act1(self.bn1(self.conv1(x))))
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.global_pool(x).flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from timm.models import register_model
 from torch import nn
 
-from ._timm import strip_factory_kwargs
+from ._timm import ClassifierHead, strip_factory_kwargs
 
 # (out channels, stride) of MobileNetV1's 13 separable blocks, after a 32-channel stem
 MOBILENET_V1 = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
@@ -47,7 +47,7 @@ class ReActBlock(nn.Module):
         return torch.cat(parts, dim=1)
 
 
-class ReActNet(nn.Module):
+class ReActNet(ClassifierHead, nn.Module):
     def __init__(self, in_chans: int = 3, num_classes: int = 1000, stem_width: int = 32,
                  layout=MOBILENET_V1, drop_rate: float = 0.0) -> None:
         super().__init__()
@@ -67,21 +67,8 @@ class ReActNet(nn.Module):
         self.fc = nn.Linear(ch, num_classes)
         self.pretrained_cfg = {"first_conv": "stem.conv", "classifier": "fc", "architecture": "reactnet_a"}
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.stem(x))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.global_pool(x).flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model

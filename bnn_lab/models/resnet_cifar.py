@@ -15,7 +15,7 @@ import torch
 from timm.models import register_model
 from torch import nn
 
-from ._timm import strip_factory_kwargs
+from ._timm import ClassifierHead, strip_factory_kwargs
 
 
 class BasicBlock(nn.Module):
@@ -47,7 +47,7 @@ class BasicBlock(nn.Module):
         return self.act2(self.bn2(self.conv2(out)) + shortcut)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(ClassifierHead, nn.Module):
     def __init__(
         self,
         depth: int = 20,
@@ -79,22 +79,9 @@ class CifarResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act1(self.bn1(self.conv1(x)))
         return self.layer3(self.layer2(self.layer1(x)))
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.global_pool(x).flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _make(depth: int, **kwargs) -> CifarResNet:

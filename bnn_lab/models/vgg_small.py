@@ -11,10 +11,10 @@ import torch
 from timm.models import register_model
 from torch import nn
 
-from ._timm import strip_factory_kwargs
+from ._timm import ClassifierHead, strip_factory_kwargs
 
 
-class VGGSmall(nn.Module):
+class VGGSmall(ClassifierHead, nn.Module):
     def __init__(self, in_chans: int = 3, num_classes: int = 10, widths=(128, 256, 512), drop_rate: float = 0.0) -> None:
         super().__init__()
         self.num_classes = num_classes
@@ -28,27 +28,14 @@ class VGGSmall(nn.Module):
                 layers.append(nn.ReLU())
                 in_ch = w
         self.features = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(4)
+        self.global_pool = nn.AdaptiveAvgPool2d(4)
         self.num_features = in_ch * 16
         self.drop = nn.Dropout(drop_rate)
         self.fc = nn.Linear(self.num_features, num_classes)
         self.pretrained_cfg = {"first_conv": "features.0", "classifier": "fc", "architecture": "vgg_small"}
 
-    def get_classifier(self) -> nn.Module:
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes)
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)
-
-    def forward_head(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.drop(self.pool(x).flatten(1)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @register_model
