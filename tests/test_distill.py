@@ -7,14 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-from torch import nn
 
 from bnn_lab.distill import FeatureCapture, attention_loss, build_distiller, default_points, kd_loss
 from bnn_lab.errors import UserError
 from bnn_lab.models import create
 from bnn_lab.training import run as run_module
 from bnn_lab.training.module import ClassificationModule
-from bnn_lab.training.stages import init_from, load_teacher
+from bnn_lab.training.stages import load_teacher
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

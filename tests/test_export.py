@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bnn_lab.errors import UserError
-from bnn_lab.export import PackedBinaryConv2d, evaluate, load_packed, pack_model, read_metadata, save_packed
+from bnn_lab.export import PackedBinaryConv2d, evaluate, load_packed, pack_model, save_packed
 from bnn_lab.models import create
 from bnn_lab.surgery import binarize
 

@@ -96,11 +96,18 @@ def run_gemm(args: argparse.Namespace) -> dict:
         "m": args.m,
         "n": args.n,
         "k": args.k,
+        **_timing_fields(device, backend, fdtype, args.repeats, binary_ms, float_ms, exact),
+    }
+
+
+def _timing_fields(device, backend, fdtype, repeats, binary_ms, float_ms, exact) -> dict:
+    """The result keys shared by every benchmark."""
+    return {
         "device": device.type,
         "backend": backend,
         "float_dtype": str(fdtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
-        "repeats": args.repeats,
+        "repeats": repeats,
         "binary_ms": binary_ms,
         "float_ms": float_ms,
         "speedup": float_ms / binary_ms,
@@ -140,15 +147,7 @@ def run_conv(args: argparse.Namespace) -> dict:
         "k": args.k,
         "stride": args.stride,
         "padding": padding,
-        "device": device.type,
-        "backend": backend,
-        "float_dtype": str(fdtype).replace("torch.", ""),
-        "threads": torch.get_num_threads(),
-        "repeats": args.repeats,
-        "binary_ms": binary_ms,
-        "float_ms": float_ms,
-        "speedup": float_ms / binary_ms,
-        "exact": exact,
+        **_timing_fields(device, backend, fdtype, args.repeats, binary_ms, float_ms, exact),
     }
 
 

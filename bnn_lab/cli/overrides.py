@@ -3,7 +3,6 @@ unknown group options (listing the valid ones), unknown keys, values of the wron
 and mandatory values left unset."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf

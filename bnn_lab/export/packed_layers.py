@@ -12,7 +12,6 @@ per-channel threshold.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import kernels
@@ -95,9 +94,4 @@ class PackedBinaryLinear(_PackedMixin, nn.Module):
         return f"{self.in_features}, {self.out_features}, packed=1 bit/weight"
 
 
-def packed_bytes(module: nn.Module) -> int:
-    """Bytes of a packed layer's weight bits."""
-    return module.weight_bits.numel() * 4
-
-
-__all__ = ["PackedBinaryConv2d", "PackedBinaryLinear", "F", "packed_bytes"]
+__all__ = ["PackedBinaryConv2d", "PackedBinaryLinear"]
