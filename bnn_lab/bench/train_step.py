@@ -3,11 +3,14 @@ architecture in full precision (``fp=true``), in one process, with the same thre
 
 Both models see the same batch; each step is forward + backward + Adam step. Steps are
 timed in alternating blocks (binary, fp, binary, ...) and the medians are reported with
-their ratio and images per second.
+their ratio and images per second. ``--precision bf16`` runs forward and loss under
+bfloat16 autocast, ``--channels-last`` puts both models (and the batch) in NHWC memory
+format, ``--compile`` times ``torch.compile`` of both models (the warm-up steps compile).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import time
@@ -16,6 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from ..estimators import names as estimator_names
+
+PRECISIONS = ("32", "bf16")
 
 
 def _model(arch: str, estimator: str, fp: bool, chans: int, size: int, classes: int, device):
@@ -32,27 +37,38 @@ def _model(arch: str, estimator: str, fp: bool, chans: int, size: int, classes: 
 
 
 def bench_train(arch: str = "resnet20", estimator: str = "ste", batch: int = 128, size: int = 28, chans: int = 1,
-                classes: int = 10, steps: int = 10, rounds: int = 3, device: str = "cpu") -> dict:
+                classes: int = 10, steps: int = 10, rounds: int = 3, device: str = "cpu", precision: str = "32",
+                channels_last: bool = False, compile: bool = False) -> dict:
     dev = torch.device(device)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
-    x = torch.randn(batch, chans, size, size, device=dev)
+    x = torch.randn(batch, chans, size, size, device=dev).contiguous(memory_format=fmt)
     y = torch.randint(0, classes, (batch,), device=dev)
     runs = {}
     for name, fp in (("binary", False), ("fp", True)):
-        model = _model(arch, estimator, fp, chans, size, classes, dev)
-        runs[name] = (model, torch.optim.Adam(model.parameters(), lr=1e-3))
+        model = _model(arch, estimator, fp, chans, size, classes, dev).to(memory_format=fmt)
+        runs[name] = (torch.compile(model) if compile else model, torch.optim.Adam(model.parameters(), lr=1e-3))
+
+    def autocast():
+        if precision == "bf16":
+            return torch.autocast(dev.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def step(name: str) -> None:
         model, opt = runs[name]
-        loss = F.cross_entropy(model(x), y)
+        with autocast():
+            loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
 
+    warmup = 3 if compile else 2  # compiled: the first steps compile forward and backward
     times: dict[str, list[float]] = {"binary": [], "fp": []}
     for r in range(rounds):
         for name in ("binary", "fp"):
-            for _ in range(2 if r == 0 else 1):  # warm-up before each block
+            for _ in range(warmup if r == 0 else 1):  # warm-up before each block
                 step(name)
             for _ in range(max(steps // rounds, 1)):
                 if dev.type == "cuda":
@@ -64,7 +80,8 @@ def bench_train(arch: str = "resnet20", estimator: str = "ste", batch: int = 128
                 times[name].append((time.perf_counter() - t0) * 1e3)
     b, f = statistics.median(times["binary"]), statistics.median(times["fp"])
     return {"arch": arch, "estimator": estimator, "batch": batch, "input": [chans, size, size], "device": device,
-            "threads": torch.get_num_threads(), "binary_step_ms": round(b, 3), "fp_step_ms": round(f, 3),
+            "threads": torch.get_num_threads(), "precision": precision, "channels_last": channels_last,
+            "compile": compile, "binary_step_ms": round(b, 3), "fp_step_ms": round(f, 3),
             "ratio": round(b / f, 3), "binary_images_per_s": round(batch / b * 1e3, 1),
             "fp_images_per_s": round(batch / f * 1e3, 1)}
 
@@ -79,18 +96,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--steps", type=int, default=12, help="timed steps per model")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--precision", default="32", choices=PRECISIONS, help="32, or bf16 autocast (default 32)")
+    p.add_argument("--channels-last", action="store_true", help="models and batch in channels_last format")
+    p.add_argument("--compile", action="store_true", help="torch.compile both models (inductor)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     res = bench_train(args.arch, args.estimator, args.batch, args.size, args.chans, args.classes, args.steps,
-                      device=args.device)
+                      device=args.device, precision=args.precision, channels_last=args.channels_last,
+                      compile=args.compile)
     if args.json:
         print(json.dumps(res))
     else:
+        options = [f"precision {res['precision']}"] + [k.replace("_", "-") for k in ("channels_last", "compile")
+                                                        if res[k]]
         print(f"{res['arch']} / {res['estimator']}, batch {res['batch']}, input {res['input']}, "
-              f"{res['device']} x{res['threads']} threads")
+              f"{res['device']} x{res['threads']} threads, {', '.join(options)}")
         print(f"  binary step {res['binary_step_ms']:9.2f} ms  ({res['binary_images_per_s']:.0f} images/s)")
         print(f"  fp step     {res['fp_step_ms']:9.2f} ms  ({res['fp_images_per_s']:.0f} images/s)")
         print(f"  ratio binary / fp: {res['ratio']:.3f}")

@@ -1,38 +1,107 @@
-"""Base class of every sign-gradient estimator.
+"""Base class of every sign-gradient estimator, and the one autograd Function they share.
 
 Forward is always the exact sign with sign(0) = +1 (never 0): see METHODS.md, section 5.
-Each estimator defines ``grad(x)``, the surrogate derivative g(x); the backward pass
-returns dy * g(x).
+Each estimator names a *vjp*, a plain function ``vjp(dy, x, *constants) -> dy * g(x)`` with
+g its surrogate derivative, written with as few elementwise passes over the activation as
+plain torch allows (aten's fused backward kernels where one computes exactly g, closed forms
+instead of sums): on CPU a binary step is bound by these passes, not by the convolutions.
+:class:`SurrogateSign` saves only x, in its own dtype, and calls the vjp in the backward pass.
+
+Progress-dependent constants (EDE's t, FDA's number of terms...) are plain Python numbers,
+recomputed in ``set_progress``: an eager step then reads no tensor back from the device (no
+CUDA sync per layer), and ``torch.compile`` sees them as scalar inputs of one graph instead
+of breaking the graph on ``.item()``.
 """
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+
+import numpy as np
 import torch
 from torch import nn
 
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+Vjp = Callable[..., torch.Tensor]
+
 
 def binary_sign(x: torch.Tensor) -> torch.Tensor:
-    """+1 where x >= 0 (including -0.0), -1 elsewhere (NaN too), in x's dtype."""
-    return (x >= 0).to(x.dtype).mul_(2).sub_(1)  # 10x faster on CPU than torch.where
+    """+1 where x >= 0 (including -0.0), -1 where x < 0, in x's dtype.
+
+    sign() maps 0 to 0; sign(sign(x) + 0.5) sends {-1, 0, +1} to {-1, +1, +1}. Three
+    vectorised passes, the last two in place: several times faster on CPU than a comparison
+    (bool output) and a conversion, or than torch.where. sign() also maps NaN to 0, so a NaN
+    gives +1 here (the packed path gives -1; a NaN activation means training has diverged,
+    which the training loop reports as a non-finite loss).
+    """
+    return torch.sign(x).add_(0.5).sign_()
 
 
-class _SurrogateSign(torch.autograd.Function):
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """float32 for half / bfloat16 tensors (mixed precision): the surrogate formulas
+    (sin, tanh, ratios) lose too much in 8 mantissa bits; x's own dtype otherwise."""
+    return torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
+
+
+def inclusive_bound(clip: float, dtype: torch.dtype) -> float:
+    """The smallest value of ``dtype`` above ``clip``.
+
+    aten's hardtanh backward, one fused pass, passes dy where ``-b < x < b`` (open interval);
+    with b = this bound that is exactly ``|x| <= clip`` for every x of ``dtype``, the clip
+    boundary the project uses (METHODS.md, section 5).
+    """
+    c = torch.tensor(float(clip), dtype=torch.float64)
+    below = c.to(dtype)
+    if below.double() > c:  # rounded up: step back to the largest value <= clip
+        below = torch.nextafter(below, torch.tensor(-math.inf, dtype=dtype))
+    return float(torch.nextafter(below, torch.tensor(math.inf, dtype=dtype)))
+
+
+def inclusive_bounds(clip: float) -> dict[torch.dtype, float]:
+    """:func:`inclusive_bound` for every float dtype, computed once at construction (a lookup
+    by ``x.dtype`` in forward stays a constant for ``torch.compile``)."""
+    return {dtype: inclusive_bound(clip, dtype) for dtype in FLOAT_DTYPES}
+
+
+def clipped_vjp(dy: torch.Tensor, x: torch.Tensor, bound: float) -> torch.Tensor:
+    """dy * 1[|x| <= clip] in one pass; ``bound`` from :func:`inclusive_bound` for x's dtype."""
+    return torch.ops.aten.hardtanh_backward(dy, x, -bound, bound)
+
+
+UNIT_BOUNDS = inclusive_bounds(1.0)  # the |x| <= 1 window several estimators zero outside of
+
+
+class SurrogateSign(torch.autograd.Function):
+    """sign(x) forward; ``vjp(dy, x, *constants)`` backward (``vjp=None``: dy itself, the
+    plain straight-through estimator, and x is not kept). ``constants`` is one tuple argument:
+    torch.compile binds a fixed argument list reliably, not varargs."""
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor, estimator: "SignEstimator") -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.estimator = estimator
+    def forward(ctx, x: torch.Tensor, vjp: Vjp | None, constants: tuple):
+        if vjp is not None:
+            ctx.save_for_backward(x)
+        ctx.vjp, ctx.constants = vjp, constants
         return binary_sign(x)
 
     @staticmethod
     def backward(ctx, dy: torch.Tensor):
+        if ctx.vjp is None:
+            return dy, None, None
         (x,) = ctx.saved_tensors
-        return dy * ctx.estimator.grad(x).to(dy.dtype), None
+        return ctx.vjp(dy, x, *ctx.constants).to(dy.dtype), None, None
+
+
+def _progress_loaded(module: "SignEstimator", incompatible_keys) -> None:
+    module.set_progress(float(module.progress))  # the Python constants follow a loaded checkpoint
 
 
 class SignEstimator(nn.Module):
-    """sign() in the forward pass, ``grad(x)`` in the backward pass.
+    """sign() in the forward pass, ``dy * g(x)`` in the backward pass.
 
-    ``set_progress(p)`` receives the fraction of training done (0..1) on every training
-    step; estimators without a schedule keep the default, which just records it.
+    Subclasses implement ``surrogate(x) -> (vjp, constants)``; estimators with a schedule
+    recompute their constants in ``schedule(p)``. ``set_progress(p)`` receives the fraction
+    of training done (0..1) on every training step; it is also kept in the ``progress``
+    buffer, so that checkpoints hold it.
     """
 
     name: str = "base"
@@ -40,15 +109,30 @@ class SignEstimator(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.register_buffer("progress", torch.zeros(()), persistent=True)
+        self.progress_value = 0.0  # float(progress) without reading the buffer back
+        self.register_load_state_dict_post_hook(_progress_loaded)
 
     def set_progress(self, p: float) -> None:
-        self.progress.fill_(min(max(float(p), 0.0), 1.0))
+        p = float(np.float32(min(max(float(p), 0.0), 1.0)))  # the value the float32 buffer holds
+        self.progress.fill_(p)
+        self.progress_value = p
+        self.schedule(p)
 
-    def grad(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+    def schedule(self, p: float) -> None:
+        """Recompute progress-dependent constants (none by default)."""
+
+    def surrogate(self, x: torch.Tensor) -> tuple[Vjp | None, tuple]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def grad(self, x: torch.Tensor) -> torch.Tensor:
+        """The surrogate derivative g(x), through the same vjp the backward pass uses."""
+        vjp, constants = self.surrogate(x)
+        ones = torch.ones_like(x)
+        return ones if vjp is None else vjp(ones, x, *constants).to(x.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return _SurrogateSign.apply(x, self)
+        vjp, constants = self.surrogate(x)
+        return SurrogateSign.apply(x, vjp, constants)
 
     def extra_repr(self) -> str:
-        return f"progress={float(self.progress):.3f}"
+        return f"progress={self.progress_value:.3f}"

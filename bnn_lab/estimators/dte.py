@@ -13,35 +13,43 @@ Distribution sensitivity: for weights (``role="weight"``) the latent weights are
 standardized per output channel before binarization (DIR-Net's information-maximizing
 balance and standardization), x_hat = (x - mean) / std, and the sign and the gradient are
 taken at x_hat, so the schedule sees every channel at the same scale. The forward value
-sign(x - mean) is exactly +-1. Activations use the schedule directly.
+sign(x - mean) is exactly +-1. Activations use the schedule directly. The backward is EDE's
+(one tanh, then aten's fused tanh backward).
 """
 from __future__ import annotations
 
 import torch
 
 from .base import SignEstimator
+from .ede import fused_tanh_vjp, tanh_vjp
 from .registry import register
 
 
 @register("dte")
 class DTE(SignEstimator):
-    def __init__(self, t_min: float = 0.1, t_max: float = 10.0, switch: float = 0.5, role: str = "input") -> None:
+    def __init__(self, t_min: float = 0.1, t_max: float = 10.0, switch: float = 0.5, role: str = "input",
+                 fused: bool = False) -> None:
         super().__init__()
         if not (0 < t_min <= 1 <= t_max and 0 < switch < 1):
             raise ValueError("dte needs 0 < t_min <= 1 <= t_max and 0 < switch < 1")
         self.t_min, self.t_max, self.switch = float(t_min), float(t_max), float(switch)
         self.standardize = role == "weight"
+        self.fused = bool(fused)  # the backward through .fusion (one compiled loop)
+        self.schedule(self.progress_value)
 
-    def tk(self) -> tuple[float, float]:
-        p, s = float(self.progress), self.switch
+    def schedule(self, p: float) -> None:
+        s = self.switch
         if p < s:
             t = self.t_min ** (1 - p / s)
-            return t, 1.0 / t
-        return self.t_max ** ((p - s) / (1 - s)), 1.0
+            self.t, self.k = t, 1.0 / t
+        else:
+            self.t, self.k = self.t_max ** ((p - s) / (1 - s)), 1.0
 
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
-        t, k = self.tk()
-        return k * t * (1 - torch.tanh(t * x) ** 2)
+    def tk(self) -> tuple[float, float]:
+        return self.t, self.k
+
+    def surrogate(self, x: torch.Tensor):
+        return (fused_tanh_vjp if self.fused else tanh_vjp), (self.t, self.k * self.t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.standardize and x.dim() > 1:

@@ -1,33 +1,96 @@
 """FDA: Fourier frequency-domain approximation of sign (Xu et al., NeurIPS 2021, FDA-BNN).
 
 The square wave equals sign(x) on one period and has the Fourier series
-(4/pi) sum_i sin((2i+1) w x) / (2i+1); its derivative, truncated to n terms, is the
+(4/pi) sum_i sin((2i+1) w x) / (2i+1); its derivative, truncated to m terms, is the
 surrogate gradient
 
-    g(x) = (4 w / pi) * sum_{i=0}^{n-1} cos((2i+1) w x),   zero where |x| > 1,
+    g(x) = (4 w / pi) * sum_{i=0}^{m-1} cos((2i+1) w x),   zero where |x| > 1,
 
-with n = terms_start + floor((terms_end - terms_start) * p) growing with the training
-progress p in [0, 1].
+with m = terms_start + floor((terms_end - terms_start) * p) growing with the training
+progress p in [0, 1] (``terms``). ``terms`` counts the cosines: METHODS.md writes the same
+sum as i = 0..n, i.e. n = terms - 1.
+
+The backward does not expand x by m terms: the sum of cosines of odd multiples has the
+closed form (:func:`odd_cosine_sum`)
+
+    sum_{i=0}^{m-1} cos((2i+1) t) = sin(2 m t) / (2 sin t)      (= +-m where sin t = 0),
+
+so its cost does not grow with m (two sines per element instead of m cosines). With
+``fused=True`` (the config's default) the backward runs as one compiled loop
+(:mod:`bnn_lab.estimators.fusion`), eagerly where no compiler works.
 
 Noise adaptation (``noise=True``): a small module e(x) = fc2(relu(fc1(x))) + 0.1 sin(x)
 (fc1 shrinks the feature dimension by 64, no biases) learns the residual between sign and
 its truncated series. During training the output is sign(x) + alpha(p) * e(x) with
 alpha(p) = alpha0 * (1 + cos(pi p)) / 2 decaying from alpha0 = 0.1 to 0; in ``eval()`` the
-output is exactly +-1. The module needs the feature size at construction (so its
-parameters exist before the optimizer is built); the surgery pass provides ``features``
-for weight binarizers (one row per output channel, as in the paper's weight binarization).
-Without ``features`` (activation binarizers) no noise module is created and only the
-Fourier gradient is used.
+output is exactly +-1 and e is not computed (:meth:`NoiseAdaptation.perturb` forms
+sign + alpha e in seven ops instead of eight). The module needs the feature size at
+construction (so its parameters exist before the optimizer is built); the surgery pass
+provides ``features`` for weight binarizers (one row per output channel, as in the paper's
+weight binarization). Without ``features`` (activation binarizers) no noise module is
+created and only the Fourier gradient is used.
 """
 from __future__ import annotations
 
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .base import SignEstimator, binary_sign
+from .base import UNIT_BOUNDS, SignEstimator, binary_sign, clipped_vjp, compute_dtype
+from .fusion import fuse
 from .registry import register
+
+# below this |t| the closed form is evaluated at TINY instead: sin(2 m t) / (2 sin t) differs
+# from its limit m by m (4 m^2 - 1) t^2 / 6, far below rounding, and 0 / 0 never happens
+TINY = 1e-30
+
+
+def odd_cosine_sum(t: torch.Tensor, terms: int | float, reduce: bool = True) -> torch.Tensor:
+    """sum_{i=0}^{terms-1} cos((2i+1) t), elementwise, in closed form: sin(2 m t) / (2 sin t).
+
+    ``reduce=False`` is exact only for |t| < pi / 2 (see :func:`_sine_ratio`).
+    """
+    a = t.abs() if reduce else t.abs().clamp_min_(TINY)
+    return _sine_ratio(a, terms, reduce).mul_(0.5)
+
+
+def _sine_ratio(a: torch.Tensor, terms: int | float, reduce: bool) -> torch.Tensor:
+    """sin(2 m a) / sin a for a = |t| (twice the odd cosine sum), overwriting ``a``.
+
+    Without ``reduce`` the caller has clamped a to >= ``TINY`` (no 0 / 0 at t = 0) and
+    a < pi / 2 holds where the result is used. With ``reduce`` the argument is first brought to
+    d = a - k pi, |d| <= pi / 2: sin(2 m a) = sin(2 m d) and sin a = (-1)^k sin d, so the
+    singular points a = k pi (limit (-1)^k 2 m) become the harmless d = 0, and sin d has no
+    cancellation there.
+    """
+    parity = None
+    if reduce:
+        k = torch.round(a / math.pi)
+        parity = torch.remainder(k, 2).mul_(-2).add_(1)  # (-1)^k
+        a = a.sub_(k.mul_(math.pi)).abs_().clamp_min_(TINY)
+    denominator = torch.sin(a)
+    ratio = a.mul_(2 * terms).sin_().div_(denominator)
+    return ratio if parity is None else ratio.mul_(parity)
+
+
+def fourier_vjp(dy: torch.Tensor, x: torch.Tensor, omega: float, terms: int | float, bound: float) -> torch.Tensor:
+    """dy * (4 w / pi) sum_{i<terms} cos((2i+1) w x) * 1[|x| <= 1], in float32 at least.
+
+    ``bound``: the inclusive bound of 1 for x's dtype (the clip is aten's hardtanh backward).
+    Inside the clip |w x| <= w, so the argument reduction is needed only for w >= pi / 2; the
+    default w = 0.1 takes eight light elementwise passes and two sines, whatever ``terms``
+    (one compiled loop with ``fused=True``).
+    """
+    cdt = compute_dtype(x)
+    a = (x * omega if cdt == x.dtype else x.to(cdt).mul_(omega)).abs_()
+    reduce = omega >= math.pi / 2
+    ratio = _sine_ratio(a if reduce else a.clamp_min_(TINY), terms, reduce)
+    return ratio.mul_(clipped_vjp(dy, x, bound)).mul_(2 * omega / math.pi)
+
+
+fused_fourier_vjp = fuse(fourier_vjp)
 
 
 class NoiseAdaptation(nn.Module):
@@ -43,6 +106,14 @@ class NoiseAdaptation(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(torch.relu(self.fc1(x))) + 0.1 * torch.sin(x)
 
+    def perturb(self, signs: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        """signs + alpha * e(x) for 2-D x, the same formula in fewer ops: the addmm adds
+        (alpha relu(fc1 x)) fc2^T to signs + 0.1 alpha sin(x). alpha only multiplies tensors (no
+        ``alpha=`` keyword), so torch.compile keeps it a graph input instead of recompiling."""
+        hidden = torch.relu(F.linear(x, self.fc1.weight)) * alpha
+        base = torch.sin(x).mul_(0.1 * alpha).add_(signs)
+        return torch.addmm(base, hidden, self.fc2.weight.t())
+
 
 @register("fda")
 class FDA(SignEstimator):
@@ -54,6 +125,7 @@ class FDA(SignEstimator):
         noise: bool = True,
         alpha: float = 0.1,
         features: int | None = None,
+        fused: bool = False,
     ) -> None:
         super().__init__()
         if terms_start < 1 or terms_end < terms_start:
@@ -61,30 +133,27 @@ class FDA(SignEstimator):
         self.terms_start, self.terms_end = int(terms_start), int(terms_end)
         self.omega, self.alpha0 = float(omega), float(alpha)
         self.noise = NoiseAdaptation(features) if (noise and features) else None
+        self.fused = bool(fused)
+        self.schedule(self.progress_value)
 
-    @property
-    def terms(self) -> int:
-        p = float(self.progress)
-        return self.terms_start + math.floor((self.terms_end - self.terms_start) * p)
+    def schedule(self, p: float) -> None:
+        self.terms = self.terms_start + math.floor((self.terms_end - self.terms_start) * p)
+        self._terms = float(self.terms)  # torch.compile: float attributes become graph inputs, ints guards
+        self.alpha = self.alpha0 * 0.5 * (1.0 + math.cos(math.pi * p))
 
-    @property
-    def alpha(self) -> float:
-        return self.alpha0 * 0.5 * (1.0 + math.cos(math.pi * float(self.progress)))
-
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
-        k = torch.arange(self.terms, device=x.device, dtype=x.dtype) * 2 + 1
-        series = torch.cos(x.unsqueeze(-1) * (k * self.omega)).sum(-1)
-        return (4 * self.omega / math.pi) * series * (x.abs() <= 1).to(x.dtype)
+    def surrogate(self, x: torch.Tensor):
+        vjp = fused_fourier_vjp if self.fused else fourier_vjp
+        return vjp, (self.omega, self._terms, UNIT_BOUNDS[x.dtype])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = super().forward(x)
         if self.noise is not None and self.training and self.alpha > 0:
             rows = x.reshape(x.shape[0], -1)
-            out = out + self.alpha * self.noise(rows).reshape(x.shape)
+            out = self.noise.perturb(out.reshape(rows.shape), rows, self.alpha).reshape(x.shape)
         return out
 
     def extra_repr(self) -> str:
         return f"terms={self.terms}, omega={self.omega}, noise={self.noise is not None}"
 
 
-__all__ = ["FDA", "NoiseAdaptation", "binary_sign"]
+__all__ = ["FDA", "NoiseAdaptation", "binary_sign", "fourier_vjp", "odd_cosine_sum"]

@@ -17,8 +17,8 @@ from .registry import register
 
 @register("rsign")
 class RSign(ApproxSign):
-    def __init__(self, channels: int | None = None, role: str = "input") -> None:
-        super().__init__()
+    def __init__(self, channels: int | None = None, role: str = "input", fused: bool = False) -> None:
+        super().__init__(fused=fused)
         self.threshold = nn.Parameter(torch.zeros(channels)) if (channels and role == "input") else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,26 +1,42 @@
 """SignSwish (BNN+, Darabi et al. 2018): the derivative of 2 sigmoid(beta x)(1 + beta x
 (1 - sigmoid(beta x))) - 1,
 
-    g(x) = beta (2 - beta x tanh(beta x / 2)) / (1 + cosh(beta x)).
+    g(x) = beta (2 - beta x tanh(beta x / 2)) / (1 + cosh(beta x))
+         = 2 beta s (1 - s) (2 - beta x (2 s - 1)),   s = sigmoid(beta x).
+
+The backward uses the second form: one transcendental (the sigmoid) instead of tanh and
+cosh, no overflow for large |x| (cosh overflows near |beta x| = 89 in float32; the sigmoid
+form tends to 0 like the first one), and aten's fused sigmoid backward for s (1 - s).
 """
 from __future__ import annotations
 
 import torch
 
-from .base import SignEstimator
+from .base import SignEstimator, compute_dtype
+from .fusion import fuse
 from .registry import register
+
+
+def swish_vjp(dy: torch.Tensor, x: torch.Tensor, beta: float) -> torch.Tensor:
+    z = x.to(compute_dtype(x)) * beta
+    s = torch.sigmoid(z)
+    bracket = s.mul(2).sub_(1).mul_(z).neg_().add_(2)  # 2 - z tanh(z / 2)
+    return torch.ops.aten.sigmoid_backward(bracket, s).mul_(dy).mul_(2 * beta)
+
+
+fused_swish_vjp = fuse(swish_vjp)
 
 
 @register("swish")
 class SignSwish(SignEstimator):
-    def __init__(self, beta: float = 5.0) -> None:
-        super().__init__()
-        self.beta = float(beta)
+    """``fused``: the backward through :mod:`.fusion` (one compiled loop)."""
 
-    def grad(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.beta
-        # cosh overflows to inf for |b x| > ~710 in float64 (~89 in float32): the limit is 0
-        return b * (2 - b * x * torch.tanh(b * x / 2)) / (1 + torch.cosh(b * x))
+    def __init__(self, beta: float = 5.0, fused: bool = False) -> None:
+        super().__init__()
+        self.beta, self.fused = float(beta), bool(fused)
+
+    def surrogate(self, x: torch.Tensor):
+        return (fused_swish_vjp if self.fused else swish_vjp), (self.beta,)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}"

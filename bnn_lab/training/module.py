@@ -26,6 +26,7 @@ class ClassificationModule(pl.LightningModule):
     With a ``teacher`` and a ``distiller`` the training loss adds the distiller's weighted
     terms (logged as ``train/kd``, ``train/attention``). The teacher stays in eval mode
     without gradients and is not a registered submodule, so checkpoints hold the student only.
+    ``compile_model()`` runs the steps through a ``torch.compile`` of the model.
     """
 
     def __init__(
@@ -48,13 +49,20 @@ class ClassificationModule(pl.LightningModule):
         if teacher is not None:
             teacher.eval().requires_grad_(False)
         object.__setattr__(self, "teacher", teacher)  # not a submodule: never trained, never saved
+        object.__setattr__(self, "compiled", None)  # likewise: the compiled model shares the weights
         self.meta = dict(meta or {})
         self._captures: tuple[FeatureCapture, FeatureCapture] | None = None
         self.acc = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")})
         self.acc5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 5 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return (self.model if self.compiled is None else self.compiled)(x)
+
+    def compile_model(self, **kwargs) -> None:
+        """Steps call ``torch.compile(model, **kwargs)`` (config key ``compile``); the model
+        itself stays as it is, so its state_dict keys, the copies taken for teachers and the
+        packed export do not see the compiled wrapper."""
+        object.__setattr__(self, "compiled", torch.compile(self.model, **kwargs))
 
     # -- teacher and hooks ---------------------------------------------------------------
     def on_fit_start(self) -> None:

@@ -1,0 +1,55 @@
+"""Fused surrogate backward passes: ``torch.compile`` of an estimator's plain-torch vjp.
+
+Run eagerly, every elementwise op of a vjp is one pass over the activation in memory (FDA's
+closed form takes nine, two of them sines); on CPU these passes, not the arithmetic, make a
+binary step slower than a float one. Inductor turns the same function into one loop (C++ on
+CPU, Triton on GPU) that reads x and dy once and writes dx once.
+
+The eager function stays the reference and the fallback: small tensors (weights), float64
+(reference checks, never training) and code already being compiled (``compile=true``
+compiles the whole step, vjp included) call it directly, and so does every call after compiling has failed once (no C++
+compiler, no Triton), with one warning. Sizes are dynamic, so one kernel serves every layer.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+
+log = logging.getLogger(__name__)
+# below this size (latent weights, small activations) the compiled call's own overhead (guards,
+# about 0.1 ms) costs more than the passes it saves
+MIN_NUMEL = 1 << 16
+
+
+class FusedVjp:
+    """``vjp(dy, x, *constants)`` through ``torch.compile`` where that works, else eagerly."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
+        self.fn = fn
+        self.compiled: Callable[..., torch.Tensor] | None = None
+        self.failed = False
+
+    def __call__(self, dy: torch.Tensor, x: torch.Tensor, *constants) -> torch.Tensor:
+        if self.failed or x.numel() < MIN_NUMEL or x.dtype == torch.float64 or torch.compiler.is_compiling():
+            return self.fn(dy, x, *constants)
+        if self.compiled is None:
+            self.compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+        try:  # detach: a Parameter (a weight) would get static shapes, one kernel per layer
+            return self.compiled(dy, x.detach(), *constants)
+        except Exception as exc:  # compiling is an optimisation: any failure means the eager path
+            self.failed = True
+            log.warning("fused backward of %s unavailable, using the eager one: %s: %s",
+                        self.fn.__name__, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            return self.fn(dy, x, *constants)
+
+
+_FUSED: dict[Callable[..., torch.Tensor], FusedVjp] = {}
+
+
+def fuse(fn: Callable[..., torch.Tensor]) -> FusedVjp:
+    """The one :class:`FusedVjp` of ``fn`` (compiled once per process, shared by all layers)."""
+    if fn not in _FUSED:
+        _FUSED[fn] = FusedVjp(fn)
+    return _FUSED[fn]
