@@ -7,3 +7,15 @@ class UserError(Exception):
 
 class ConfigError(UserError, ValueError):
     """A bad configuration value (unknown name, key or type); a ValueError as well."""
+
+
+class Preempted(SystemExit):
+    """Training stopped on SIGTERM after saving its checkpoint: one line on stderr and exit
+    status 143 (128 + SIGTERM, what a shell reports for a job ended by SIGTERM), not status 0,
+    which a scheduler would take for a finished job."""
+
+    exit_code = 143
+
+    def __init__(self, message: str) -> None:
+        super().__init__(self.exit_code)
+        self.message = message

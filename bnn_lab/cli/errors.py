@@ -7,7 +7,7 @@ import sys
 
 from omegaconf.errors import OmegaConfBaseException
 
-from ..errors import UserError
+from ..errors import Preempted, UserError
 
 EXIT_USER_ERROR = 2
 
@@ -20,6 +20,9 @@ def debug() -> bool:
 def user_errors(prog: str = "bnn-lab"):
     try:
         yield
+    except Preempted as exc:  # SIGTERM: the checkpoint is saved; one line, status 143
+        print(f"{prog}: {exc.message}", file=sys.stderr, flush=True)
+        sys.exit(exc.code)
     except (UserError, OmegaConfBaseException) as exc:
         if debug():
             raise

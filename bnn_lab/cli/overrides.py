@@ -71,10 +71,11 @@ def _same_kind(default, value) -> bool:
     return True
 
 
-def check_composition(args: list[str], conf_dir: Path) -> None:
-    """Compose the configuration the way Hydra will and report mistakes in one line."""
+def check_composition(args: list[str], conf_dir: Path) -> DictConfig | None:
+    """Compose the configuration the way Hydra will and report mistakes in one line; returns
+    it (with Hydra's own keys), or None when the command line is left to Hydra."""
     if any(a.startswith("-") and a not in _PLAIN_FLAGS for a in args):
-        return
+        return None
     from hydra import compose, initialize_config_dir
 
     try:
@@ -103,6 +104,7 @@ def check_composition(args: list[str], conf_dir: Path) -> None:
             raise ConfigError(f"{key} expects {kind} (like {default!r}), got {value!r}")
     for key in _missing_keys(cfg):
         raise ConfigError(f"{key} must be set (e.g. {key}=...)")
+    return cfg
 
 
 def _check_writable(cfg: DictConfig, multirun: bool) -> None:

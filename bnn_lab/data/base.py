@@ -6,13 +6,18 @@ padding, horizontal flip) runs batched on the batch's device.
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import BatchSampler, DataLoader, Dataset, SequentialSampler
 
+from ..errors import ConfigError
+from .sampler import EpochBatchSampler, ResumableDataLoader
+
+log = logging.getLogger(__name__)
 DEFAULT_ROOT = "~/.cache/bnn-lab/data"
 
 
@@ -59,24 +64,37 @@ class _IndexedBatches(Dataset):
         return len(self.y)
 
     def __getitem__(self, idx):
-        idx = torch.as_tensor(idx)
+        idx = torch.as_tensor(idx, device=self.y.device)  # gathered where the data lives
         return self.x[idx], self.y[idx]
 
 
 class InMemoryDataModule(BaseDataModule):
-    """Subclasses implement ``load(train: bool) -> (images uint8/float NCHW, labels int64)``."""
+    """Subclasses implement ``load(train: bool) -> (images uint8/float NCHW, labels int64)``.
 
-    def __init__(self, val_size: int | float = 0.1, augment: bool = False, **kwargs) -> None:
+    ``on_device`` (``auto``, ``true`` or ``false``): with ``auto``/``true``, when the trainer's
+    root device is not the CPU (a GPU), the split tensors are copied there once in ``setup``
+    and batches are gathered on it, with no host-to-device copy per batch (and no loader
+    worker processes, which could not use the device); ``teardown`` puts the CPU tensors back.
+    ``false`` keeps the splits on the CPU (datasets larger than the device memory).
+    """
+
+    def __init__(self, val_size: int | float = 0.1, augment: bool = False, on_device: bool | str = "auto",
+                 **kwargs) -> None:
         super().__init__(**kwargs)
+        if on_device not in ("auto", True, False):
+            raise ConfigError(f"data.on_device must be auto, true or false, got {on_device!r}")
         self.val_size = val_size
         self.augment = augment
+        self.on_device = on_device
         self.splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._host_splits: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # the CPU originals
 
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
+            self.place_splits()
             return
         x, y = self.load(train=True)
         x = x.float()
@@ -95,15 +113,41 @@ class InMemoryDataModule(BaseDataModule):
         if tx.max() > 1.5:
             tx = tx / 255.0
         self.splits["test"] = (norm(tx), ty)
+        self.place_splits()
+
+    def split_device(self) -> torch.device:
+        """Where the batches are gathered: the trainer's root device if it is not the CPU and
+        ``on_device`` allows it, else the CPU."""
+        trainer = self.trainer
+        if self.on_device is False or trainer is None:
+            return torch.device("cpu")
+        return trainer.strategy.root_device
+
+    def place_splits(self) -> None:
+        """Move the splits to :meth:`split_device` (once: already placed tensors stay)."""
+        if not self._host_splits:
+            self._host_splits = dict(self.splits)
+        device = self.split_device()
+        if device.type == "cpu":
+            self.splits = dict(self._host_splits)
+            return
+        if self.num_workers:
+            log.info("data on %s: batches are gathered there, without loader workers (num_workers=%d ignored)",
+                     device, self.num_workers)
+            self.num_workers = 0
+        self.splits = {k: (x.to(device), y.to(device)) if x.device != device else (x, y)
+                       for k, (x, y) in self.splits.items()}
+
+    def teardown(self, stage: str | None = None) -> None:
+        if self._host_splits:  # free the device copies; CPU users (packed evaluation) read the originals
+            self.splits = dict(self._host_splits)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         ds = _IndexedBatches(*self.splits[split])
-        if shuffle:
-            gen = torch.Generator().manual_seed(torch.initial_seed())  # the run seed
-            sampler = RandomSampler(ds, generator=gen)
-        else:
-            sampler = SequentialSampler(ds)
-        batches = BatchSampler(sampler, self.batch_size, drop_last=False)
+        if shuffle:  # the run seed orders the batches; the order resumes mid-epoch (data/sampler.py)
+            batches = EpochBatchSampler(len(ds), self.batch_size, seed=torch.initial_seed())
+            return ResumableDataLoader(ds, sampler=batches, batch_size=None, num_workers=self.num_workers)
+        batches = BatchSampler(SequentialSampler(ds), self.batch_size, drop_last=False)
         return DataLoader(ds, sampler=batches, batch_size=None, num_workers=self.num_workers)
 
     def train_dataloader(self) -> DataLoader:

@@ -1,9 +1,16 @@
 """Experiment loggers (the ``logger`` config group): wandb (offline by default), csv,
-tensorboard, none."""
+tensorboard, none.
+
+A resumed run (``resume=true``) logs into the same W&B run: the run id is kept in
+``<run dir>/wandb_id.txt`` and given back to W&B with ``resume="allow"``. The csv and
+tensorboard loggers append to their files in the run directory by themselves.
+"""
 from __future__ import annotations
 
 import logging
 import os
+import secrets
+import string
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable
@@ -12,6 +19,7 @@ from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
 _LOGGERS: dict[str, Callable[..., Any]] = {}
+WANDB_ID_FILE = "wandb_id.txt"
 
 
 def register_logger(name: str):
@@ -26,11 +34,14 @@ def logger_names() -> list[str]:
     return sorted(_LOGGERS)
 
 
-def build_logger(cfg: Mapping[str, Any], run_dir: Path, run_name: str):
+def build_logger(cfg: Mapping[str, Any], run_dir: Path, run_name: str, resuming: bool = False):
+    """The configured logger; ``resuming``: the run continues from its checkpoint."""
     cfg = dict(cfg)
     name = cfg.pop("name")
     if name not in _LOGGERS:
         raise ConfigError(f"unknown logger {name!r}; valid: {', '.join(logger_names())}")
+    if name == "wandb":
+        cfg["resuming"] = resuming
     return _LOGGERS[name](run_dir=run_dir, run_name=run_name, **cfg)
 
 
@@ -53,6 +64,24 @@ def _tensorboard(run_dir: Path, run_name: str):
     return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
 
 
+def wandb_run_id(run_dir: Path, resuming: bool) -> str:
+    """The W&B run id of this run directory: the stored one when resuming (the same W&B run
+    continues), else ``$WANDB_RUN_ID`` (a W&B sweep agent sets it) or a new one; stored in
+    ``wandb_id.txt`` (by rank 0 only)."""
+    from pytorch_lightning.utilities import rank_zero_only
+
+    file = run_dir / WANDB_ID_FILE
+    if resuming and file.is_file() and file.read_text().strip():
+        return file.read_text().strip()
+    # else W&B's id alphabet, from the OS entropy pool: the seeded RNG streams are not touched
+    run_id = os.environ.get("WANDB_RUN_ID") or "".join(
+        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+    if rank_zero_only.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        file.write_text(run_id + "\n")
+    return run_id
+
+
 def wandb_can_go_online() -> bool:
     """True when an API key is configured (env or netrc); no network call."""
     try:
@@ -73,6 +102,7 @@ def _wandb(
     group: str | None = None,
     tags: list[str] | tuple[str, ...] = (),
     id: str | None = None,
+    resuming: bool = False,
 ):
     from pytorch_lightning.loggers import WandbLogger
 
@@ -88,6 +118,7 @@ def _wandb(
     if wandb.run is not None:  # left open by the previous job of a multirun in this process:
         wandb.finish()         # WandbLogger would otherwise log this job into that run
     return WandbLogger(
-        name=run_name, project=project, entity=entity, group=group, tags=list(tags), id=id,
+        name=run_name, project=project, entity=entity, group=group, tags=list(tags),
+        id=id or wandb_run_id(run_dir, resuming), resume="allow",
         save_dir=str(run_dir), offline=(mode == "offline"), mode=mode, log_model=False,
     )

@@ -12,21 +12,28 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
-from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 from ..distill import build_distiller
 from ..errors import ConfigError
 from ..summary import summarize
+from . import rng
 from .build import build_data, build_model
 from .callbacks import EstimatorProgress, LatentClip
+from .checkpoint_io import AtomicCheckpointIO, atomic_torch_save
+from .checkpoints import LastCheckpoint, best_checkpoint
+from .data_position import TrainLoaderPosition
 from .loggers import build_logger
 from .module import ClassificationModule
+from .preemption import PreemptionCheckpoint, cluster_plugins, exit_on_sigterm
+from .resume import checkpoint_to_resume
+from .run_dir import check_run_dir, resume_hint
 from .stages import Stage, init_from, load_teacher, plan_stages
 
 log = logging.getLogger(__name__)
 FINAL_WEIGHTS = "final_weights.pt"
+RNG_AT_END = "rng_state.pt"  # multi-stage runs: the RNG states when a stage ended, for the next one on resume
 
 
 def is_rank_zero() -> bool:
@@ -49,8 +56,9 @@ def run_name(cfg: DictConfig) -> str:
 def _trainer(cfg: DictConfig, stage: Stage, run_dir: Path, logger, callbacks) -> pl.Trainer:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs["max_epochs"] = stage.epochs
+    plugins = [AtomicCheckpointIO(), *cluster_plugins()]  # crash-safe files; SLURM requeue on SIGUSR1
     try:
-        return pl.Trainer(**kwargs, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir))
+        return pl.Trainer(**kwargs, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir), plugins=plugins)
     except TypeError as exc:
         raise ConfigError(f"bad trainer option: {exc}") from exc
 
@@ -77,10 +85,14 @@ class _StageRunner:
         out = self.stage_dir(index, stage, n_stages)
         out.mkdir(parents=True, exist_ok=True)
         model, report = build_model(cfg, dm.in_chans, dm.num_classes, dm.img_size, mode=stage.mode)
+        if cfg.get("channels_last"):
+            model.to(memory_format=torch.channels_last)
         done = out / "metrics.json"
         if n_stages > 1 and cfg.get("resume") and done.is_file() and (out / FINAL_WEIGHTS).is_file():
             model.load_state_dict(torch.load(out / FINAL_WEIGHTS, map_location="cpu"))
             log.info("stage %s already finished: reusing %s", stage.name, out / FINAL_WEIGHTS)
+            if (out / RNG_AT_END).is_file():  # the next stage draws what it drew in the unbroken run
+                rng.load(out / RNG_AT_END)
             return model, json.loads(done.read_text())
         start = time.time()
         if stage.init == "previous":
@@ -104,13 +116,15 @@ class _StageRunner:
                 "in_chans": dm.in_chans, "stage": stage.name}
         lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, distiller,
                                    self.teacher_for(stage, previous), meta)
+        if cfg.get("compile"):
+            lit.compile_model()
         suffix = "" if n_stages == 1 else f"-{stage.name}"
-        logger = build_logger(cfg.logger, out, run_name(cfg) + suffix)
-        ckpt_cb = ModelCheckpoint(
-            dirpath=str(out / "checkpoints"), filename="best-{epoch:02d}", monitor="val/acc", mode="max",
-            save_last=True, save_top_k=1, every_n_train_steps=cfg.checkpoint.every_n_train_steps,
-        )
-        callbacks = [ckpt_cb, EstimatorProgress()]
+        logger = build_logger(cfg.logger, out, run_name(cfg) + suffix, resuming=bool(cfg.get("resume")))
+        ckpt_cb = best_checkpoint(out / "checkpoints")  # first: written before last.ckpt at epoch ends
+        last_cb = LastCheckpoint(out / "checkpoints", cfg.checkpoint.every_n_train_steps)
+        hint = resume_hint(self.run_dir)
+        callbacks = [ckpt_cb, last_cb, PreemptionCheckpoint(last_cb.save, hint), rng.RngState(), TrainLoaderPosition(),
+                     EstimatorProgress()]
         if cfg.optimizer.get("clip_latent", False):
             callbacks.append(LatentClip())
         trainer = _trainer(cfg, stage, out, logger, callbacks)
@@ -118,15 +132,16 @@ class _StageRunner:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
             logger.log_metrics({f"summary/{k}": float(v) for k, v in summary.totals.items()}, step=0)
 
-        last = out / "checkpoints" / "last.ckpt"
-        resume_from = str(last) if cfg.get("resume") and last.is_file() else None
+        resume_from = checkpoint_to_resume(out / "checkpoints", lit, self.run_dir) if cfg.get("resume") else None
         if resume_from:
-            log.info("resuming stage %s from %s", stage.name, last)
-        trainer.fit(lit, datamodule=dm, ckpt_path=resume_from)
+            log.info("resuming stage %s from %s", stage.name, resume_from)
+        with exit_on_sigterm(hint):
+            trainer.fit(lit, datamodule=dm, ckpt_path=resume_from)
         best = ckpt_cb.best_model_path or None
-        results = trainer.test(lit, datamodule=dm, ckpt_path=best, verbose=False)[0]
+        with exit_on_sigterm(hint):
+            results = trainer.test(lit, datamodule=dm, ckpt_path=best, verbose=False)[0]
         if is_rank_zero():
-            torch.save(model.state_dict(), out / FINAL_WEIGHTS)  # the tested (best) weights
+            atomic_torch_save(model.state_dict(), out / FINAL_WEIGHTS)  # the tested (best) weights
 
         metrics: dict[str, Any] = {k: float(v) for k, v in results.items()}
         if ckpt_cb.best_model_score is not None:
@@ -142,6 +157,8 @@ class _StageRunner:
             write_json_atomic(done, metrics)
         if logger and cfg.logger.name == "wandb" and is_rank_zero():
             logger.experiment.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        if n_stages > 1 and is_rank_zero():
+            rng.save(out / RNG_AT_END)
         return model, metrics
 
 
@@ -169,9 +186,12 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     """Train and test the configured model (all its stages); everything lands in ``run_dir``."""
     start = time.time()
     run_dir.mkdir(parents=True, exist_ok=True)
+    if is_rank_zero():
+        check_run_dir(run_dir, cfg)  # before any write: never over another run's files
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        log.info("if this run stops, %s", resume_hint(run_dir))
     stages = plan_stages(cfg)
     dm = build_data(cfg)
     runner = _StageRunner(cfg, run_dir, dm)

@@ -1,0 +1,71 @@
+"""What a run directory already holds, checked before anything is written into it: a new run
+never overwrites the files of another one, and ``resume=true`` continues the same network on
+the same data. Light on imports: the command line runs these checks before Hydra starts."""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from ..errors import ConfigError
+
+log = logging.getLogger(__name__)
+LAST = "last.ckpt"
+# keys that decide the network, its data or the batch order: a checkpoint written under other
+# values cannot be continued (it does not load, or it continues another experiment)
+MODEL_KEYS = ("arch", "fp", "binarize", "estimator", "stages", "distill", "seed",
+              "data.name", "data.batch_size", "data.val_size", "data.seed")
+
+
+def resume_hint(run_dir: Path) -> str:
+    return f"resume with: bnn-lab resume={run_dir}"
+
+
+def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(obj, dict):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            out.update(_flat(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: obj}
+
+
+def config_changes(saved_yaml: Path, cfg: DictConfig) -> list[str]:
+    """``key: old -> new`` for every value that differs from the run's saved config.yaml
+    (``resume`` itself and Hydra's own keys aside)."""
+    if not saved_yaml.is_file():
+        return []
+    old = _flat(OmegaConf.to_container(OmegaConf.load(saved_yaml), resolve=True))
+    new = _flat({k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                 for k, v in cfg.items() if k != "hydra"})
+    keys = sorted((set(old) | set(new)) - {"resume"})
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+
+
+def holds_a_run(run_dir: Path) -> bool:
+    return (run_dir / "metrics.json").is_file() or any(
+        p.is_file() for p in [run_dir / "checkpoints" / LAST, *run_dir.glob(f"stages/*/checkpoints/{LAST}")])
+
+
+def is_other_rank() -> bool:
+    """A DDP process other than rank 0 (Lightning and SLURM set these before it starts): it
+    joins the run that rank 0 checked, and writes no files."""
+    return any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
+
+
+def check_run_dir(run_dir: Path, cfg: DictConfig) -> None:
+    if not cfg.get("resume"):
+        if holds_a_run(run_dir):
+            raise ConfigError(f"{run_dir} already holds a run (metrics.json or checkpoints/{LAST}); "
+                              f"{resume_hint(run_dir)}, or give another hydra.run.dir")
+        return
+    changes = config_changes(run_dir / "config.yaml", cfg)
+    fatal = [c for c in changes if any(c.split(":")[0] == k or c.startswith(k + ".") for k in MODEL_KEYS)]
+    if fatal:
+        raise ConfigError(f"resume=true with another network or data than the run in {run_dir} "
+                          f"({'; '.join(fatal[:3])}); {resume_hint(run_dir)} repeats its overrides")
+    for change in changes:
+        log.warning("resuming with a changed value: %s", change)
