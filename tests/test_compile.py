@@ -15,30 +15,15 @@ import torch._dynamo.testing
 import torch.nn.functional as F
 from torch import nn
 
+from binary_nets import set_progress, small_binary_net
+
 from bnn_lab import estimators
-from bnn_lab.surgery import binarize
 
 pytestmark = pytest.mark.compile
 
 GEN = torch.Generator().manual_seed(1)
 X = torch.randn(8, 4, 8, 8, generator=GEN)
 Y = torch.randint(0, 10, (8,), generator=GEN)
-
-
-def small_binary_net(name: str) -> nn.Module:
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(4, 8, 3, bias=False), nn.BatchNorm2d(8), nn.Hardtanh(),
-        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 6 * 6, 10),
-    )
-    binarize(net, name, {"keep_first": False, "keep_last": True})
-    return net.train()
-
-
-def set_progress(net: nn.Module, p: float) -> None:
-    for m in net.modules():
-        if isinstance(m, estimators.SignEstimator):
-            m.set_progress(p)
 
 
 def grads_of_step(net: nn.Module, model: nn.Module) -> list[torch.Tensor]:

@@ -14,8 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import binary_nets
+
 from bnn_lab import estimators
-from bnn_lab.surgery import binarize
 
 GEN = torch.Generator().manual_seed(1)
 X = torch.randn(8, 4, 8, 8, generator=GEN).bfloat16().float()
@@ -23,16 +24,7 @@ Y = torch.randint(0, 10, (8,), generator=GEN)
 
 
 def small_binary_net(name: str) -> nn.Module:
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(4, 8, 3, bias=False), nn.BatchNorm2d(8), nn.Hardtanh(),
-        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 6 * 6, 10),
-    )
-    binarize(net, name, {"keep_first": False, "keep_last": True})
-    for m in net.modules():
-        if hasattr(m, "set_progress"):
-            m.set_progress(0.3)  # mid-schedule: FDA noise on, EDE/DTE away from their ends
-    return net.train()
+    return binary_nets.small_binary_net(name, progress=0.3)  # mid-schedule: FDA noise on, EDE/DTE away from their ends
 
 
 def train_step(net: nn.Module, x: torch.Tensor, bf16: bool = False):

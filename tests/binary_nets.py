@@ -1,0 +1,27 @@
+"""The small binarized net that the precision, layout and compile tests share: binary conv ->
+BN -> hardtanh -> binary conv -> classifier (kept in full precision), so that the second
+layer's estimators receive the activations of the first."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bnn_lab.surgery import binarize
+
+
+def set_progress(net: nn.Module, p: float) -> None:
+    for m in net.modules():
+        if callable(getattr(m, "set_progress", None)):
+            m.set_progress(p)
+
+
+def small_binary_net(estimator: str, progress: float | None = None) -> nn.Module:
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(4, 8, 3, bias=False), nn.BatchNorm2d(8), nn.Hardtanh(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 6 * 6, 10),
+    )
+    binarize(net, estimator, {"keep_first": False, "keep_last": True})
+    if progress is not None:
+        set_progress(net, progress)
+    return net.train()
