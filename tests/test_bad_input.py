@@ -42,14 +42,17 @@ def test_missing_teacher_checkpoint(run_cli, tmp_path):
     one_line_error(proc, f"teacher checkpoint {tmp_path}/teacher.ckpt does not exist", "drop distill.teacher.ckpt")
 
 
+def idx_bytes(magic: int, dims: tuple[int, ...], payload: bytes) -> bytes:
+    """An IDX file: big-endian magic and dimensions, then the uint8 payload."""
+    return b"".join(v.to_bytes(4, "big") for v in (magic, *dims)) + payload
+
+
 def test_truncated_dataset_file(run_cli, tmp_path):
     root = tmp_path / "data"
     root.mkdir()
-    debian = Path("/usr/share/datasets/fashion-mnist")
-    if not (debian / "train-labels-idx1-ubyte.gz").is_file():
-        pytest.skip("needs Debian's dataset-fashion-mnist")
-    (root / "train-labels-idx1-ubyte.gz").write_bytes((debian / "train-labels-idx1-ubyte.gz").read_bytes())
-    images = gzip.decompress((debian / "train-images-idx3-ubyte.gz").read_bytes())
+    n = 60  # a well-formed label file, and an image file whose header promises n images
+    (root / "train-labels-idx1-ubyte.gz").write_bytes(gzip.compress(idx_bytes(2049, (n,), bytes(range(10)) * 6)))
+    images = idx_bytes(2051, (n, 28, 28), bytes(n * 28 * 28))
     (root / "train-images-idx3-ubyte").write_bytes(images[: len(images) // 3])  # a download cut short
     proc = run_cli("data=fashion_mnist", f"data.root={root}", "data.download=false", "logger=none", env=ONE_THREAD)
     one_line_error(proc, f"{root}/train-images-idx3-ubyte is truncated or corrupt", "download it again")
