@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from .base import SignEstimator, compute_dtype
-from .fusion import fuse
 from .registry import register
 
 
@@ -15,16 +14,11 @@ def approx_vjp(dy: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return x.to(compute_dtype(x)).abs().neg_().add_(1).clamp_min_(0).mul_(dy).mul_(2)
 
 
-fused_approx_vjp = fuse(approx_vjp)
-
-
 @register("approx")
 class ApproxSign(SignEstimator):
     """``fused``: the backward through :mod:`.fusion` (one compiled loop instead of five passes)."""
 
-    def __init__(self, fused: bool = False) -> None:
-        super().__init__()
-        self.fused = bool(fused)
+    vjp_fn = staticmethod(approx_vjp)
 
     def surrogate(self, x: torch.Tensor):
-        return (fused_approx_vjp if self.fused else approx_vjp), ()
+        return self.vjp, ()

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from .fusion import fuse
+
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 Vjp = Callable[..., torch.Tensor]
 
@@ -98,16 +100,20 @@ def _progress_loaded(module: "SignEstimator", incompatible_keys) -> None:
 class SignEstimator(nn.Module):
     """sign() in the forward pass, ``dy * g(x)`` in the backward pass.
 
-    Subclasses implement ``surrogate(x) -> (vjp, constants)``; estimators with a schedule
-    recompute their constants in ``schedule(p)``. ``set_progress(p)`` receives the fraction
+    Subclasses implement ``surrogate(x) -> (vjp, constants)``, usually returning ``self.vjp``:
+    the class's ``vjp_fn``, run through :mod:`.fusion` (one compiled loop) when ``fused``.
+    Estimators with a schedule recompute their constants in ``schedule(p)``. ``set_progress(p)`` receives the fraction
     of training done (0..1) on every training step; it is also kept in the ``progress``
     buffer, so that checkpoints hold it.
     """
 
     name: str = "base"
+    vjp_fn: Vjp | None = None  # plain-torch vjp(dy, x, *constants); None: dy itself
 
-    def __init__(self) -> None:
+    def __init__(self, fused: bool = False) -> None:
         super().__init__()
+        self.fused = bool(fused)
+        self.vjp = fuse(self.vjp_fn) if (self.fused and self.vjp_fn is not None) else self.vjp_fn
         self.register_buffer("progress", torch.zeros(()), persistent=True)
         self.progress_value = 0.0  # float(progress) without reading the buffer back
         self.register_load_state_dict_post_hook(_progress_loaded)

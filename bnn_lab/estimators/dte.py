@@ -21,20 +21,21 @@ from __future__ import annotations
 import torch
 
 from .base import SignEstimator
-from .ede import fused_tanh_vjp, tanh_vjp
+from .ede import tanh_vjp
 from .registry import register
 
 
 @register("dte")
 class DTE(SignEstimator):
+    vjp_fn = staticmethod(tanh_vjp)  # fused=True: through .fusion (one compiled loop)
+
     def __init__(self, t_min: float = 0.1, t_max: float = 10.0, switch: float = 0.5, role: str = "input",
                  fused: bool = False) -> None:
-        super().__init__()
+        super().__init__(fused=fused)
         if not (0 < t_min <= 1 <= t_max and 0 < switch < 1):
             raise ValueError("dte needs 0 < t_min <= 1 <= t_max and 0 < switch < 1")
         self.t_min, self.t_max, self.switch = float(t_min), float(t_max), float(switch)
         self.standardize = role == "weight"
-        self.fused = bool(fused)  # the backward through .fusion (one compiled loop)
         self.schedule(self.progress_value)
 
     def schedule(self, p: float) -> None:
@@ -49,7 +50,7 @@ class DTE(SignEstimator):
         return self.t, self.k
 
     def surrogate(self, x: torch.Tensor):
-        return (fused_tanh_vjp if self.fused else tanh_vjp), (self.t, self.k * self.t)
+        return self.vjp, (self.t, self.k * self.t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.standardize and x.dim() > 1:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import torch
 
 from .base import SignEstimator, compute_dtype
-from .fusion import fuse
 from .registry import register
 
 
@@ -21,18 +20,17 @@ def tanh_vjp(dy: torch.Tensor, x: torch.Tensor, t: float, kt: float) -> torch.Te
     return torch.ops.aten.tanh_backward(dy.to(y.dtype), y).mul_(kt)
 
 
-fused_tanh_vjp = fuse(tanh_vjp)
-
-
 @register("ede")
 class EDE(SignEstimator):
     """``fused``: the backward through :mod:`.fusion` (one compiled loop)."""
 
+    vjp_fn = staticmethod(tanh_vjp)
+
     def __init__(self, t_min: float = 0.1, t_max: float = 10.0, fused: bool = False) -> None:
-        super().__init__()
+        super().__init__(fused=fused)
         if not 0 < t_min <= t_max:
             raise ValueError("ede needs 0 < t_min <= t_max")
-        self.t_min, self.t_max, self.fused = float(t_min), float(t_max), bool(fused)
+        self.t_min, self.t_max = float(t_min), float(t_max)
         self.schedule(self.progress_value)
 
     def schedule(self, p: float) -> None:
@@ -43,7 +41,7 @@ class EDE(SignEstimator):
         return self.t, self.k
 
     def surrogate(self, x: torch.Tensor):
-        return (fused_tanh_vjp if self.fused else tanh_vjp), (self.t, self.k * self.t)
+        return self.vjp, (self.t, self.k * self.t)
 
     def extra_repr(self) -> str:
         return f"t={self.t:.3f}, k={self.k:.3f}"

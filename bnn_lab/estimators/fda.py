@@ -39,7 +39,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .base import UNIT_BOUNDS, SignEstimator, binary_sign, clipped_vjp, compute_dtype
-from .fusion import fuse
 from .registry import register
 
 # below this |t| the closed form is evaluated at TINY instead: sin(2 m t) / (2 sin t) differs
@@ -90,9 +89,6 @@ def fourier_vjp(dy: torch.Tensor, x: torch.Tensor, omega: float, terms: int | fl
     return ratio.mul_(clipped_vjp(dy, x, bound)).mul_(2 * omega / math.pi)
 
 
-fused_fourier_vjp = fuse(fourier_vjp)
-
-
 class NoiseAdaptation(nn.Module):
     """e(x) = fc2(relu(fc1(x))) + 0.1 sin(x) over the last dimension."""
 
@@ -117,6 +113,8 @@ class NoiseAdaptation(nn.Module):
 
 @register("fda")
 class FDA(SignEstimator):
+    vjp_fn = staticmethod(fourier_vjp)
+
     def __init__(
         self,
         terms_start: int = 9,
@@ -127,13 +125,12 @@ class FDA(SignEstimator):
         features: int | None = None,
         fused: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__(fused=fused)
         if terms_start < 1 or terms_end < terms_start:
             raise ValueError("fda needs 1 <= terms_start <= terms_end")
         self.terms_start, self.terms_end = int(terms_start), int(terms_end)
         self.omega, self.alpha0 = float(omega), float(alpha)
         self.noise = NoiseAdaptation(features) if (noise and features) else None
-        self.fused = bool(fused)
         self.schedule(self.progress_value)
 
     def schedule(self, p: float) -> None:
@@ -142,8 +139,7 @@ class FDA(SignEstimator):
         self.alpha = self.alpha0 * 0.5 * (1.0 + math.cos(math.pi * p))
 
     def surrogate(self, x: torch.Tensor):
-        vjp = fused_fourier_vjp if self.fused else fourier_vjp
-        return vjp, (self.omega, self._terms, UNIT_BOUNDS[x.dtype])
+        return self.vjp, (self.omega, self._terms, UNIT_BOUNDS[x.dtype])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = super().forward(x)

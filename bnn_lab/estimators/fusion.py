@@ -31,6 +31,9 @@ class FusedVjp:
         self.compiled: Callable[..., torch.Tensor] | None = None
         self.failed = False
 
+    def __deepcopy__(self, memo) -> "FusedVjp":
+        return self  # one per function and process (:func:`fuse`), shared by copies of a model
+
     def __call__(self, dy: torch.Tensor, x: torch.Tensor, *constants) -> torch.Tensor:
         if self.failed or x.numel() < MIN_NUMEL or x.dtype == torch.float64 or torch.compiler.is_compiling():
             return self.fn(dy, x, *constants)

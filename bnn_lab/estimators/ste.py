@@ -15,13 +15,15 @@ from .registry import register
 
 @register("ste")
 class STE(SignEstimator):
+    vjp_fn = staticmethod(clipped_vjp)
+
     def __init__(self, clip: float = 1.0) -> None:
         super().__init__()
         self.clip = float(clip)
         self.bounds = inclusive_bounds(self.clip)
 
     def surrogate(self, x: torch.Tensor):
-        return clipped_vjp, (self.bounds[x.dtype],)
+        return self.vjp, (self.bounds[x.dtype],)
 
     def extra_repr(self) -> str:
         return f"clip={self.clip}"

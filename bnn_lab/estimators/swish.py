@@ -13,7 +13,6 @@ from __future__ import annotations
 import torch
 
 from .base import SignEstimator, compute_dtype
-from .fusion import fuse
 from .registry import register
 
 
@@ -24,19 +23,18 @@ def swish_vjp(dy: torch.Tensor, x: torch.Tensor, beta: float) -> torch.Tensor:
     return torch.ops.aten.sigmoid_backward(bracket, s).mul_(dy).mul_(2 * beta)
 
 
-fused_swish_vjp = fuse(swish_vjp)
-
-
 @register("swish")
 class SignSwish(SignEstimator):
     """``fused``: the backward through :mod:`.fusion` (one compiled loop)."""
 
+    vjp_fn = staticmethod(swish_vjp)
+
     def __init__(self, beta: float = 5.0, fused: bool = False) -> None:
-        super().__init__()
-        self.beta, self.fused = float(beta), bool(fused)
+        super().__init__(fused=fused)
+        self.beta = float(beta)
 
     def surrogate(self, x: torch.Tensor):
-        return (fused_swish_vjp if self.fused else swish_vjp), (self.beta,)
+        return self.vjp, (self.beta,)
 
     def extra_repr(self) -> str:
         return f"beta={self.beta}"
