@@ -35,30 +35,29 @@ def logger_names() -> list[str]:
 
 
 def build_logger(cfg: Mapping[str, Any], run_dir: Path, run_name: str, resuming: bool = False):
-    """The configured logger; ``resuming``: the run continues from its checkpoint."""
+    """The configured logger; ``resuming``: the run continues from its checkpoint (every logger
+    is told; the file loggers append anyway)."""
     cfg = dict(cfg)
     name = cfg.pop("name")
     if name not in _LOGGERS:
         raise ConfigError(f"unknown logger {name!r}; valid: {', '.join(logger_names())}")
-    if name == "wandb":
-        cfg["resuming"] = resuming
-    return _LOGGERS[name](run_dir=run_dir, run_name=run_name, **cfg)
+    return _LOGGERS[name](run_dir=run_dir, run_name=run_name, resuming=resuming, **cfg)
 
 
 @register_logger("none")
-def _none(run_dir: Path, run_name: str):
+def _none(run_dir: Path, run_name: str, resuming: bool):
     return False
 
 
 @register_logger("csv")
-def _csv(run_dir: Path, run_name: str):
+def _csv(run_dir: Path, run_name: str, resuming: bool):
     from pytorch_lightning.loggers import CSVLogger
 
     return CSVLogger(save_dir=str(run_dir), name="csv", version="")
 
 
 @register_logger("tensorboard")
-def _tensorboard(run_dir: Path, run_name: str):
+def _tensorboard(run_dir: Path, run_name: str, resuming: bool):
     from pytorch_lightning.loggers import TensorBoardLogger
 
     return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
@@ -71,8 +70,9 @@ def wandb_run_id(run_dir: Path, resuming: bool) -> str:
     from pytorch_lightning.utilities import rank_zero_only
 
     file = run_dir / WANDB_ID_FILE
-    if resuming and file.is_file() and file.read_text().strip():
-        return file.read_text().strip()
+    stored = file.read_text().strip() if resuming and file.is_file() else ""
+    if stored:
+        return stored
     # else W&B's id alphabet, from the OS entropy pool: the seeded RNG streams are not touched
     run_id = os.environ.get("WANDB_RUN_ID") or "".join(
         secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))

@@ -38,12 +38,8 @@ def restore(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available():
-        if len(cuda) != torch.cuda.device_count():  # another machine: only the devices both have
-            cuda = cuda[: torch.cuda.device_count()]
-            for i, s in enumerate(cuda):
-                torch.cuda.set_rng_state(s, i)
-        else:
-            torch.cuda.set_rng_state_all(cuda)
+        for i, s in enumerate(cuda[: torch.cuda.device_count()]):  # another machine: the devices both have
+            torch.cuda.set_rng_state(s, i)
 
 
 def save(path: Path) -> None:
