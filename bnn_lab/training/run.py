@@ -24,6 +24,7 @@ from .callbacks import EstimatorProgress, LatentClip
 from .checkpoint_io import AtomicCheckpointIO, atomic_torch_save
 from .checkpoints import LastCheckpoint, best_checkpoint
 from .data_position import TrainLoaderPosition
+from .heap import keep_freed_memory
 from .loggers import build_logger
 from .module import ClassificationModule
 from .preemption import PreemptionCheckpoint, cluster_plugins, exit_on_sigterm
@@ -189,6 +190,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if is_rank_zero():
         check_run_dir(run_dir, cfg)  # before any write: never over another run's files
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.get("keep_freed_memory", True):
+        keep_freed_memory()
     if is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("if this run stops, %s", resume_hint(run_dir))
