@@ -5,6 +5,8 @@
   m and training progress p;
 - the one-pass clip (aten's hardtanh backward with bounds just above the clip) against
   |x| <= clip in float64, for every float dtype;
+- the clipped STE after a hardtanh inside its clip (nothing kept, dy passed through) and
+  outside it (the mask applies), against the mask written out with numpy;
 - the sign convention, what the shared autograd Function keeps for the backward pass, and
   the reduced-precision (bfloat16) backward against the float64 one at the same values;
 - FDA's cheaper noise-adaptation arithmetic against e(x) written out with numpy;
@@ -125,6 +127,23 @@ def test_plain_ste_keeps_nothing_and_passes_dy_through():
     dy = torch.randn(16)
     y.backward(dy)
     assert torch.equal(x.grad, dy)
+
+
+@pytest.mark.parametrize("lo,hi,clip", [(-1.0, 1.0, 1.0), (-0.5, 0.8, 1.0), (-2.0, 2.0, 1.0), (-1.0, 1.0, 0.5)])
+def test_ste_after_hardtanh(lo, hi, clip):
+    """The clipped STE on hardtanh(z): where the hardtanh range lies inside the clip, the mask
+    is all ones, nothing is kept and the gradient reaching z is hardtanh's alone; otherwise the
+    mask applies. Reference: dy * 1[lo < z < hi] * 1[|hardtanh(z)| <= clip], with numpy."""
+    z = torch.tensor(np.concatenate([RNG.uniform(-3, 3, 200), [lo, hi, -clip, clip, 0.0, -0.0]]), requires_grad=True)
+    x = torch.nn.functional.hardtanh(z, lo, hi)
+    y = estimators.build("ste", clip=clip)(x)
+    inside = -clip <= lo and hi <= clip
+    assert len(y.grad_fn.saved_tensors) == (0 if inside else 1)
+    dy = torch.tensor(RNG.normal(size=z.shape))
+    y.backward(dy)
+    zn = z.detach().numpy()
+    mask = (zn > lo) & (zn < hi) & (np.abs(np.clip(zn, lo, hi)) <= clip)
+    np.testing.assert_array_equal(z.grad.numpy(), np.where(mask, dy.numpy(), 0.0))
 
 
 @pytest.mark.parametrize("name", ["ste", "identity", "approx", "swish", "ede", "dte", "fda", "rsign"])
