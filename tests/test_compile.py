@@ -5,7 +5,9 @@ module takes about a minute; deselect with ``-m "not compile"``).
   its gradients equal the eager ones, also after the training progress changes (the schedule
   constants are graph inputs, not baked-in values), with at most one recompilation for that;
 - the inductor backend (fused C++ kernels) for the clipped STE and FDA gives the eager
-  gradients within float32 rounding.
+  gradients within float32 rounding;
+- ``fused=True`` estimators (one compiled loop for the backward) against their eager backward,
+  FDA's noise path included.
 """
 import copy
 
@@ -85,3 +87,23 @@ def test_fused_backward_matches_eager(name):
         tol = 1e-2 if dtype == torch.bfloat16 else 1e-5
         err = float((grads[0].float() - grads[1].float()).abs().max() / grads[1].float().abs().max())
         assert err < tol, (dtype, fmt, err)
+
+
+def test_fused_noise_backward_matches_eager():
+    """FDA's noise path on a weight large enough for the compiled loop (64 x 2048 rows):
+    values and the gradients of w, fc1 and fc2 equal the eager ones."""
+    w0 = torch.randn(64, 2048, generator=GEN) * 0.05
+    dy = torch.randn(64, 2048, generator=GEN)
+    results = []
+    for fused in (True, False):
+        torch.manual_seed(3)
+        est = estimators.build("fda", features=2048, fused=fused).train()
+        with torch.no_grad():
+            est.noise.fc2.weight.normal_(0, 0.3, generator=GEN.manual_seed(4))
+        est.set_progress(0.4)
+        w = w0.clone().requires_grad_(True)
+        out = est(w)
+        out.backward(dy)
+        results.append([out.detach(), w.grad, est.noise.fc1.weight.grad, est.noise.fc2.weight.grad])
+    for got, ref in zip(*results):
+        assert float((got - ref).abs().max() / ref.abs().max()) < 1e-5

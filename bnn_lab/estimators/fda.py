@@ -23,8 +23,8 @@ Noise adaptation (``noise=True``): a small module e(x) = fc2(relu(fc1(x))) + 0.1
 (fc1 shrinks the feature dimension by 64, no biases) learns the residual between sign and
 its truncated series. During training the output is sign(x) + alpha(p) * e(x) with
 alpha(p) = alpha0 * (1 + cos(pi p)) / 2 decaying from alpha0 = 0.1 to 0; in ``eval()`` the
-output is exactly +-1 and e is not computed (:meth:`NoiseAdaptation.perturb` forms
-sign + alpha e in seven ops instead of eight). The module needs the feature size at
+output is exactly +-1 and e is not computed (:mod:`.fda_noise` forms sign + alpha e and
+its gradients in one autograd node). The module needs the feature size at
 construction (so its parameters exist before the optimizer is built); the surgery pass
 provides ``features`` for weight binarizers (one row per output channel, as in the paper's
 weight binarization). Without ``features`` (activation binarizers) no noise module is
@@ -35,10 +35,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
 from .base import UNIT_BOUNDS, SignEstimator, binary_sign, clipped_vjp, compute_dtype
+from .fda_noise import NoiseAdaptation, noise_vjp
 from .registry import register
 
 # below this |t| the closed form is evaluated at TINY instead: sin(2 m t) / (2 sin t) differs
@@ -89,28 +88,6 @@ def fourier_vjp(dy: torch.Tensor, x: torch.Tensor, omega: float, terms: int | fl
     return ratio.mul_(clipped_vjp(dy, x, bound)).mul_(2 * omega / math.pi)
 
 
-class NoiseAdaptation(nn.Module):
-    """e(x) = fc2(relu(fc1(x))) + 0.1 sin(x) over the last dimension."""
-
-    def __init__(self, features: int, reduction: int = 64) -> None:
-        super().__init__()
-        hidden = max(features // reduction, 1)
-        self.fc1 = nn.Linear(features, hidden, bias=False)
-        self.fc2 = nn.Linear(hidden, features, bias=False)
-        nn.init.zeros_(self.fc2.weight)  # starts as the pure 0.1 sin(x) term
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.fc1(x))) + 0.1 * torch.sin(x)
-
-    def perturb(self, signs: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
-        """signs + alpha * e(x) for 2-D x, the same formula in fewer ops: the addmm adds
-        (alpha relu(fc1 x)) fc2^T to signs + 0.1 alpha sin(x). alpha only multiplies tensors (no
-        ``alpha=`` keyword), so torch.compile keeps it a graph input instead of recompiling."""
-        hidden = torch.relu(F.linear(x, self.fc1.weight)) * alpha
-        base = torch.sin(x).mul_(0.1 * alpha).add_(signs)
-        return torch.addmm(base, hidden, self.fc2.weight.t())
-
-
 @register("fda")
 class FDA(SignEstimator):
     vjp_fn = staticmethod(fourier_vjp)
@@ -131,6 +108,7 @@ class FDA(SignEstimator):
         self.terms_start, self.terms_end = int(terms_start), int(terms_end)
         self.omega, self.alpha0 = float(omega), float(alpha)
         self.noise = NoiseAdaptation(features) if (noise and features) else None
+        self.noise_vjp = noise_vjp(fourier_vjp, self.fused)
         self.schedule(self.progress_value)
 
     def schedule(self, p: float) -> None:
@@ -142,11 +120,11 @@ class FDA(SignEstimator):
         return self.vjp, (self.omega, self._terms, UNIT_BOUNDS[x.dtype])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = super().forward(x)
-        if self.noise is not None and self.training and self.alpha > 0:
-            rows = x.reshape(x.shape[0], -1)
-            out = self.noise.perturb(out.reshape(rows.shape), rows, self.alpha).reshape(x.shape)
-        return out
+        if self.noise is None or not self.training or self.alpha <= 0:
+            return super().forward(x)
+        _, constants = self.surrogate(x)
+        rows = x.reshape(x.shape[0], -1)
+        return self.noise.perturbed_sign(rows, self.alpha, self.noise_vjp, constants).reshape(x.shape)
 
     def extra_repr(self) -> str:
         return f"terms={self.terms}, omega={self.omega}, noise={self.noise is not None}"

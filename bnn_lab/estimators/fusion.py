@@ -39,8 +39,9 @@ class FusedVjp:
             return self.fn(dy, x, *constants)
         if self.compiled is None:
             self.compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
-        try:  # detach: a Parameter (a weight) would get static shapes, one kernel per layer
-            return self.compiled(dy, x.detach(), *constants)
+        try:  # detach: a Parameter (a weight) would get static shapes, one kernel per layer, and
+            # a view (a reshaped gradient) guards on the sizes of its base
+            return self.compiled(dy.detach(), x.detach(), *constants)
         except Exception as exc:  # compiling is an optimisation: any failure means the eager path
             self.failed = True
             log.warning("fused backward of %s unavailable, using the eager one: %s: %s",
