@@ -1,9 +1,11 @@
 """``bnn-lab-bench train``: the training-step time of a binary model against the same
 architecture in full precision (``fp=true``), in one process, with the same threads.
 
-Both models see the same batch; each step is forward + backward + Adam step. Steps are
-timed in alternating blocks (binary, fp, binary, ...) and the medians are reported with
-their ratio and images per second. ``--precision bf16`` runs forward and loss under
+Both models see the same batch; each step is forward + backward + Adam step. Steps
+alternate one by one (binary, fp, binary, ...), so that a change in the machine's speed hits
+both; the medians are reported with their ratio, the median of the pairwise ratios and images
+per second. ``--heap default`` leaves the C library's malloc thresholds as they are instead
+of keeping freed memory in the heap as training does (:mod:`bnn_lab.training.heap`). ``--precision bf16`` runs forward and loss under
 bfloat16 autocast, ``--channels-last`` puts both models (and the batch) in NHWC memory
 format, ``--compile`` times ``torch.compile`` of both models (the warm-up steps compile).
 """
@@ -19,8 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from ..estimators import names as estimator_names
+from ..training.heap import keep_freed_memory
 
 PRECISIONS = ("32", "bf16")
+HEAP_MODES = ("keep", "default")
 
 
 def _model(arch: str, estimator: str, fp: bool, chans: int, size: int, classes: int, device):
@@ -37,9 +41,13 @@ def _model(arch: str, estimator: str, fp: bool, chans: int, size: int, classes: 
 
 
 def bench_train(arch: str = "resnet20", estimator: str = "ste", batch: int = 128, size: int = 28, chans: int = 1,
-                classes: int = 10, steps: int = 10, rounds: int = 3, device: str = "cpu", precision: str = "32",
-                channels_last: bool = False, compile: bool = False) -> dict:
+                classes: int = 10, steps: int = 20, device: str = "cpu", precision: str = "32",
+                channels_last: bool = False, compile: bool = False, heap: str = "keep") -> dict:
     dev = torch.device(device)
+    if heap not in HEAP_MODES:
+        raise ValueError(f"heap must be one of {HEAP_MODES}, got {heap!r}")
+    if heap == "keep":
+        keep_freed_memory()
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     fmt = torch.channels_last if channels_last else torch.contiguous_format
@@ -64,25 +72,25 @@ def bench_train(arch: str = "resnet20", estimator: str = "ste", batch: int = 128
         loss.backward()
         opt.step()
 
-    warmup = 3 if compile else 2  # compiled: the first steps compile forward and backward
+    for name in runs:  # warm-up (compiled: the first steps compile forward and backward)
+        for _ in range(3 if compile else 2):
+            step(name)
     times: dict[str, list[float]] = {"binary": [], "fp": []}
-    for r in range(rounds):
+    for _ in range(steps):  # alternate single steps: drifts in machine speed hit both alike
         for name in ("binary", "fp"):
-            for _ in range(warmup if r == 0 else 1):  # warm-up before each block
-                step(name)
-            for _ in range(max(steps // rounds, 1)):
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                step(name)
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                times[name].append((time.perf_counter() - t0) * 1e3)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step(name)
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append((time.perf_counter() - t0) * 1e3)
     b, f = statistics.median(times["binary"]), statistics.median(times["fp"])
+    pair_ratio = statistics.median(x / y for x, y in zip(times["binary"], times["fp"]))
     return {"arch": arch, "estimator": estimator, "batch": batch, "input": [chans, size, size], "device": device,
             "threads": torch.get_num_threads(), "precision": precision, "channels_last": channels_last,
             "compile": compile, "binary_step_ms": round(b, 3), "fp_step_ms": round(f, 3),
-            "ratio": round(b / f, 3), "binary_images_per_s": round(batch / b * 1e3, 1),
+            "ratio": round(b / f, 3), "pair_ratio": round(pair_ratio, 3), "steps": steps, "heap": heap, "binary_images_per_s": round(batch / b * 1e3, 1),
             "fp_images_per_s": round(batch / f * 1e3, 1)}
 
 
@@ -94,11 +102,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=28, help="input height = width")
     p.add_argument("--chans", type=int, default=1)
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--steps", type=int, default=12, help="timed steps per model")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per model (alternating)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="32", choices=PRECISIONS, help="32, or bf16 autocast (default 32)")
     p.add_argument("--channels-last", action="store_true", help="models and batch in channels_last format")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (inductor)")
+    p.add_argument("--heap", default="keep", choices=HEAP_MODES,
+                   help="keep: freed tensor memory stays in the heap, as in training (bnn_lab.training.heap); "
+                        "default: the C library's own thresholds")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
 
@@ -106,15 +117,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     res = bench_train(args.arch, args.estimator, args.batch, args.size, args.chans, args.classes, args.steps,
                       device=args.device, precision=args.precision, channels_last=args.channels_last,
-                      compile=args.compile)
+                      compile=args.compile, heap=args.heap)
     if args.json:
         print(json.dumps(res))
     else:
-        options = [f"precision {res['precision']}"] + [k.replace("_", "-") for k in ("channels_last", "compile")
+        options = [f"precision {res['precision']}", f"heap {res['heap']}"] + [k.replace("_", "-") for k in ("channels_last", "compile")
                                                         if res[k]]
         print(f"{res['arch']} / {res['estimator']}, batch {res['batch']}, input {res['input']}, "
               f"{res['device']} x{res['threads']} threads, {', '.join(options)}")
         print(f"  binary step {res['binary_step_ms']:9.2f} ms  ({res['binary_images_per_s']:.0f} images/s)")
         print(f"  fp step     {res['fp_step_ms']:9.2f} ms  ({res['fp_images_per_s']:.0f} images/s)")
-        print(f"  ratio binary / fp: {res['ratio']:.3f}")
+        print(f"  ratio binary / fp: {res['ratio']:.3f} (medians), {res['pair_ratio']:.3f} (median of "
+              f"{res['steps']} side-by-side pairs)")
     return 0
