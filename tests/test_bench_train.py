@@ -12,6 +12,8 @@ def test_train_bench_json(capsys):
     assert res["binary_step_ms"] > 0 and res["fp_step_ms"] > 0
     assert abs(res["ratio"] - res["binary_step_ms"] / res["fp_step_ms"]) < 0.01
     assert abs(res["binary_images_per_s"] - 8 / res["binary_step_ms"] * 1e3) < 1
+    assert res["heap"] == "keep" and res["rounds"] == 4 and res["steps"] == 4  # at least a step per block
+    assert res["block_ratio"] > 0
 
 
 def test_train_bench_bf16_channels_last(capsys):

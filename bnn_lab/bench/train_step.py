@@ -1,10 +1,11 @@
 """``bnn-lab-bench train``: the training-step time of a binary model against the same
 architecture in full precision (``fp=true``), in one process, with the same threads.
 
-Both models see the same batch; each step is forward + backward + Adam step. Steps
-alternate one by one (binary, fp, binary, ...), so that a change in the machine's speed hits
-both; the medians are reported with their ratio, the median of the pairwise ratios and images
-per second. ``--heap default`` leaves the C library's malloc thresholds as they are instead
+Both models see the same batch; each step is forward + backward + Adam step. Steps run
+in blocks of consecutive steps of one model, as in training (the allocator then reuses the
+previous step's memory; alternating single steps would not), and the blocks alternate
+(binary, fp, binary, ...) so that a change in the machine's speed hits both. Reported: the
+medians with their ratio, the median of the per-block-pair ratios, images per second. ``--heap default`` leaves the C library's malloc thresholds as they are instead
 of keeping freed memory in the heap as training does (:mod:`bnn_lab.training.heap`). ``--precision bf16`` runs forward and loss under
 bfloat16 autocast, ``--channels-last`` puts both models (and the batch) in NHWC memory
 format, ``--compile`` times ``torch.compile`` of both models (the warm-up steps compile).
@@ -41,7 +42,7 @@ def _model(arch: str, estimator: str, fp: bool, chans: int, size: int, classes: 
 
 
 def bench_train(arch: str = "resnet20", estimator: str = "ste", batch: int = 128, size: int = 28, chans: int = 1,
-                classes: int = 10, steps: int = 20, device: str = "cpu", precision: str = "32",
+                classes: int = 10, steps: int = 20, rounds: int = 4, device: str = "cpu", precision: str = "32",
                 channels_last: bool = False, compile: bool = False, heap: str = "keep") -> dict:
     dev = torch.device(device)
     if heap not in HEAP_MODES:
@@ -72,25 +73,31 @@ def bench_train(arch: str = "resnet20", estimator: str = "ste", batch: int = 128
         loss.backward()
         opt.step()
 
-    for name in runs:  # warm-up (compiled: the first steps compile forward and backward)
-        for _ in range(3 if compile else 2):
-            step(name)
-    times: dict[str, list[float]] = {"binary": [], "fp": []}
-    for _ in range(steps):  # alternate single steps: drifts in machine speed hit both alike
+    times: dict[str, list[list[float]]] = {"binary": [], "fp": []}
+    per_block = max(steps // rounds, 1)
+    for r in range(rounds):  # blocks of consecutive steps, as in training, alternating models
         for name in ("binary", "fp"):
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            step(name)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            times[name].append((time.perf_counter() - t0) * 1e3)
-    b, f = statistics.median(times["binary"]), statistics.median(times["fp"])
-    pair_ratio = statistics.median(x / y for x, y in zip(times["binary"], times["fp"]))
+            for _ in range((3 if compile else 2) if r == 0 else 1):  # warm-up (compiled: the first steps compile)
+                step(name)
+            block = []
+            for _ in range(per_block):
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                t0 = time.perf_counter()
+                step(name)
+                if dev.type == "cuda":
+                    torch.cuda.synchronize()
+                block.append((time.perf_counter() - t0) * 1e3)
+            times[name].append(block)
+    b = statistics.median(t for block in times["binary"] for t in block)
+    f = statistics.median(t for block in times["fp"] for t in block)
+    block_ratio = statistics.median(statistics.median(x) / statistics.median(y)
+                                    for x, y in zip(times["binary"], times["fp"]))
     return {"arch": arch, "estimator": estimator, "batch": batch, "input": [chans, size, size], "device": device,
             "threads": torch.get_num_threads(), "precision": precision, "channels_last": channels_last,
             "compile": compile, "binary_step_ms": round(b, 3), "fp_step_ms": round(f, 3),
-            "ratio": round(b / f, 3), "pair_ratio": round(pair_ratio, 3), "steps": steps, "heap": heap, "binary_images_per_s": round(batch / b * 1e3, 1),
+            "ratio": round(b / f, 3), "block_ratio": round(block_ratio, 3), "steps": per_block * rounds,
+            "rounds": rounds, "heap": heap, "binary_images_per_s": round(batch / b * 1e3, 1),
             "fp_images_per_s": round(batch / f * 1e3, 1)}
 
 
@@ -102,7 +109,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--size", type=int, default=28, help="input height = width")
     p.add_argument("--chans", type=int, default=1)
     p.add_argument("--classes", type=int, default=10)
-    p.add_argument("--steps", type=int, default=20, help="timed steps per model (alternating)")
+    p.add_argument("--steps", type=int, default=20, help="timed steps per model")
+    p.add_argument("--rounds", type=int, default=4, help="blocks per model, alternating (binary, fp, binary, ...)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--precision", default="32", choices=PRECISIONS, help="32, or bf16 autocast (default 32)")
     p.add_argument("--channels-last", action="store_true", help="models and batch in channels_last format")
@@ -116,7 +124,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     res = bench_train(args.arch, args.estimator, args.batch, args.size, args.chans, args.classes, args.steps,
-                      device=args.device, precision=args.precision, channels_last=args.channels_last,
+                      rounds=args.rounds, device=args.device, precision=args.precision, channels_last=args.channels_last,
                       compile=args.compile, heap=args.heap)
     if args.json:
         print(json.dumps(res))
@@ -127,6 +135,6 @@ def run(args: argparse.Namespace) -> int:
               f"{res['device']} x{res['threads']} threads, {', '.join(options)}")
         print(f"  binary step {res['binary_step_ms']:9.2f} ms  ({res['binary_images_per_s']:.0f} images/s)")
         print(f"  fp step     {res['fp_step_ms']:9.2f} ms  ({res['fp_images_per_s']:.0f} images/s)")
-        print(f"  ratio binary / fp: {res['ratio']:.3f} (medians), {res['pair_ratio']:.3f} (median of "
-              f"{res['steps']} side-by-side pairs)")
+        print(f"  ratio binary / fp: {res['ratio']:.3f} (medians of {res['steps']} steps), "
+              f"{res['block_ratio']:.3f} (median over {res['rounds']} pairs of blocks)")
     return 0
