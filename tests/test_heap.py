@@ -1,15 +1,19 @@
 """Keeping freed tensor memory in the heap (bnn_lab.training.heap), measured by the kernel's
-count of minor page faults over five training steps of a binary ResNet-20 (batch 64, after
-five warm-up steps): with glibc's own thresholds its activations are faulted in again on
-every step, after keep_freed_memory() at most a fraction of them.
+count of minor page faults in each of seven training steps of a binary ResNet-20 (batch 64,
+after five warm-up steps): with glibc's own thresholds most steps fault several of its
+activations in again, after keep_freed_memory() most steps fault in (almost) nothing.
 Each case runs in a fresh interpreter: the thresholds are process-wide and cannot be undone."""
 import json
+import platform
+import statistics
 import subprocess
 import sys
 
 import pytest
 
 from bnn_lab.training.heap import keep_freed_memory
+
+GLIBC = platform.libc_ver()[0] == "glibc"  # decided apart from the module under test
 
 PATTERN = """
 import json, resource, sys, torch, torch.nn.functional as F
@@ -29,10 +33,12 @@ def step():
 
 for _ in range(5):  # the first steps grow the heap, in both modes
     step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(5):
+faults = []
+for _ in range(7):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-print(json.dumps({"kept": kept, "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"kept": kept, "faults": faults}))
 """
 
 
@@ -41,15 +47,17 @@ def faults(mode: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="mallopt thresholds: glibc only")
+@pytest.mark.skipif(not GLIBC, reason="mallopt thresholds: glibc only (CI and the Docker image run glibc)")
 def test_freed_activations_are_reused_without_page_faults():
     default, keep = faults("default"), faults("keep")
-    if not keep["kept"]:
-        pytest.skip("not glibc")
+    assert keep["kept"] and not default["kept"]
     first_stage = 64 * 16 * 28 * 28 * 4 // 4096  # pages of one first-stage activation
-    assert default["faults"] > 5 * first_stage  # glibc's thresholds: faulted in again each step
-    assert keep["faults"] < default["faults"] / 5 and keep["faults"] < 5 * first_stage
+    # per step, median of seven: glibc's thresholds fault several activations in again on most
+    # steps; kept, most steps fault in (almost) nothing (a step now and then still grows the heap)
+    assert statistics.median(default["faults"]) > first_stage
+    assert statistics.median(keep["faults"]) < first_stage / 16
 
 
-def test_keep_freed_memory_is_idempotent():
-    assert keep_freed_memory() == keep_freed_memory()
+def test_keep_freed_memory_applies_exactly_on_glibc():
+    """True where both mallopt calls succeed (glibc), False where the library has none."""
+    assert keep_freed_memory() is GLIBC
