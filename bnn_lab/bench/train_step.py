@@ -5,10 +5,13 @@ Both models see the same batch; each step is forward + backward + Adam step. Ste
 in blocks of consecutive steps of one model, as in training (the allocator then reuses the
 previous step's memory; alternating single steps would not), and the blocks alternate
 (binary, fp, binary, ...) so that a change in the machine's speed hits both. Reported: the
-medians with their ratio, the median of the per-block-pair ratios, images per second. ``--heap default`` leaves the C library's malloc thresholds as they are instead
-of keeping freed memory in the heap as training does (:mod:`bnn_lab.training.heap`). ``--precision bf16`` runs forward and loss under
-bfloat16 autocast, ``--channels-last`` puts both models (and the batch) in NHWC memory
-format, ``--compile`` times ``torch.compile`` of both models (the warm-up steps compile).
+medians with their ratio, the median of the per-block-pair ratios, images per second.
+
+``--heap default`` leaves the C library's malloc thresholds as they are instead of keeping
+freed memory in the heap as training does (:mod:`bnn_lab.training.heap`). ``--precision
+bf16`` runs forward and loss under bfloat16 autocast, ``--channels-last`` puts both models
+(and the batch) in NHWC memory format, ``--compile`` times ``torch.compile`` of both models
+(the warm-up steps compile).
 """
 from __future__ import annotations
 
@@ -124,13 +127,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     res = bench_train(args.arch, args.estimator, args.batch, args.size, args.chans, args.classes, args.steps,
-                      rounds=args.rounds, device=args.device, precision=args.precision, channels_last=args.channels_last,
-                      compile=args.compile, heap=args.heap)
+                      rounds=args.rounds, device=args.device, precision=args.precision,
+                      channels_last=args.channels_last, compile=args.compile, heap=args.heap)
     if args.json:
         print(json.dumps(res))
     else:
-        options = [f"precision {res['precision']}", f"heap {res['heap']}"] + [k.replace("_", "-") for k in ("channels_last", "compile")
-                                                        if res[k]]
+        flags = [k.replace("_", "-") for k in ("channels_last", "compile") if res[k]]
+        options = [f"precision {res['precision']}", f"heap {res['heap']}", *flags]
         print(f"{res['arch']} / {res['estimator']}, batch {res['batch']}, input {res['input']}, "
               f"{res['device']} x{res['threads']} threads, {', '.join(options)}")
         print(f"  binary step {res['binary_step_ms']:9.2f} ms  ({res['binary_images_per_s']:.0f} images/s)")

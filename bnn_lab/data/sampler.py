@@ -109,14 +109,14 @@ class ResumableDataLoader(DataLoader):
         if sampler is None:
             yield from super().__iter__()
             return
-        if sampler.position > 0 and self.generator is None:
+        private = sampler.position > 0 and self.generator is None
+        if private:
             self.generator = torch.Generator()
-            try:
-                batches = super().__iter__()
-            finally:
-                self.generator = None
-        else:
+        try:
             batches = super().__iter__()
+        finally:
+            if private:
+                self.generator = None
         for batch in batches:
             sampler.position += 1
             yield batch

@@ -20,15 +20,12 @@ from __future__ import annotations
 
 import torch
 
-from .base import SignEstimator
-from .ede import tanh_vjp
+from .ede import TanhSurrogate
 from .registry import register
 
 
 @register("dte")
-class DTE(SignEstimator):
-    vjp_fn = staticmethod(tanh_vjp)  # fused=True: through .fusion (one compiled loop)
-
+class DTE(TanhSurrogate):
     def __init__(self, t_min: float = 0.1, t_max: float = 10.0, switch: float = 0.5, role: str = "input",
                  fused: bool = False) -> None:
         super().__init__(fused=fused)
@@ -46,12 +43,6 @@ class DTE(SignEstimator):
         else:
             self.t, self.k = self.t_max ** ((p - s) / (1 - s)), 1.0
 
-    def tk(self) -> tuple[float, float]:
-        return self.t, self.k
-
-    def surrogate(self, x: torch.Tensor):
-        return self.vjp, (self.t, self.k * self.t)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.standardize and x.dim() > 1:
             rows = x.reshape(x.shape[0], -1)
@@ -61,5 +52,4 @@ class DTE(SignEstimator):
         return super().forward(x)
 
     def extra_repr(self) -> str:
-        t, k = self.tk()
-        return f"t={t:.3f}, k={k:.3f}, standardize={self.standardize}"
+        return f"{super().extra_repr()}, standardize={self.standardize}"

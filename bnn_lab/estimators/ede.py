@@ -20,12 +20,27 @@ def tanh_vjp(dy: torch.Tensor, x: torch.Tensor, t: float, kt: float) -> torch.Te
     return torch.ops.aten.tanh_backward(dy.to(y.dtype), y).mul_(kt)
 
 
-@register("ede")
-class EDE(SignEstimator):
-    """``fused``: the backward through :mod:`.fusion` (one compiled loop)."""
+class TanhSurrogate(SignEstimator):
+    """g(x) = k t (1 - tanh(t x)^2) with ``t`` and ``k`` set by the subclass's ``schedule``
+    (EDE here, DTE in dte.py); ``fused``: the backward through :mod:`.fusion` (one compiled
+    loop)."""
 
     vjp_fn = staticmethod(tanh_vjp)
+    t: float
+    k: float
 
+    def tk(self) -> tuple[float, float]:
+        return self.t, self.k
+
+    def surrogate(self, x: torch.Tensor):
+        return self.vjp, (self.t, self.k * self.t)
+
+    def extra_repr(self) -> str:
+        return f"t={self.t:.3f}, k={self.k:.3f}"
+
+
+@register("ede")
+class EDE(TanhSurrogate):
     def __init__(self, t_min: float = 0.1, t_max: float = 10.0, fused: bool = False) -> None:
         super().__init__(fused=fused)
         if not 0 < t_min <= t_max:
@@ -36,12 +51,3 @@ class EDE(SignEstimator):
     def schedule(self, p: float) -> None:
         t = self.t_min * (self.t_max / self.t_min) ** p
         self.t, self.k = t, max(1.0 / t, 1.0)
-
-    def tk(self) -> tuple[float, float]:
-        return self.t, self.k
-
-    def surrogate(self, x: torch.Tensor):
-        return self.vjp, (self.t, self.k * self.t)
-
-    def extra_repr(self) -> str:
-        return f"t={self.t:.3f}, k={self.k:.3f}"

@@ -21,6 +21,8 @@ out with numpy and float64 autograd.
 """
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 
@@ -29,7 +31,8 @@ from .fusion import fuse
 
 
 class NoiseAdaptation(nn.Module):
-    """e(x) = fc2(relu(fc1(x))) + 0.1 sin(x) over the last dimension."""
+    """The parameters of e(x) = fc2(relu(fc1(x))) + 0.1 sin(x) over the last dimension;
+    :meth:`perturbed_sign` computes sign(x) + alpha e(x) (:class:`NoisySign`)."""
 
     def __init__(self, features: int, reduction: int = 64) -> None:
         super().__init__()
@@ -38,19 +41,15 @@ class NoiseAdaptation(nn.Module):
         self.fc2 = nn.Linear(hidden, features, bias=False)
         nn.init.zeros_(self.fc2.weight)  # starts as the pure 0.1 sin(x) term
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc2(torch.relu(self.fc1(x))) + 0.1 * torch.sin(x)
-
     def perturbed_sign(self, x: torch.Tensor, alpha: float, vjp: Vjp, constants: tuple) -> torch.Tensor:
         """sign(x) + alpha e(x) for 2-D x (rows of features), sign's gradient through ``vjp``,
         a :func:`noise_vjp` (whose constants start with the sine term's factor).
 
         Runs in float32 outside autocast (the weights are float32 master copies; the noise
         matrices are tiny), so forward and the hand-written backward see one dtype."""
-        if torch.is_autocast_enabled(x.device.type):
-            with torch.autocast(x.device.type, enabled=False):
-                return NoisySign.apply(x, self.fc1.weight, self.fc2.weight, alpha, vjp, constants)
-        return NoisySign.apply(x, self.fc1.weight, self.fc2.weight, alpha, vjp, constants)
+        device = x.device.type
+        with torch.autocast(device, enabled=False) if torch.is_autocast_enabled(device) else contextlib.nullcontext():
+            return NoisySign.apply(x, self.fc1.weight, self.fc2.weight, alpha, vjp, constants)
 
 
 _NOISE_VJPS: dict[tuple[Vjp, bool], Vjp] = {}
