@@ -3,6 +3,8 @@
 - FDA's closed form sin(2 m t) / (2 sin t) against the explicit sum of m cosines (numpy,
   float64), at random points, at the singular points sin t = 0 and next to them, for several
   m and training progress p;
+- the polynomial the fused FDA backward evaluates instead, against the same explicit sum, and
+  its refusal (closed form instead) where it cannot hold float32 accuracy;
 - the one-pass clip (aten's hardtanh backward with bounds just above the clip) against
   |x| <= clip in float64, for every float dtype;
 - the clipped STE after a hardtanh inside its clip (nothing kept, dy passed through) and
@@ -20,7 +22,8 @@ import torch
 
 from bnn_lab import estimators
 from bnn_lab.estimators.base import FLOAT_DTYPES, binary_sign, clipped_vjp, inclusive_bound
-from bnn_lab.estimators.fda import fourier_vjp, odd_cosine_sum
+from bnn_lab.estimators.fda import fourier_polynomial_vjp, fourier_vjp, odd_cosine_sum
+from bnn_lab.estimators.fda_polynomial import ratio_polynomial
 
 RNG = np.random.default_rng(7)
 
@@ -82,6 +85,53 @@ def test_fda_backward_float32_and_bfloat16_track_float64():
         expected = explicit_fda_gradient(x.double().numpy(), 18, 0.1) * dy.double().numpy()
         err = np.abs(got.double().numpy() - expected).max() / np.abs(expected).max()
         assert err < tol, (dtype, err)
+
+
+@pytest.mark.parametrize("m", [1, 9, 13, 18])
+def test_fda_polynomial_backward_equals_explicit_sum(m):
+    """The fused loop's polynomial in x^2, evaluated in float32 (and from bfloat16 inputs),
+    against the explicit sum of m cosines in float64 at the values the inputs hold: inside the
+    window, on its edges, at 0, and outside it (zero, also for infinite x)."""
+    coefficients = torch.tensor(ratio_polynomial(0.1, float(m)))
+    x64 = np.concatenate([RNG.uniform(-1.5, 1.5, 4000), [0.0, -0.0, 1.0, -1.0, 1e-30, 3.0, -7.0]])
+    dy64 = RNG.normal(size=x64.shape)
+    for dtype, tol in ((torch.float32, 1e-6), (torch.bfloat16, 1e-2)):
+        x, dy = torch.tensor(x64).to(dtype), torch.tensor(dy64).to(dtype)
+        got = fourier_polynomial_vjp(dy, x, 0.1, float(m), inclusive_bound(1.0, dtype), coefficients)
+        expected = explicit_fda_gradient(x.double().numpy(), m, 0.1) * dy.double().numpy()
+        err = np.abs(got.double().numpy() - expected).max() / np.abs(expected).max()
+        assert err < tol, (dtype, err)
+        assert np.all(got.double().numpy()[np.abs(x.double().numpy()) > 1] == 0)
+    x = torch.tensor([math.inf, -math.inf, 0.5])
+    got = fourier_polynomial_vjp(torch.ones(3), x, 0.1, float(m), inclusive_bound(1.0, torch.float32), coefficients)
+    assert got[0] == 0 and got[1] == 0 and torch.isfinite(got[2])
+
+
+@pytest.mark.parametrize("omega, m", [(1.0, 18), (0.5, 9), (0.1, 40), (math.pi, 2)])
+def test_fda_polynomial_refused_where_it_would_lose_accuracy(omega, m):
+    """Where sin(2 m w x) oscillates too fast for the degree (large w m), or sin(w x) vanishes
+    inside the window, there is no polynomial, and the fused loop's function is the closed form."""
+    assert ratio_polynomial(omega, float(m)) is None
+    est = estimators.build("fda", terms_start=m, terms_end=m, omega=omega, noise=False, fused=True)
+    assert est.coefficients(torch.device("cpu")) is None
+    x, dy = torch.randn(500), torch.randn(500)
+    bound = inclusive_bound(1.0, torch.float32)
+    assert torch.equal(fourier_polynomial_vjp(dy, x, omega, float(m), bound, None),
+                       fourier_vjp(dy, x, omega, float(m), bound))
+
+
+def test_fda_polynomial_follows_the_term_schedule():
+    """The fused estimator's coefficients change with the number of terms (new ones when m
+    changes, the same tensor otherwise) and are only made for fused estimators."""
+    est = estimators.build("fda", fused=True, noise=False)
+    cpu = torch.device("cpu")
+    est.set_progress(0.0)
+    first = est.coefficients(cpu)
+    est.set_progress(0.05)  # still 9 terms
+    assert est.terms == 9 and est.coefficients(cpu) is first
+    est.set_progress(1.0)
+    assert est.terms == 18 and est.coefficients(cpu).tolist() == list(ratio_polynomial(0.1, 18.0))
+    assert estimators.build("fda", fused=False, noise=False).coefficients(cpu) is None
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES)

@@ -109,11 +109,12 @@ class SignEstimator(nn.Module):
 
     name: str = "base"
     vjp_fn: Vjp | None = None  # plain-torch vjp(dy, x, *constants); None: dy itself
+    fast_vjp_fn: Vjp | None = None  # what the compiled loop runs instead, if not vjp_fn (:class:`.fusion.FusedVjp`)
 
     def __init__(self, fused: bool = False) -> None:
         super().__init__()
         self.fused = bool(fused)
-        self.vjp = fuse(self.vjp_fn) if (self.fused and self.vjp_fn is not None) else self.vjp_fn
+        self.vjp = fuse(self.vjp_fn, self.fast_vjp_fn) if (self.fused and self.vjp_fn is not None) else self.vjp_fn
         self.register_buffer("progress", torch.zeros(()), persistent=True)
         self.progress_value = 0.0  # float(progress) without reading the buffer back
         self.register_load_state_dict_post_hook(_progress_loaded)

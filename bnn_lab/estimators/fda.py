@@ -17,7 +17,9 @@ closed form (:func:`odd_cosine_sum`)
 
 so its cost does not grow with m (two sines per element instead of m cosines). With
 ``fused=True`` (the config's default) the backward runs as one compiled loop
-(:mod:`bnn_lab.estimators.fusion`), eagerly where no compiler works.
+(:mod:`bnn_lab.estimators.fusion`), eagerly where no compiler works; that loop evaluates the
+same ratio as a polynomial in x^2 instead (:mod:`.fda_polynomial`: multiply-adds instead of
+two sines and a division, checked against float64 for each number of terms).
 
 Noise adaptation (``noise=True``): a small module e(x) = fc2(relu(fc1(x))) + 0.1 sin(x)
 (fc1 shrinks the feature dimension by 64, no biases) learns the residual between sign and
@@ -38,6 +40,7 @@ import torch
 
 from .base import UNIT_BOUNDS, SignEstimator, binary_sign, clipped_vjp, compute_dtype
 from .fda_noise import NoiseAdaptation, noise_vjp
+from .fda_polynomial import polynomial_ratio, ratio_polynomial
 from .registry import register
 
 # below this |t| the closed form is evaluated at TINY instead: sin(2 m t) / (2 sin t) differs
@@ -73,10 +76,12 @@ def _sine_ratio(a: torch.Tensor, terms: int | float, reduce: bool) -> torch.Tens
     return ratio if parity is None else ratio.mul_(parity)
 
 
-def fourier_vjp(dy: torch.Tensor, x: torch.Tensor, omega: float, terms: int | float, bound: float) -> torch.Tensor:
+def fourier_vjp(dy: torch.Tensor, x: torch.Tensor, omega: float, terms: int | float, bound: float,
+                coefficients: torch.Tensor | None = None) -> torch.Tensor:
     """dy * (4 w / pi) sum_{i<terms} cos((2i+1) w x) * 1[|x| <= 1], in float32 at least.
 
     ``bound``: the inclusive bound of 1 for x's dtype (the clip is aten's hardtanh backward).
+    ``coefficients`` (for :func:`fourier_polynomial_vjp`, same arguments) is not used here.
     Inside the clip |w x| <= w, so the argument reduction is needed only for w >= pi / 2; the
     default w = 0.1 takes eight light elementwise passes and two sines, whatever ``terms``
     (one compiled loop with ``fused=True``).
@@ -88,9 +93,21 @@ def fourier_vjp(dy: torch.Tensor, x: torch.Tensor, omega: float, terms: int | fl
     return ratio.mul_(clipped_vjp(dy, x, bound)).mul_(2 * omega / math.pi)
 
 
+def fourier_polynomial_vjp(dy: torch.Tensor, x: torch.Tensor, omega: float, terms: int | float, bound: float,
+                           coefficients: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`fourier_vjp` with the ratio as the polynomial ``coefficients`` in x^2
+    (:func:`.fda_polynomial.ratio_polynomial` for this omega and number of terms); the closed
+    form where there is none. What the compiled loop of ``fused=True`` runs."""
+    if coefficients is None:
+        return fourier_vjp(dy, x, omega, terms, bound)
+    ratio = polynomial_ratio(x.to(compute_dtype(x)), coefficients)
+    return ratio.mul_(clipped_vjp(dy, x, bound)).mul_(2 * omega / math.pi)
+
+
 @register("fda")
 class FDA(SignEstimator):
     vjp_fn = staticmethod(fourier_vjp)
+    fast_vjp_fn = staticmethod(fourier_polynomial_vjp)
 
     def __init__(
         self,
@@ -108,16 +125,31 @@ class FDA(SignEstimator):
         self.terms_start, self.terms_end = int(terms_start), int(terms_end)
         self.omega, self.alpha0 = float(omega), float(alpha)
         self.noise = NoiseAdaptation(features) if (noise and features) else None
-        self.noise_vjp = noise_vjp(fourier_vjp, self.fused)
+        self.noise_vjp = noise_vjp(fourier_vjp, self.fused, fourier_polynomial_vjp)
+        self.terms = None
         self.schedule(self.progress_value)
 
     def schedule(self, p: float) -> None:
-        self.terms = self.terms_start + math.floor((self.terms_end - self.terms_start) * p)
-        self._terms = float(self.terms)  # torch.compile: float attributes become graph inputs, ints guards
+        terms = self.terms_start + math.floor((self.terms_end - self.terms_start) * p)
+        if terms != self.terms:
+            self.terms = terms
+            self._terms = float(terms)  # torch.compile: float attributes become graph inputs, ints guards
+            self._coefficients: dict[torch.device, torch.Tensor | None] = {}
         self.alpha = self.alpha0 * 0.5 * (1.0 + math.cos(math.pi * p))
 
+    def coefficients(self, device: torch.device) -> torch.Tensor | None:
+        """The ratio's polynomial for the compiled loop (float32, on ``device``), or None:
+        not fused, no polynomial for this omega and number of terms, or code being compiled
+        as a whole (which takes the closed form)."""
+        if not self.fused or torch.compiler.is_compiling():
+            return None
+        if device not in self._coefficients:
+            c = ratio_polynomial(self.omega, self._terms)
+            self._coefficients[device] = None if c is None else torch.tensor(c, dtype=torch.float32, device=device)
+        return self._coefficients[device]
+
     def surrogate(self, x: torch.Tensor):
-        return self.vjp, (self.omega, self._terms, UNIT_BOUNDS[x.dtype])
+        return self.vjp, (self.omega, self._terms, UNIT_BOUNDS[x.dtype], self.coefficients(x.device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.noise is None or not self.training or self.alpha <= 0:
@@ -130,4 +162,4 @@ class FDA(SignEstimator):
         return f"terms={self.terms}, omega={self.omega}, noise={self.noise is not None}"
 
 
-__all__ = ["FDA", "NoiseAdaptation", "binary_sign", "fourier_vjp", "odd_cosine_sum"]
+__all__ = ["FDA", "NoiseAdaptation", "binary_sign", "fourier_polynomial_vjp", "fourier_vjp", "odd_cosine_sum"]

@@ -24,10 +24,15 @@ MIN_NUMEL = 1 << 16
 
 
 class FusedVjp:
-    """``vjp(dy, x, *constants)`` through ``torch.compile`` where that works, else eagerly."""
+    """``vjp(dy, x, *constants)`` through ``torch.compile`` where that works, else eagerly.
 
-    def __init__(self, fn: Callable[..., torch.Tensor]) -> None:
+    ``fast``: what the compiled loop runs when it differs from the eager ``fn`` (same
+    arguments, the same values to float32 rounding, cheaper as one loop: a polynomial instead
+    of sines, say); ``fn`` by default."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], fast: Callable[..., torch.Tensor] | None = None) -> None:
         self.fn = fn
+        self.fast = fast or fn
         self.compiled: Callable[..., torch.Tensor] | None = None
         self.failed = False
 
@@ -38,22 +43,22 @@ class FusedVjp:
         if self.failed or x.numel() < MIN_NUMEL or x.dtype == torch.float64 or torch.compiler.is_compiling():
             return self.fn(dy, x, *constants)
         if self.compiled is None:
-            self.compiled = torch.compile(self.fn, dynamic=True, fullgraph=True)
+            self.compiled = torch.compile(self.fast, dynamic=True, fullgraph=True)
         try:  # detach: a Parameter (a weight) would get static shapes, one kernel per layer, and
             # a view (a reshaped gradient) guards on the sizes of its base
             return self.compiled(dy.detach(), x.detach(), *constants)
         except Exception as exc:  # compiling is an optimisation: any failure means the eager path
             self.failed = True
             log.warning("fused backward of %s unavailable, using the eager one: %s: %s",
-                        self.fn.__name__, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                        self.fast.__name__, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
             return self.fn(dy, x, *constants)
 
 
-_FUSED: dict[Callable[..., torch.Tensor], FusedVjp] = {}
+_FUSED: dict[tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor] | None], FusedVjp] = {}
 
 
-def fuse(fn: Callable[..., torch.Tensor]) -> FusedVjp:
+def fuse(fn: Callable[..., torch.Tensor], fast: Callable[..., torch.Tensor] | None = None) -> FusedVjp:
     """The one :class:`FusedVjp` of ``fn`` (compiled once per process, shared by all layers)."""
-    if fn not in _FUSED:
-        _FUSED[fn] = FusedVjp(fn)
-    return _FUSED[fn]
+    if (fn, fast) not in _FUSED:
+        _FUSED[(fn, fast)] = FusedVjp(fn, fast)
+    return _FUSED[(fn, fast)]
