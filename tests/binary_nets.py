@@ -7,12 +7,12 @@ import torch
 from torch import nn
 
 from bnn_lab.surgery import binarize
+from bnn_lab.training.callbacks import estimator_modules
 
 
 def set_progress(net: nn.Module, p: float) -> None:
-    for m in net.modules():
-        if callable(getattr(m, "set_progress", None)):
-            m.set_progress(p)
+    for m in estimator_modules(net):
+        m.set_progress(p)
 
 
 def small_binary_net(estimator: str, progress: float | None = None) -> nn.Module:

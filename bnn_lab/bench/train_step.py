@@ -16,7 +16,6 @@ bf16`` runs forward and loss under bfloat16 autocast, ``--channels-last`` puts b
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import statistics
 import time
@@ -50,10 +49,10 @@ def bench_train(arch: str = "resnet20", estimator: str = "ste", batch: int = 128
     dev = torch.device(device)
     if heap not in HEAP_MODES:
         raise ValueError(f"heap must be one of {HEAP_MODES}, got {heap!r}")
-    if heap == "keep":
-        keep_freed_memory()
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if heap == "keep":
+        keep_freed_memory()
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     torch.manual_seed(0)
     x = torch.randn(batch, chans, size, size, device=dev).contiguous(memory_format=fmt)
@@ -63,14 +62,9 @@ def bench_train(arch: str = "resnet20", estimator: str = "ste", batch: int = 128
         model = _model(arch, estimator, fp, chans, size, classes, dev).to(memory_format=fmt)
         runs[name] = (torch.compile(model) if compile else model, torch.optim.Adam(model.parameters(), lr=1e-3))
 
-    def autocast():
-        if precision == "bf16":
-            return torch.autocast(dev.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def step(name: str) -> None:
         model, opt = runs[name]
-        with autocast():
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -94,8 +88,8 @@ def bench_train(arch: str = "resnet20", estimator: str = "ste", batch: int = 128
             times[name].append(block)
     b = statistics.median(t for block in times["binary"] for t in block)
     f = statistics.median(t for block in times["fp"] for t in block)
-    block_ratio = statistics.median(statistics.median(x) / statistics.median(y)
-                                    for x, y in zip(times["binary"], times["fp"]))
+    block_ratio = statistics.median(statistics.median(bb) / statistics.median(fb)
+                                    for bb, fb in zip(times["binary"], times["fp"]))
     return {"arch": arch, "estimator": estimator, "batch": batch, "input": [chans, size, size], "device": device,
             "threads": torch.get_num_threads(), "precision": precision, "channels_last": channels_last,
             "compile": compile, "binary_step_ms": round(b, 3), "fp_step_ms": round(f, 3),

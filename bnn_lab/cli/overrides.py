@@ -1,6 +1,6 @@
 """Checks the command line before Hydra runs, so that mistakes fail with one line:
-unknown group options (listing the valid ones), unknown keys, values of the wrong type
-and mandatory values left unset."""
+unknown group options (listing the valid ones), unknown keys, values of the wrong type,
+mandatory values left unset, and a run directory that holds another run."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,6 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
+from ..training.run_dir import check_run_dir, is_other_rank
 
 # Hydra flags that take no value; with any other flag the command line is left to Hydra
 _PLAIN_FLAGS = {"-m", "--multirun"}
@@ -71,11 +72,12 @@ def _same_kind(default, value) -> bool:
     return True
 
 
-def check_composition(args: list[str], conf_dir: Path) -> DictConfig | None:
-    """Compose the configuration the way Hydra will and report mistakes in one line; returns
-    it (with Hydra's own keys), or None when the command line is left to Hydra."""
+def check_composition(args: list[str], conf_dir: Path) -> None:
+    """Compose the configuration the way Hydra will and report mistakes in one line, the run
+    directory's included (before Hydra writes its files there: a new run would overwrite
+    another); a command line with other flags is left to Hydra."""
     if any(a.startswith("-") and a not in _PLAIN_FLAGS for a in args):
-        return None
+        return
     from hydra import compose, initialize_config_dir
 
     try:
@@ -92,7 +94,8 @@ def check_composition(args: list[str], conf_dir: Path) -> DictConfig | None:
             msg = " ".join(str(exc).split("\n")[:2])
             raise ConfigError(msg) from exc
         base = compose(config_name="config", overrides=groups)
-    _check_writable(cfg, multirun=any(a in _PLAIN_FLAGS for a in args))
+    multirun = any(a in _PLAIN_FLAGS for a in args)
+    run_dir = _check_writable(cfg, multirun)
     for ov in overrides:
         key = ov.key_or_group
         if "." not in key or key.startswith("hydra") or ov.is_delete():
@@ -104,15 +107,17 @@ def check_composition(args: list[str], conf_dir: Path) -> DictConfig | None:
             raise ConfigError(f"{key} expects {kind} (like {default!r}), got {value!r}")
     for key in _missing_keys(cfg):
         raise ConfigError(f"{key} must be set (e.g. {key}=...)")
-    return cfg
+    if run_dir is not None and not multirun and not is_other_rank():
+        check_run_dir(run_dir, cfg, warn=False)  # the run warns about changed values itself
 
 
-def _check_writable(cfg: DictConfig, multirun: bool) -> None:
+def _check_writable(cfg: DictConfig, multirun: bool) -> Path | None:
+    """The run (or sweep) directory, made and probed for writing; None where Hydra decides."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     try:
         target = Path(str(OmegaConf.select(cfg, key))).expanduser().absolute()
     except Exception:
-        return  # left to Hydra (e.g. an interpolation of a missing value, reported below)
+        return None  # left to Hydra (e.g. an interpolation of a missing value, reported below)
     try:  # Hydra creates it anyway; creating it here turns a failure into one clear line
         target.mkdir(parents=True, exist_ok=True)
         probe = target / ".bnn-lab-write-test"
@@ -121,6 +126,7 @@ def _check_writable(cfg: DictConfig, multirun: bool) -> None:
     except OSError as exc:
         raise ConfigError(f"cannot write the run directory {target} ({exc.strerror}); "
                           f"set {key}=<a writable folder>") from exc
+    return target
 
 
 def _missing_keys(cfg: DictConfig, prefix: str = "") -> list[str]:

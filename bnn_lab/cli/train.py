@@ -8,7 +8,6 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from ..training.run_dir import check_run_dir, is_other_rank
 from .errors import user_errors
 from .overrides import check_composition, check_group_choices
 from .resume import expand_resume
@@ -34,10 +33,7 @@ def main() -> None:
             raise FileNotFoundError(f"config folder {CONF_DIR} missing: install bnn-lab with `pip install -e .`")
         sys.argv[1:] = expand_resume(sys.argv[1:])  # resume=<run dir>: that run's own command line
         check_group_choices(sys.argv[1:], CONF_DIR)
-        cfg = check_composition(sys.argv[1:], CONF_DIR)
-        if cfg is not None and not any(a in ("-m", "--multirun") for a in sys.argv[1:]) and not is_other_rank():
-            # before Hydra writes its files into the run directory: a new run there would overwrite another
-            check_run_dir(Path(str(cfg.hydra.run.dir)).expanduser().absolute(), cfg)
+        check_composition(sys.argv[1:], CONF_DIR)
     _app()
 
 

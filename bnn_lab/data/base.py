@@ -93,9 +93,12 @@ class InMemoryDataModule(BaseDataModule):
         raise NotImplementedError
 
     def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            self.place_splits()
-            return
+        if not self.splits:
+            self.load_splits()
+        self.place_splits()
+
+    def load_splits(self) -> None:
+        """Train / val / test tensors on the CPU, normalized with the training statistics."""
         x, y = self.load(train=True)
         x = x.float()
         if x.max() > 1.5:
@@ -113,7 +116,6 @@ class InMemoryDataModule(BaseDataModule):
         if tx.max() > 1.5:
             tx = tx / 255.0
         self.splits["test"] = (norm(tx), ty)
-        self.place_splits()
 
     def split_device(self) -> torch.device:
         """Where the batches are gathered: the trainer's root device if it is not the CPU and
@@ -135,8 +137,7 @@ class InMemoryDataModule(BaseDataModule):
             log.info("data on %s: batches are gathered there, without loader workers (num_workers=%d ignored)",
                      device, self.num_workers)
             self.num_workers = 0
-        self.splits = {k: (x.to(device), y.to(device)) if x.device != device else (x, y)
-                       for k, (x, y) in self.splits.items()}
+        self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}  # no-op if there
 
     def teardown(self, stage: str | None = None) -> None:
         if self._host_splits:  # free the device copies; CPU users (packed evaluation) read the originals

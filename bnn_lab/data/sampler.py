@@ -30,19 +30,17 @@ class EpochBatchSampler(Sampler[list[int]]):
     A pass read to its end moves on to the next epoch by itself.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, seed: int, drop_last: bool = False) -> None:
+    def __init__(self, num_samples: int, batch_size: int, seed: int) -> None:
         if num_samples <= 0 or batch_size <= 0:
             raise ValueError(f"need num_samples > 0 and batch_size > 0, got {num_samples} and {batch_size}")
-        self.num_samples, self.batch_size, self.seed, self.drop_last = num_samples, batch_size, int(seed), drop_last
+        self.num_samples, self.batch_size, self.seed = num_samples, batch_size, int(seed)
         self.epoch = 0
         self.position = 0
         self._generator: torch.Generator | None = None
         self._generator_epoch = 0  # the epoch whose permutation the generator draws next
-        self._cached: tuple[int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
-        full, rest = divmod(self.num_samples, self.batch_size)
-        return full if self.drop_last or rest == 0 else full + 1
+        return -(-self.num_samples // self.batch_size)  # the last batch may be short
 
     def set_epoch(self, epoch: int) -> None:
         """Called by Lightning before each epoch: a new epoch starts at its first batch, the
@@ -51,8 +49,6 @@ class EpochBatchSampler(Sampler[list[int]]):
             self.epoch, self.position = int(epoch), 0
 
     def permutation(self, epoch: int) -> torch.Tensor:
-        if self._cached is not None and self._cached[0] == epoch:
-            return self._cached[1]
         if self._generator is None or self._generator_epoch > epoch:
             self._generator = torch.Generator().manual_seed(self.seed)
             self._generator_epoch = 0
@@ -60,7 +56,6 @@ class EpochBatchSampler(Sampler[list[int]]):
             perm = torch.randperm(self.num_samples, generator=self._generator)
             torch.randperm(self.num_samples, generator=self._generator)  # RandomSampler's end-of-pass draw
             self._generator_epoch += 1
-        self._cached = (epoch, perm)
         return perm
 
     def __iter__(self) -> Iterator[list[int]]:

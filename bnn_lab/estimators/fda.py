@@ -48,20 +48,16 @@ from .registry import register
 TINY = 1e-30
 
 
-def odd_cosine_sum(t: torch.Tensor, terms: int | float, reduce: bool = True) -> torch.Tensor:
-    """sum_{i=0}^{terms-1} cos((2i+1) t), elementwise, in closed form: sin(2 m t) / (2 sin t).
-
-    ``reduce=False`` is exact only for |t| < pi / 2 (see :func:`_sine_ratio`).
-    """
-    a = t.abs() if reduce else t.abs().clamp_min_(TINY)
-    return _sine_ratio(a, terms, reduce).mul_(0.5)
+def odd_cosine_sum(t: torch.Tensor, terms: int | float) -> torch.Tensor:
+    """sum_{i=0}^{terms-1} cos((2i+1) t), elementwise, in closed form: sin(2 m t) / (2 sin t)."""
+    return _sine_ratio(t.abs(), terms, reduce=True).mul_(0.5)
 
 
 def _sine_ratio(a: torch.Tensor, terms: int | float, reduce: bool) -> torch.Tensor:
     """sin(2 m a) / sin a for a = |t| (twice the odd cosine sum), overwriting ``a``.
 
-    Without ``reduce`` the caller has clamped a to >= ``TINY`` (no 0 / 0 at t = 0) and
-    a < pi / 2 holds where the result is used. With ``reduce`` the argument is first brought to
+    a is clamped to >= ``TINY`` (no 0 / 0 at t = 0). Without ``reduce``, a < pi / 2 must hold
+    where the result is used. With ``reduce`` the argument is first brought to
     d = a - k pi, |d| <= pi / 2: sin(2 m a) = sin(2 m d) and sin a = (-1)^k sin d, so the
     singular points a = k pi (limit (-1)^k 2 m) become the harmless d = 0, and sin d has no
     cancellation there.
@@ -70,7 +66,8 @@ def _sine_ratio(a: torch.Tensor, terms: int | float, reduce: bool) -> torch.Tens
     if reduce:
         k = torch.round(a / math.pi)
         parity = torch.remainder(k, 2).mul_(-2).add_(1)  # (-1)^k
-        a = a.sub_(k.mul_(math.pi)).abs_().clamp_min_(TINY)
+        a = a.sub_(k.mul_(math.pi)).abs_()
+    a = a.clamp_min_(TINY)
     denominator = torch.sin(a)
     ratio = a.mul_(2 * terms).sin_().div_(denominator)
     return ratio if parity is None else ratio.mul_(parity)
@@ -88,9 +85,7 @@ def fourier_vjp(dy: torch.Tensor, x: torch.Tensor, omega: float, terms: int | fl
     """
     cdt = compute_dtype(x)
     a = (x * omega if cdt == x.dtype else x.to(cdt).mul_(omega)).abs_()
-    reduce = omega >= math.pi / 2
-    ratio = _sine_ratio(a if reduce else a.clamp_min_(TINY), terms, reduce)
-    return ratio.mul_(clipped_vjp(dy, x, bound)).mul_(2 * omega / math.pi)
+    return _in_window(_sine_ratio(a, terms, reduce=omega >= math.pi / 2), dy, x, omega, bound)
 
 
 def fourier_polynomial_vjp(dy: torch.Tensor, x: torch.Tensor, omega: float, terms: int | float, bound: float,
@@ -100,7 +95,11 @@ def fourier_polynomial_vjp(dy: torch.Tensor, x: torch.Tensor, omega: float, term
     form where there is none. What the compiled loop of ``fused=True`` runs."""
     if coefficients is None:
         return fourier_vjp(dy, x, omega, terms, bound)
-    ratio = polynomial_ratio(x.to(compute_dtype(x)), coefficients)
+    return _in_window(polynomial_ratio(x.to(compute_dtype(x)), coefficients), dy, x, omega, bound)
+
+
+def _in_window(ratio: torch.Tensor, dy: torch.Tensor, x: torch.Tensor, omega: float, bound: float) -> torch.Tensor:
+    """(2 w / pi) R dy 1[|x| <= 1] from R = sin(2 m w x) / sin(w x), overwriting ``ratio``."""
     return ratio.mul_(clipped_vjp(dy, x, bound)).mul_(2 * omega / math.pi)
 
 

@@ -22,6 +22,7 @@ out with numpy and float64 autograd.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 from torch import nn
@@ -52,26 +53,24 @@ class NoiseAdaptation(nn.Module):
             return NoisySign.apply(x, self.fc1.weight, self.fc2.weight, alpha, vjp, constants)
 
 
-_NOISE_VJPS: dict[tuple[Vjp, bool, Vjp | None], Vjp] = {}
+@functools.cache
+def with_cosine(sign_vjp: Vjp) -> Vjp:
+    """``vjp(g, x, s, *constants) = sign_vjp(g, x, *constants) + s cos(x) g``: the elementwise
+    part of x's gradient in one function (one per ``sign_vjp`` and process)."""
+    def vjp(g: torch.Tensor, x: torch.Tensor, scale: float, *constants) -> torch.Tensor:
+        return torch.cos(x).mul_(g).mul_(scale).add_(sign_vjp(g, x, *constants))
+
+    vjp.__name__ = vjp.__qualname__ = f"{sign_vjp.__name__}_with_cosine"
+    return vjp
 
 
 def noise_vjp(sign_vjp: Vjp, fused: bool, fast_sign_vjp: Vjp | None = None) -> Vjp:
-    """``vjp(g, x, s, *constants) = sign_vjp(g, x, *constants) + s cos(x) g``: the elementwise
-    part of x's gradient in one function; with ``fused``, one compiled loop for weights large
-    enough (:mod:`.fusion`), built on ``fast_sign_vjp`` if given. One per arguments and process."""
-    key = (sign_vjp, fused, fast_sign_vjp)
-    if key not in _NOISE_VJPS:
-        def with_cosine(sign: Vjp) -> Vjp:
-            def vjp(g: torch.Tensor, x: torch.Tensor, scale: float, *constants) -> torch.Tensor:
-                return torch.cos(x).mul_(g).mul_(scale).add_(sign(g, x, *constants))
-
-            vjp.__name__ = vjp.__qualname__ = f"{sign.__name__}_with_cosine"
-            return vjp
-
-        eager = with_cosine(sign_vjp)
-        fast = with_cosine(fast_sign_vjp) if fast_sign_vjp is not None else None
-        _NOISE_VJPS[key] = fuse(eager, fast) if fused else eager
-    return _NOISE_VJPS[key]
+    """:func:`with_cosine` of ``sign_vjp``; with ``fused``, one compiled loop for weights large
+    enough (:mod:`.fusion`), built on ``fast_sign_vjp`` if given."""
+    eager = with_cosine(sign_vjp)
+    if not fused:
+        return eager
+    return fuse(eager, with_cosine(fast_sign_vjp) if fast_sign_vjp is not None else None)
 
 
 class NoisySign(torch.autograd.Function):

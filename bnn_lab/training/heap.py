@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import logging
 
 log = logging.getLogger(__name__)
@@ -35,16 +36,12 @@ def _glibc():
         return None
 
 
-_applied: bool | None = None
-
-
+@functools.cache
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds once per process; True when they are set."""
-    global _applied
-    if _applied is None:
-        libc = _glibc()
-        _applied = bool(libc) and libc.mallopt(M_MMAP_THRESHOLD, MMAP_MAX) == 1 \
-            and libc.mallopt(M_TRIM_THRESHOLD, TRIM) == 1
-        if not _applied:
-            log.info("malloc thresholds left as they are (not glibc)")
-    return _applied
+    libc = _glibc()
+    applied = libc is not None and libc.mallopt(M_MMAP_THRESHOLD, MMAP_MAX) == 1 \
+        and libc.mallopt(M_TRIM_THRESHOLD, TRIM) == 1
+    if not applied:
+        log.info("malloc thresholds left as they are (not glibc)")
+    return applied

@@ -56,7 +56,9 @@ def is_other_rank() -> bool:
     return any(os.environ.get(k, "0") != "0" for k in ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID"))
 
 
-def check_run_dir(run_dir: Path, cfg: DictConfig) -> None:
+def check_run_dir(run_dir: Path, cfg: DictConfig, warn: bool = True) -> None:
+    """Refuse a new run over another run's files, or a resume with another network or data;
+    ``warn``: log every other changed value."""
     if not cfg.get("resume"):
         if holds_a_run(run_dir):
             raise ConfigError(f"{run_dir} already holds a run (metrics.json or checkpoints/{LAST}); "
@@ -67,5 +69,5 @@ def check_run_dir(run_dir: Path, cfg: DictConfig) -> None:
     if fatal:
         raise ConfigError(f"resume=true with another network or data than the run in {run_dir} "
                           f"({'; '.join(fatal[:3])}); {resume_hint(run_dir)} repeats its overrides")
-    for change in changes:
+    for change in changes if warn else ():
         log.warning("resuming with a changed value: %s", change)
