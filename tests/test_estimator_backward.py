@@ -265,12 +265,12 @@ def test_fused_backward_falls_back_without_a_compiler(caplog):
     """With no working C++ compiler the fused backward warns once and computes eagerly."""
     import torch._inductor.config as inductor_config
 
-    from bnn_lab.estimators.fusion import FusedVjp
+    from bnn_lab.estimators.fusion import FusedLoop
 
     def scaled_sine_vjp(dy, x, c):  # a function of its own: no compiled artifact cached for it
         return torch.sin(x * c).mul_(dy).add_(0.125)
 
-    vjp = FusedVjp(scaled_sine_vjp)
+    vjp = FusedLoop(scaled_sine_vjp)
     x, dy = torch.randn(300, 300), torch.randn(300, 300)
     with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",)}), \
             caplog.at_level("WARNING", logger="bnn_lab.estimators.fusion"):

@@ -109,7 +109,7 @@ class SignEstimator(nn.Module):
 
     name: str = "base"
     vjp_fn: Vjp | None = None  # plain-torch vjp(dy, x, *constants); None: dy itself
-    fast_vjp_fn: Vjp | None = None  # what the compiled loop runs instead, if not vjp_fn (:class:`.fusion.FusedVjp`)
+    fast_vjp_fn: Vjp | None = None  # what the compiled loop runs instead, if not vjp_fn (:class:`.fusion.FusedLoop`)
 
     def __init__(self, fused: bool = False) -> None:
         super().__init__()

@@ -25,8 +25,10 @@ Noise adaptation (``noise=True``): a small module e(x) = fc2(relu(fc1(x))) + 0.1
 (fc1 shrinks the feature dimension by 64, no biases) learns the residual between sign and
 its truncated series. During training the output is sign(x) + alpha(p) * e(x) with
 alpha(p) = alpha0 * (1 + cos(pi p)) / 2 decaying from alpha0 = 0.1 to 0; in ``eval()`` the
-output is exactly +-1 and e is not computed (:mod:`.fda_noise` forms sign + alpha e and
-its gradients in one autograd node). The module needs the feature size at
+output is exactly +-1 and e is not computed. :mod:`.fda_noise` forms sign + alpha e; the
+weights of all the FDA layers of a model go through it together, once per forward pass of
+the model (:meth:`FDA.binarize_group`, called by :mod:`bnn_lab.layers.weight_group`). The
+module needs the feature size at
 construction (so its parameters exist before the optimizer is built); the surgery pass
 provides ``features`` for weight binarizers (one row per output channel, as in the paper's
 weight binarization). Without ``features`` (activation binarizers) no noise module is
@@ -39,7 +41,7 @@ import math
 import torch
 
 from .base import UNIT_BOUNDS, SignEstimator, binary_sign, clipped_vjp, compute_dtype
-from .fda_noise import NoiseAdaptation, noise_vjp
+from .fda_noise import NoiseAdaptation, noise_terms, noisy_signs
 from .fda_polynomial import polynomial_ratio, ratio_polynomial
 from .registry import register
 
@@ -124,7 +126,7 @@ class FDA(SignEstimator):
         self.terms_start, self.terms_end = int(terms_start), int(terms_end)
         self.omega, self.alpha0 = float(omega), float(alpha)
         self.noise = NoiseAdaptation(features) if (noise and features) else None
-        self.noise_vjp = noise_vjp(fourier_vjp, self.fused, fourier_polynomial_vjp)
+        self.noise_terms = noise_terms(fourier_vjp, self.fused, fourier_polynomial_vjp)
         self.terms = None
         self.schedule(self.progress_value)
 
@@ -150,12 +152,29 @@ class FDA(SignEstimator):
     def surrogate(self, x: torch.Tensor):
         return self.vjp, (self.omega, self._terms, UNIT_BOUNDS[x.dtype], self.coefficients(x.device))
 
+    def noisy(self) -> bool:
+        """True while the output is sign + alpha e (training, alpha > 0, a noise module)."""
+        return self.noise is not None and self.training and self.alpha > 0
+
+    def group_key(self, w: torch.Tensor) -> tuple | None:
+        """Weights whose estimators give equal keys are binarized together
+        (:meth:`binarize_group`); None: no noise now, the plain sign path."""
+        if not self.noisy():
+            return None
+        return (self.omega, self._terms, self.alpha, self.fused, w.device, w.dtype)
+
+    @classmethod
+    def binarize_group(cls, estimators: list["FDA"], weights: list[torch.Tensor]) -> list[torch.Tensor]:
+        """sign(w) + alpha e(w) of several weights in one elementwise pass (:func:`.fda_noise.noisy_signs`);
+        the estimators have equal :meth:`group_key` values."""
+        lead = estimators[0]
+        _, constants = lead.surrogate(weights[0])
+        return noisy_signs(weights, [e.noise for e in estimators], lead.alpha, lead.noise_terms, constants)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.noise is None or not self.training or self.alpha <= 0:
+        if not self.noisy():
             return super().forward(x)
-        _, constants = self.surrogate(x)
-        rows = x.reshape(x.shape[0], -1)
-        return self.noise.perturbed_sign(rows, self.alpha, self.noise_vjp, constants).reshape(x.shape)
+        return self.binarize_group([self], [x])[0]
 
     def extra_repr(self) -> str:
         return f"terms={self.terms}, omega={self.omega}, noise={self.noise is not None}"

@@ -1,14 +1,16 @@
-"""Fused surrogate backward passes: ``torch.compile`` of an estimator's plain-torch vjp.
+"""Fused elementwise functions: ``torch.compile`` of an estimator's plain-torch vjp (or of
+another elementwise function of tensors shaped alike, such as FDA's weight terms).
 
 Run eagerly, every elementwise op of a vjp is one pass over the activation in memory (FDA's
 closed form takes nine, two of them sines); on CPU these passes, not the arithmetic, make a
 binary step slower than a float one. Inductor turns the same function into one loop (C++ on
 CPU, Triton on GPU) that reads x and dy once and writes dx once.
 
-The eager function stays the reference and the fallback: small tensors (weights), float64
-(reference checks, never training) and code already being compiled (``compile=true``
-compiles the whole step, vjp included) call it directly, and so does every call after compiling has failed once (no C++
-compiler, no Triton), with one warning. Sizes are dynamic, so one kernel serves every layer.
+The eager function stays the reference and the fallback: small tensors (one layer's
+weights), float64 (reference checks, never training) and code already being compiled
+(``compile=true`` compiles the whole step, vjp included) call it directly, and so does every
+call after compiling has failed once (no C++ compiler, no Triton), with one warning. Sizes
+are dynamic, so one kernel serves every layer.
 """
 from __future__ import annotations
 
@@ -23,8 +25,10 @@ log = logging.getLogger(__name__)
 MIN_NUMEL = 1 << 16
 
 
-class FusedVjp:
-    """``vjp(dy, x, *constants)`` through ``torch.compile`` where that works, else eagerly.
+class FusedLoop:
+    """``fn(*args)`` through ``torch.compile`` where that works, else eagerly: a vjp
+    ``(dy, x, *constants)`` or any elementwise function whose first argument is a tensor of
+    the size that the work scales with (it decides between compiled and eager).
 
     ``fast``: what the compiled loop runs when it differs from the eager ``fn`` (same
     arguments, the same values to float32 rounding, cheaper as one loop: a polynomial instead
@@ -36,29 +40,37 @@ class FusedVjp:
         self.compiled: Callable[..., torch.Tensor] | None = None
         self.failed = False
 
-    def __deepcopy__(self, memo) -> "FusedVjp":
+    def __deepcopy__(self, memo) -> "FusedLoop":
         return self  # one per function and process (:func:`fuse`), shared by copies of a model
 
-    def __call__(self, dy: torch.Tensor, x: torch.Tensor, *constants) -> torch.Tensor:
-        if self.failed or x.numel() < MIN_NUMEL or x.dtype == torch.float64 or torch.compiler.is_compiling():
-            return self.fn(dy, x, *constants)
+    def __reduce__(self):  # pickled as the functions; unpickling finds the process's own one
+        return fuse, (self.fn, None if self.fast is self.fn else self.fast)
+
+    def __call__(self, *args):
+        lead = args[0]
+        if self.failed or lead.numel() < MIN_NUMEL or lead.dtype == torch.float64 or torch.compiler.is_compiling():
+            return self.fn(*args)
         if self.compiled is None:
             self.compiled = torch.compile(self.fast, dynamic=True, fullgraph=True)
         try:  # detach: a Parameter (a weight) would get static shapes, one kernel per layer, and
             # a view (a reshaped gradient) guards on the sizes of its base
-            return self.compiled(dy.detach(), x.detach(), *constants)
+            return self.compiled(*(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
         except Exception as exc:  # compiling is an optimisation: any failure means the eager path
             self.failed = True
-            log.warning("fused backward of %s unavailable, using the eager one: %s: %s",
-                        self.fast.__name__, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
-            return self.fn(dy, x, *constants)
+            log.warning("compiled loop of %s unavailable, using the eager one: %s: %s",
+                        _name(self.fast), type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+            return self.fn(*args)
 
 
-_FUSED: dict[tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor] | None], FusedVjp] = {}
+def _name(fn: Callable) -> str:
+    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", repr(fn))
 
 
-def fuse(fn: Callable[..., torch.Tensor], fast: Callable[..., torch.Tensor] | None = None) -> FusedVjp:
-    """The one :class:`FusedVjp` of ``fn`` (compiled once per process, shared by all layers)."""
+_FUSED: dict[tuple[Callable, Callable | None], FusedLoop] = {}
+
+
+def fuse(fn: Callable, fast: Callable | None = None) -> FusedLoop:
+    """The one :class:`FusedLoop` of ``fn`` (compiled once per process, shared by all layers)."""
     if (fn, fast) not in _FUSED:
-        _FUSED[(fn, fast)] = FusedVjp(fn, fast)
+        _FUSED[(fn, fast)] = FusedLoop(fn, fast)
     return _FUSED[(fn, fast)]

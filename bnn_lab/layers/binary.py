@@ -39,7 +39,9 @@ class BinaryMixin:
         return self.input_estimator is not None and not isinstance(self.input_estimator, (nn.Identity, nn.Tanh))
 
     def binary_weight(self) -> torch.Tensor:
-        return self.weight_estimator(self.weight)
+        group = getattr(self, "_weight_group", None)  # binarized with the model's other layers (.weight_group)
+        w = group.binarized(self) if group is not None else None
+        return self.weight_estimator(self.weight) if w is None else w
 
     def binary_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.input_estimator(x) if self.input_estimator is not None else x

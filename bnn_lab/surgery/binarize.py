@@ -11,7 +11,7 @@ from torch import nn
 
 from .. import estimators
 from ..errors import ConfigError
-from ..layers import BinaryConv2d, BinaryLinear, BinaryMixin, build_scale
+from ..layers import BinaryConv2d, BinaryLinear, BinaryMixin, attach_weight_group, build_scale
 from ..models.stem import first_conv_name
 from .activations import build_activation
 from .policy import Policy, is_downsample
@@ -84,6 +84,7 @@ def binarize(
     scale: str = "none",
     input_mode: str = "binary",
     weight_mode: str = "binary",
+    group_weights: bool = True,
 ) -> SurgeryReport:
     """Replace ``nn.Conv2d`` / ``nn.Linear`` in ``model`` by binary layers, in place.
 
@@ -95,7 +96,9 @@ def binarize(
     ``input_mode``: ``binary`` (sign through the estimator), ``soft`` (tanh, the second stage
     of Real-to-Binary's recipe) or ``real``; ``weight_mode``: ``binary`` or ``real`` (latent
     weights used as they are, for the real-weight stages). ``policy.weights_only`` means
-    ``input_mode="real"``.
+    ``input_mode="real"``. ``group_weights``: the binary layers binarize their weights
+    together, once per forward pass of ``model`` (:mod:`bnn_lab.layers.weight_group`: the
+    same values, fewer small ops); False: each layer on its own (an earlier group is removed).
     """
     policy = Policy.from_any(policy)
     if input_mode not in INPUT_MODES or weight_mode not in WEIGHT_MODES:
@@ -158,6 +161,8 @@ def binarize(
             elif isinstance(m, nn.ReLU):
                 _set(model, name, build_activation(policy.activation, channels))
                 report.activations.append(name)
+
+    attach_weight_group(model, enabled=group_weights)
 
     converted = set(report.binarized) | set(report.kept)
     known = (nn.Conv2d, nn.Linear, nn.PReLU) + _NORMS

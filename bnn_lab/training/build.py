@@ -52,6 +52,6 @@ def build_model(
     policy["weights_only"] = False  # the mode says it
     report = binarize(
         model, estimator=dict(cfg["estimator"]), policy=policy, scale=cfg["binarize"]["scale"],
-        input_mode=input_mode, weight_mode=weight_mode,
+        input_mode=input_mode, weight_mode=weight_mode, group_weights=cfg["binarize"].get("group_weights", True),
     )
     return model, report
