@@ -14,6 +14,10 @@ directly, a submodule run outside the model's forward, code being compiled as a 
 (``compile=true``), estimators without a ``group_key`` or returning None (evaluation mode,
 no noise). Values and gradients are the same either way; ``tests/test_weight_group.py``
 checks that they are equal bit for bit.
+
+The grouped autograd node runs once every layer's gradient has reached it, so all latent
+weight gradients arrive at the end of the backward pass; under DDP their all-reduce then
+cannot overlap the backward (``binarize.group_weights=false`` keeps each layer alone).
 """
 from __future__ import annotations
 
