@@ -28,11 +28,10 @@ alpha(p) = alpha0 * (1 + cos(pi p)) / 2 decaying from alpha0 = 0.1 to 0; in ``ev
 output is exactly +-1 and e is not computed. :mod:`.fda_noise` forms sign + alpha e; the
 weights of all the FDA layers of a model go through it together, once per forward pass of
 the model (:meth:`FDA.binarize_group`, called by :mod:`bnn_lab.layers.weight_group`). The
-module needs the feature size at
-construction (so its parameters exist before the optimizer is built); the surgery pass
-provides ``features`` for weight binarizers (one row per output channel, as in the paper's
-weight binarization). Without ``features`` (activation binarizers) no noise module is
-created and only the Fourier gradient is used.
+module needs the feature size at construction (so its parameters exist before the
+optimizer is built); the surgery pass provides ``features`` for weight binarizers (one row
+per output channel, as in the paper's weight binarization). Without ``features``
+(activation binarizers) no noise module is created and only the Fourier gradient is used.
 """
 from __future__ import annotations
 

@@ -12,8 +12,9 @@ calling its estimator; after the forward pass the results are dropped.
 Where there is no result, the layer binarizes on its own as before: the estimator called
 directly, a submodule run outside the model's forward, code being compiled as a whole
 (``compile=true``), estimators without a ``group_key`` or returning None (evaluation mode,
-no noise). Values and gradients are the same either way; ``tests/test_weight_group.py``
-checks that they are equal bit for bit.
+no noise). Values and gradients are the same either way: bit for bit when both run eagerly,
+to float32 rounding where the grouped weights, larger than one layer's, take a compiled loop
+(``tests/test_weight_group.py`` checks both).
 
 The grouped autograd node runs once every layer's gradient has reached it, so all latent
 weight gradients arrive at the end of the backward pass; under DDP their all-reduce then
