@@ -86,7 +86,7 @@ RECIPE_1_EPOCH = ["experiment=real2bin", "trainer.limit_train_batches=4", "train
 def distillation_hooks(module):
     """Forward hooks other than the weight group's (bnn_lab.layers.weight_group), which stays."""
     group = module.__dict__.get("_weight_group")
-    return [h for h in module._forward_hooks.values() if getattr(h, "__self__", None) is not group or group is None]
+    return [h for h in module._forward_hooks.values() if group is None or getattr(h, "__self__", None) is not group]
 
 
 def test_each_stage_starts_from_the_previous_stage_and_hooks_do_not_leak(tmp_path, monkeypatch):

@@ -13,8 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from binary_nets import set_progress
-from torch import nn
+from binary_nets import small_binary_net
 
 from bnn_lab.estimators.fda import FDA
 from bnn_lab.layers import BinaryMixin
@@ -41,15 +40,7 @@ def calls(monkeypatch):
 
 def fda_net(estimator="fda", progress=0.3):
     """Three binary convs (all with FDA's noise on their weights) and a float classifier."""
-    torch.manual_seed(0)
-    net = nn.Sequential(
-        nn.Conv2d(4, 8, 3, bias=False), nn.BatchNorm2d(8), nn.Hardtanh(),
-        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.Hardtanh(),
-        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 6 * 6, 10),
-    )
-    binarize(net, estimator, {"keep_first": False, "keep_last": True})
-    set_progress(net, progress)
-    net.train()
+    net = small_binary_net(estimator, progress, convs=3)
     with torch.no_grad():  # a noise module that is not zero (fc2 starts at zero)
         for m in net.modules():
             if isinstance(m, FDA) and m.noise is not None:

@@ -125,7 +125,7 @@ class FDA(SignEstimator):
         self.terms_start, self.terms_end = int(terms_start), int(terms_end)
         self.omega, self.alpha0 = float(omega), float(alpha)
         self.noise = NoiseAdaptation(features) if (noise and features) else None
-        self.noise_terms = noise_terms(fourier_vjp, self.fused, fourier_polynomial_vjp)
+        self.noise_terms = noise_terms(self.vjp_fn, self.fused, self.fast_vjp_fn)
         self.terms = None
         self.schedule(self.progress_value)
 

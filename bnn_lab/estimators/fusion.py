@@ -58,12 +58,9 @@ class FusedLoop:
         except Exception as exc:  # compiling is an optimisation: any failure means the eager path
             self.failed = True
             log.warning("compiled loop of %s unavailable, using the eager one: %s: %s",
-                        _name(self.fast), type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "")
+                        getattr(self.fast, "__name__", self.fast), type(exc).__name__,
+                        str(exc).splitlines()[0] if str(exc) else "")
             return self.fn(*args)
-
-
-def _name(fn: Callable) -> str:
-    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", repr(fn))
 
 
 _FUSED: dict[tuple[Callable, Callable | None], FusedLoop] = {}

@@ -27,6 +27,8 @@ from collections import defaultdict
 import torch
 from torch import nn
 
+from .binary import BinaryMixin
+
 
 class WeightGroup:
     """The binary layers of one model (``layers``) whose weights are binarized together."""
@@ -78,8 +80,6 @@ def attach_weight_group(model: nn.Module, enabled: bool = True) -> WeightGroup |
     """Group the binary layers of ``model`` (which of them binarize together is decided at
     each forward pass, from their estimators then), replacing an earlier group; None if
     there are none or not ``enabled`` (then only the earlier group is removed)."""
-    from .binary import BinaryMixin
-
     old = model.__dict__.get("_weight_group")
     if old is not None:
         old.detach(model)
