@@ -6,7 +6,10 @@ from torch import nn
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, progress: bool = False) -> dict[str, float]:
+def evaluate(model: nn.Module, loader, progress: bool = False, device: torch.device | str | None = None
+             ) -> dict[str, float]:
+    """Top-1 (and top-5 with at least 5 classes) accuracy over ``loader``; with ``device`` the
+    batches are moved to it (the model must already be there)."""
     model.eval()
     correct = correct5 = total = 0
     batches = loader
@@ -15,6 +18,8 @@ def evaluate(model: nn.Module, loader, progress: bool = False) -> dict[str, floa
 
         batches = tqdm(loader, desc="packed eval", leave=False)
     for x, y in batches:
+        if device is not None:
+            x, y = x.to(device), y.to(device)
         logits = model(x)
         correct += int((logits.argmax(1) == y).sum())
         if logits.shape[1] >= 5:

@@ -118,14 +118,21 @@ class ClassificationModule(pl.LightningModule):
             )
         return loss
 
+    def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Evaluation in float32 whatever the training precision: under mixed precision the
+        integer sums of a binary conv above 256 would round to bf16, and the packed model, which
+        computes them exactly, could then disagree with the float model on some images."""
+        with torch.autocast(x.device.type, enabled=False):
+            return self(x.float() if x.is_floating_point() else x)
+
     def validation_step(self, batch, batch_idx):
         x, y = batch
-        logits = self(x)
+        logits = self._eval_logits(x)
         self._log_metrics("val", logits, y, F.cross_entropy(logits, y))
 
     def test_step(self, batch, batch_idx):
         x, y = batch
-        logits = self(x)
+        logits = self._eval_logits(x)
         self._log_metrics("test", logits, y, F.cross_entropy(logits, y))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -96,9 +96,12 @@ class _StageRunner:
                 rng.load(out / RNG_AT_END)
             return model, json.loads(done.read_text())
         start = time.time()
-        if stage.init == "previous":
-            fresh = init_from(model, previous.state_dict())
-            log.info("stage %s starts from stage %d's weights (%d new tensors)", stage.name, index - 1, len(fresh))
+        teacher = self.teacher_for(stage, previous)
+        if stage.init in ("previous", "teacher"):
+            source = previous if stage.init == "previous" else teacher
+            fresh = init_from(model, source.state_dict())
+            log.info("stage %s starts from the %s's weights (%d new tensors)", stage.name,
+                     "teacher" if stage.init == "teacher" else f"stage {index - 1}", len(fresh))
 
         summary = summarize(model, dm.input_shape)
         header = f"stage {index} ({stage.name}, {stage.mode}): " if n_stages > 1 else ""
@@ -115,8 +118,7 @@ class _StageRunner:
         distiller = build_distiller(stage.distill, **{**distill_kwargs, **(stage.loss or {})})
         meta = {"arch": cfg.arch.name, "mode": stage.mode, "num_classes": dm.num_classes,
                 "in_chans": dm.in_chans, "stage": stage.name}
-        lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, distiller,
-                                   self.teacher_for(stage, previous), meta)
+        lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, distiller, teacher, meta)
         if cfg.get("compile"):
             lit.compile_model()
         suffix = "" if n_stages == 1 else f"-{stage.name}"
@@ -163,19 +165,30 @@ class _StageRunner:
         return model, metrics
 
 
+def export_device(choice: str) -> torch.device:
+    """Where the packed model is evaluated: ``cpu`` (numba kernels), ``cuda`` (Triton kernels) or
+    ``auto`` (cuda where there is a GPU)."""
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if choice not in ("cpu", "cuda"):
+        raise ConfigError(f"export.device must be auto, cpu or cuda, got {choice!r}")
+    return torch.device(choice)
+
+
 def _export(cfg: DictConfig, model: nn.Module, stage: Stage, dm, run_dir: Path, metrics: dict) -> None:
     """Pack the final model, write model.packed.safetensors and evaluate it: ``packed/test_acc``."""
     if not cfg.export.packed or stage.mode == "fp" or not is_rank_zero():
         return
     from ..export import PACKED_FILE, evaluate, pack_model, save_packed
 
+    device = export_device(cfg.export.get("device", "cpu"))
     packed, report = pack_model(model.cpu(), backend=cfg.export.backend)
     log.info("%s", report)
     meta = {"arch": cfg.arch.name, "estimator": cfg.estimator.name, "mode": stage.mode,
             "in_chans": dm.in_chans, "num_classes": dm.num_classes, "img_size": dm.img_size,
             "config": OmegaConf.to_yaml(cfg, resolve=True)}
     save_packed(packed, run_dir / PACKED_FILE, meta)
-    result = evaluate(packed, dm.test_dataloader(), progress=True)
+    result = evaluate(packed.to(device), dm.test_dataloader(), progress=True, device=device)
     metrics["packed/test_acc"] = result["acc"]
     metrics["packed/layers"] = len(report.packed)
     metrics["packed/file"] = PACKED_FILE

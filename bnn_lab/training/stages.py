@@ -28,7 +28,7 @@ class Stage:
     loss: dict[str, Any] | None = None   # distiller keyword arguments (ce, kd, attention, temperature, layers)
     distill: str = "none"                 # distillation method of this stage
     teacher: str | None = None            # "previous" or a checkpoint path
-    init: str | None = None               # "previous": start from the previous stage's weights
+    init: str | None = None               # "previous": start from the previous stage's weights; "teacher": from the teacher's
 
 
 def _stage_from_cfg(i: int, raw: Mapping[str, Any], cfg: DictConfig) -> Stage:
@@ -63,8 +63,7 @@ def plan_stages(cfg: DictConfig) -> list[Stage]:
     main.init = "previous" if cfg.distill.get("init_from_teacher") else None
     if ckpt:
         main.teacher = str(ckpt)
-        if main.init:
-            raise ConfigError("distill.init_from_teacher needs the teacher trained in this run (no distill.teacher.ckpt)")
+        main.init = "teacher" if main.init else None
         return [main]
     main.teacher = "previous"
     teacher = Stage(name="teacher", mode="fp", epochs=int(teacher_cfg.get("epochs", epochs)))
