@@ -1,8 +1,8 @@
 """Model summary: per-layer precision, parameters, deployed memory and MACs.
 
-Deployed memory counts 1 bit per binary weight and 32 bits per other parameter (BN
-affine parameters, biases, scales, FP layers); buffers such as BN running statistics are
-not counted (they fold into the affine parameters at deployment). MACs are counted per
+Deployed memory counts 1 bit per binary weight (2 per ternary weight: the weight estimator's
+``bits``) and 32 bits per other parameter (BN affine parameters, biases, scales, FP layers);
+buffers such as BN running statistics are not counted (they fold into the affine parameters at deployment). MACs are counted per
 image from one forward pass; a MAC is binary when both its weight and its input are
 binary (XNOR + popcount), and ``ops`` = FP MACs + binary MACs / 64 as in Bi-Real Net and
 ReActNet.
@@ -28,6 +28,7 @@ class LayerRow:
     binary_params: int
     memory_bytes: float
     macs: int
+    lowbit_params: int = 0  # weights of more than 1 and fewer than 32 bits (ternary)
 
 
 @dataclasses.dataclass
@@ -37,6 +38,7 @@ class ModelSummary:
     @property
     def totals(self) -> dict[str, float]:
         binary = sum(r.binary_params for r in self.rows)
+        lowbit = sum(r.lowbit_params for r in self.rows)
         total = sum(r.params for r in self.rows)
         deployed = sum(r.memory_bytes for r in self.rows)
         bmacs = sum(r.macs for r in self.rows if r.weight_bits == 1 and r.input_bits == 1)
@@ -44,7 +46,8 @@ class ModelSummary:
         return {
             "params": total,
             "binary_params": binary,
-            "fp_params": total - binary,
+            "lowbit_params": lowbit,
+            "fp_params": total - binary - lowbit,
             "size_deployed_mb": deployed / 2**20,
             "size_fp32_mb": 4 * total / 2**20,
             "compression": (4 * total) / deployed if deployed else 1.0,
@@ -64,7 +67,9 @@ class ModelSummary:
         t = self.totals
         lines += [
             "-" * len(head),
-            f"params: {t['params']:,} ({t['binary_params']:,} binary, {t['fp_params']:,} full precision)",
+            f"params: {t['params']:,} ({t['binary_params']:,} binary, "
+            + (f"{t['lowbit_params']:,} low-bit, " if t["lowbit_params"] else "")
+            + f"{t['fp_params']:,} full precision)",
             f"size as deployed: {t['size_deployed_mb']:.3f} MB vs {t['size_fp32_mb']:.3f} MB float32 "
             f"(compression {t['compression']:.1f}x)",
             f"MACs per image: {t['binary_macs']:,} binary, {t['fp_macs']:,} full precision "
@@ -115,9 +120,11 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> ModelSummary:
         n = sum(p.numel() for p in own)
         if isinstance(m, BinaryMixin) and m.binary_weights:
             w = m.weight.numel()
-            mem = w / 8 + 4 * (n - w)
-            wb, ab = 1, (1 if m.binary_inputs else 32)
+            wb = getattr(m.weight_estimator, "bits", 1)  # ternary weights: 2, k-bit inputs: k
+            ab = getattr(m.input_estimator, "bits", 1) if m.binary_inputs else 32
+            mem = w * wb / 8 + 4 * (n - w)
         else:
             w, mem, wb, ab = 0, 4 * n, 32, 32
-        rows.append(LayerRow(name or "<root>", type(m).__name__, wb, ab, n, w, mem, macs.get(name, 0)))
+        rows.append(LayerRow(name or "<root>", type(m).__name__, wb, ab, n, w if wb == 1 else 0, mem,
+                             macs.get(name, 0), w if wb > 1 else 0))
     return ModelSummary(rows)
