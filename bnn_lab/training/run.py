@@ -18,6 +18,7 @@ from torch import nn
 from ..build import build_data, build_model, config_precision
 from ..distill import build_distiller
 from ..errors import ConfigError
+from ..losses import build_terms
 from ..plugins import load_plugins
 from ..summary import summarize
 from . import rng
@@ -198,6 +199,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("if this run stops, %s", resume_hint(run_dir))
     load_plugins(cfg.get("plugins"))
+    if "loss" in cfg:  # a misspelt term or option fails now, not after a teacher stage
+        build_terms({k: v for k, v in OmegaConf.to_container(cfg.loss, resolve=True).items() if k != "ce"})
     stages = plan_stages(cfg)
     dm = build_data(cfg)
     runner = _StageRunner(cfg, run_dir, dm)
