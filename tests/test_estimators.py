@@ -92,7 +92,7 @@ def test_fda_noise_only_in_training_and_its_parameters_train():
 def test_fda_noise_parameters_reach_the_optimizer():
     from bnn_lab.models import create
     from bnn_lab.surgery import binarize
-    from bnn_lab.training.optim import build_optimizer
+    from bnn_lab.optim import build_optimizer
 
     model = create("resnet20", 1, 10, 28)
     binarize(model, {"name": "fda"}, {"activation": "hardtanh"})
@@ -248,7 +248,7 @@ def test_progress_callback_drives_schedules():
 def test_learned_estimator_parameters_are_in_the_optimizer(name):
     from bnn_lab.models import create
     from bnn_lab.surgery import binarize
-    from bnn_lab.training.optim import build_optimizer
+    from bnn_lab.optim import build_optimizer
 
     model = create("resnet20", 1, 10, 8)
     binarize(model, {"name": name}, {"activation": "rprelu"})

@@ -1,13 +1,18 @@
-"""Optimizer groups, latent-weight clipping and the warm-up + cosine schedule."""
+"""Optimizer groups, latent-weight clipping, the warm-up + cosine schedule, and one run with
+two optimizers (a Bop-shaped sign-flip optimizer on the latent binary weights)."""
+import copy
 import math
 
 import pytest
+import sign_flip_optimizer  # noqa: F401  (registers sign_flip)
 import torch
+import torch.nn.functional as F
 
 from bnn_lab.models import create
+from bnn_lab.optim import GroupedOptimizer, build_optimizer
+from bnn_lab.schedulers import warmup_cosine
 from bnn_lab.surgery import binarize
 from bnn_lab.training.callbacks import LatentClip
-from bnn_lab.training.optim import build_optimizer, warmup_cosine
 
 
 def binary_resnet20():
@@ -28,7 +33,7 @@ def test_latent_binary_weights_get_their_own_weight_decay():
 
 
 def test_unknown_optimizer_lists_valid_ones():
-    with pytest.raises(ValueError, match="adam, adamw, sgd"):
+    with pytest.raises(ValueError, match="valid optimizers: adam, adamw, sgd"):
         build_optimizer(binary_resnet20(), {"name": "lamb"})
 
 
@@ -48,3 +53,70 @@ def test_warmup_cosine_by_hand():
     assert f(10) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
     assert f(110) == pytest.approx(0.0, abs=1e-12)
+
+
+def _step(model, opt, x, y):
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    return opt.step(closure)
+
+
+def test_grouped_optimizer_steps_each_group_as_its_own_optimizer_would():
+    """Adam on the real-valued parameters, the sign-flip test optimizer on the latent binary
+    weights: the same numbers as a plain Adam over those parameters and the flip rule by hand."""
+    torch.manual_seed(0)
+    model = binary_resnet20()
+    twin = copy.deepcopy(model)
+    cfg = {"name": "adam", "lr": 0.01, "latent_weight_decay": 0.0,
+           "latent": {"name": "sign_flip", "lr": 0.5, "threshold": 1e-4}}
+    opt = build_optimizer(model, cfg)
+    assert isinstance(opt, GroupedOptimizer) and [g["name"] for g in opt.param_groups] == ["real", "latent_binary"]
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+
+    marked = {n for n, p in model.named_parameters() if getattr(p, "_bnn_latent", False)}  # copies lose the mark
+    real = [p for n, p in twin.named_parameters() if n not in marked]
+    latent = [p for n, p in twin.named_parameters() if n in marked]
+    adam = torch.optim.Adam([{"params": real, "weight_decay": 0.0}], lr=0.01)
+    adam.zero_grad()
+    F.cross_entropy(twin(x), y).backward()
+    expected = [torch.where(((0.5 * p.grad).abs() > 1e-4) & (torch.sign(p.grad) == torch.sign(p)), -p, p).detach()
+                for p in latent]
+    adam.step()
+    _step(model, opt, x, y)
+
+    mine = dict(model.named_parameters())
+    for name, p in twin.named_parameters():
+        if name not in marked:
+            assert torch.equal(mine[name], p), name
+    got = [p for n, p in model.named_parameters() if n in marked]
+    assert all(torch.equal(g, e) for g, e in zip(got, expected))
+    assert any(not torch.equal(g, p) for g, p in zip(got, latent)), "some signs must flip"
+    assert all(torch.equal(g.abs(), p.abs()) for g, p in zip(got, latent))  # flips keep the magnitudes
+
+
+def test_grouped_optimizer_state_round_trip_continues_identically():
+    torch.manual_seed(0)
+    model = binary_resnet20()
+    cfg = {"name": "adam", "lr": 0.01, "latent": {"name": "sign_flip", "lr": 0.5, "threshold": 1e-4}}
+    opt = build_optimizer(model, cfg)
+    x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
+    _step(model, opt, x, y)
+    twin = binary_resnet20()
+    twin.load_state_dict(model.state_dict())
+    restored = build_optimizer(twin, cfg)
+    restored.load_state_dict(copy.deepcopy(opt.state_dict()))
+    assert restored.parts[1].state is restored.state and restored.parts[1].param_groups[0] is restored.param_groups[1]
+    _step(model, opt, x, y)
+    _step(twin, restored, x, y)
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), twin.parameters()))
+
+
+def test_latent_optimizer_options_are_checked():
+    with pytest.raises(ValueError, match="optimizer 'sign_flip' takes no option 'betas'; its options: lr, threshold"):
+        build_optimizer(binary_resnet20(), {"name": "adam", "latent": {"name": "sign_flip", "betas": (0.9, 0.99)}})
+    with pytest.raises(ValueError, match="valid optimizers: adam, adamw, sgd"):
+        build_optimizer(binary_resnet20(), {"name": "adam", "latent": {"lr": 0.1}})

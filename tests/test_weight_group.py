@@ -166,7 +166,7 @@ def test_config_switch(value):
     from hydra import compose, initialize_config_dir
 
     from bnn_lab.cli.train import CONF_DIR
-    from bnn_lab.training.build import build_model
+    from bnn_lab.build import build_model
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["estimator=fda", f"binarize.group_weights={str(value).lower()}"])

@@ -34,7 +34,7 @@ def _model(arch: str, estimator: str, fp: bool, chans: int, size: int, classes: 
     from hydra import compose, initialize_config_dir
 
     from ..cli.train import CONF_DIR
-    from ..training.build import build_model
+    from ..build import build_model
 
     overrides = [f"arch={arch}", f"estimator={estimator}", f"fp={str(fp).lower()}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         from omegaconf import OmegaConf
 
         from ..export import PACKED_FILE, evaluate, load_packed
-        from ..training.build import build_data
+        from ..build import build_data
         from .overrides import check_group_choices
         from .train import CONF_DIR
 

@@ -44,7 +44,7 @@ def check_group_choices(args: list[str], conf_dir: Path) -> None:
             value = ov.value()
             if value is None:
                 continue
-            values = [str(value)]
+            values = [str(v) for v in value] if isinstance(value, list) else [str(value)]  # loss=[kd,x]
         valid = group_options(conf_dir, group)
         for v in values:
             if v not in valid:

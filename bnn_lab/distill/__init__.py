@@ -1,7 +1,6 @@
-"""Distillation (the ``distill`` config group): KD, Real-to-Binary attention matching, and
-the hooks and losses behind them."""
-from .hooks import FeatureCapture, default_points, select_points
-from .losses import attention_loss, attention_map, kd_loss
+"""Distillation (the ``distill`` config group): named presets that give a run a teacher and
+the loss terms it teaches with (kd, attention; bnn_lab/losses/)."""
+from ..losses import FeatureCapture, attention_loss, attention_map, default_points, kd_loss, select_points
 from .base import Distiller
 from . import kd, none, real2bin  # noqa: F401  (registration)
 from .registry import build_distiller, distiller_names, register_distiller

@@ -55,7 +55,7 @@ def load_packed(path: str | Path, arch: str | None = None, backend: str = "auto"
     """Rebuild the packed model stored in ``path``; ``arch`` (optional) must match."""
     from safetensors.torch import load_file
 
-    from ..training.build import build_model
+    from ..build import build_model
 
     meta = read_metadata(path)
     if arch is not None and meta.get("arch") != arch:

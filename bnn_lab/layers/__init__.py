@@ -1,6 +1,6 @@
 from .binary import BinaryConv2d, BinaryLinear, BinaryMixin
-from .scaling import build_scale, scale_names
+from .scaling import SCALES, build_scale, register_scale, scale_names
 from .weight_group import WeightGroup, attach_weight_group
 
-__all__ = ["BinaryConv2d", "BinaryLinear", "BinaryMixin", "WeightGroup", "attach_weight_group", "build_scale",
-           "scale_names"]
+__all__ = ["BinaryConv2d", "BinaryLinear", "BinaryMixin", "SCALES", "WeightGroup", "attach_weight_group",
+           "build_scale", "register_scale", "scale_names"]

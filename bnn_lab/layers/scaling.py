@@ -9,37 +9,30 @@
   FLOPs).
 
 Every scale module is called as ``scale(out, weight, x)`` with the layer's output, its
-latent weight and its real-valued input.
+latent weight and its real-valued input. A new scale is a module registered with
+``@register_scale(name)`` in its own file, imported by ``bnn_lab/layers/__init__.py``
+(docs/extending.md).
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..registry import Registry
 
-_SCALES: dict[str, Callable[[torch.Tensor], nn.Module]] = {}
-
-
-def register_scale(name: str):
-    def deco(fn):
-        _SCALES[name] = fn
-        return fn
-
-    return deco
+SCALES: Registry = Registry("binarize.scale", "scales")
+register_scale = SCALES.register
+scale_names = SCALES.names
 
 
-def scale_names() -> list[str]:
-    return sorted(_SCALES)
-
-
-def build_scale(name: str, layer: nn.Module) -> nn.Module:
-    """Scale module ``name`` for a Conv2d / Linear ``layer``."""
-    if name not in _SCALES:
-        raise ConfigError(f"unknown binarize.scale {name!r}; valid: {', '.join(scale_names())}")
-    return _SCALES[name](layer)
+def build_scale(spec: str | Mapping[str, Any], layer: nn.Module) -> nn.Module:
+    """Scale module for a Conv2d / Linear ``layer``; ``spec`` is a name or ``{name, <options>}``
+    (the options go to the scale's constructor after the layer)."""
+    options = dict(spec) if isinstance(spec, Mapping) else {"name": spec}
+    return SCALES.build(options.pop("name"), layer, **options)
 
 
 def _channel_shape(weight: torch.Tensor) -> tuple[int, ...]:

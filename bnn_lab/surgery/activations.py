@@ -1,10 +1,15 @@
 """Activations the surgery can put in place of ReLU (``binarize.policy.activation``)."""
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
+
+from ..registry import Registry
+
+# name -> factory(channels); channels may be None when it cannot be inferred (per-channel
+# activations then use one)
+ACTIVATIONS: Registry = Registry("binarize.policy.activation", "activations")
+register_activation = ACTIVATIONS.register
 
 
 class RPReLU(nn.Module):
@@ -21,15 +26,12 @@ class RPReLU(nn.Module):
         return self.prelu(x - self.shift_in.view(shape)) + self.shift_out.view(shape)
 
 
-# channels may be None when it cannot be inferred; per-channel activations then use one
-_FACTORIES: dict[str, Callable[[int | None], nn.Module]] = {
-    "relu": lambda c: nn.ReLU(),
-    "identity": lambda c: nn.Identity(),
-    "hardtanh": lambda c: nn.Hardtanh(),
-    "prelu": lambda c: nn.PReLU(c or 1),
-    "rprelu": lambda c: RPReLU(c or 1),
-}
+register_activation("relu")(lambda c: nn.ReLU())
+register_activation("identity")(lambda c: nn.Identity())
+register_activation("hardtanh")(lambda c: nn.Hardtanh())
+register_activation("prelu")(lambda c: nn.PReLU(c or 1))
+register_activation("rprelu")(lambda c: RPReLU(c or 1))
 
 
 def build_activation(name: str, channels: int | None) -> nn.Module:
-    return _FACTORIES[name](channels)
+    return ACTIVATIONS.get(name)(channels)

@@ -8,8 +8,7 @@ from typing import Any
 from torch import nn
 
 from ..errors import ConfigError
-
-ACTIVATIONS = ("relu", "prelu", "rprelu", "identity", "hardtanh")
+from .activations import ACTIVATIONS
 
 
 @dataclasses.dataclass
@@ -49,8 +48,8 @@ class Policy:
         keep = values.get("keep") or ()
         values["keep"] = (keep,) if isinstance(keep, str) else tuple(keep)
         act = values.get("activation")
-        if act is not None and act not in ACTIVATIONS:
-            raise ConfigError(f"unknown binarize.policy.activation {act!r}; valid: {', '.join(ACTIVATIONS)}")
+        if act is not None:
+            ACTIVATIONS.get(act)  # an unknown name lists the valid ones
         return cls(**values)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
-from .optim import latent_parameters
+from ..optim import latent_parameters
 
 
 def estimator_modules(model: torch.nn.Module) -> list[torch.nn.Module]:

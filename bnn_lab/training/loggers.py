@@ -13,35 +13,23 @@ import secrets
 import string
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ConfigError
+from ..registry import Registry
 
 log = logging.getLogger(__name__)
-_LOGGERS: dict[str, Callable[..., Any]] = {}
+LOGGERS: Registry = Registry("logger")
+register_logger = LOGGERS.register
+logger_names = LOGGERS.names
 WANDB_ID_FILE = "wandb_id.txt"
-
-
-def register_logger(name: str):
-    def deco(fn):
-        _LOGGERS[name] = fn
-        return fn
-
-    return deco
-
-
-def logger_names() -> list[str]:
-    return sorted(_LOGGERS)
 
 
 def build_logger(cfg: Mapping[str, Any], run_dir: Path, run_name: str, resuming: bool = False):
     """The configured logger; ``resuming``: the run continues from its checkpoint (every logger
     is told; the file loggers append anyway)."""
     cfg = dict(cfg)
-    name = cfg.pop("name")
-    if name not in _LOGGERS:
-        raise ConfigError(f"unknown logger {name!r}; valid: {', '.join(logger_names())}")
-    return _LOGGERS[name](run_dir=run_dir, run_name=run_name, resuming=resuming, **cfg)
+    return LOGGERS.build(cfg.pop("name"), run_dir=run_dir, run_name=run_name, resuming=resuming, **cfg)
 
 
 @register_logger("none")

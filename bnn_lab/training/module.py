@@ -10,9 +10,10 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from ..distill import Distiller, FeatureCapture, build_distiller, select_points
+from ..distill import Distiller, build_distiller
 from ..errors import UserError
-from .optim import build_optimizer, build_scheduler
+from ..losses import FeatureCapture, LossInputs, build_terms, merge_specs
+from ..optim import configure_optimizer
 
 
 class NonFiniteLossError(UserError):
@@ -23,9 +24,11 @@ class ClassificationModule(pl.LightningModule):
     """Cross-entropy training of ``model``; logs ``{train,val,test}/{loss,acc}`` and
     ``test/acc5`` where there are at least 5 classes.
 
-    With a ``teacher`` and a ``distiller`` the training loss adds the distiller's weighted
-    terms (logged as ``train/kd``, ``train/attention``). The teacher stays in eval mode
-    without gradients and is not a registered submodule, so checkpoints hold the student only.
+    The training loss is ``loss.ce`` x the distiller's ``ce`` x CE plus the weighted loss
+    terms: the distiller's (kd, attention; they need the ``teacher``) and then those of
+    ``loss`` (``{name: weight or options}``), each logged as ``train/<name>`` (weighted). The
+    teacher stays in eval mode without gradients and is not a registered submodule, so
+    checkpoints hold the student only.
     ``compile_model()`` runs the steps through a ``torch.compile`` of the model.
     """
 
@@ -38,6 +41,7 @@ class ClassificationModule(pl.LightningModule):
         distiller: Distiller | None = None,
         teacher: nn.Module | None = None,
         meta: Mapping[str, Any] | None = None,
+        loss: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -46,12 +50,19 @@ class ClassificationModule(pl.LightningModule):
         self.distiller = distiller or build_distiller("none")
         if self.distiller.needs_teacher and teacher is None:
             raise UserError(f"distillation {self.distiller.name!r} needs a teacher")
+        loss = dict(loss or {})
+        self.ce_weight = float(loss.pop("ce", 1.0)) * self.distiller.weights["ce"]
+        self.terms = build_terms(merge_specs(self.distiller.term_specs(), loss))
+        for term in self.terms:
+            if term.needs_teacher and teacher is None:
+                raise UserError(f"loss term {term.name!r} needs a teacher (distill=kd or real2bin, or a stage "
+                                "taught by the previous one)")
         if teacher is not None:
             teacher.eval().requires_grad_(False)
         object.__setattr__(self, "teacher", teacher)  # not a submodule: never trained, never saved
         object.__setattr__(self, "compiled", None)  # likewise: the compiled model shares the weights
         self.meta = dict(meta or {})
-        self._captures: tuple[FeatureCapture, FeatureCapture] | None = None
+        self._captures: tuple[FeatureCapture, FeatureCapture | None] | None = None
         self.acc = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")})
         self.acc5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 5 else None
 
@@ -66,18 +77,18 @@ class ClassificationModule(pl.LightningModule):
 
     # -- teacher and hooks ---------------------------------------------------------------
     def on_fit_start(self) -> None:
-        if self.teacher is None:
-            return
-        self.teacher.to(self.device).eval()
-        if self.distiller.needs_features:
-            points = select_points(self.model, self.distiller.layers)
-            self._captures = (FeatureCapture(self.model, points).attach(),
-                              FeatureCapture(self.teacher, points).attach())
+        if self.teacher is not None:
+            self.teacher.to(self.device).eval()
+        points = list(dict.fromkeys(n for term in self.terms for n in term.feature_layers(self.model)))
+        if points:
+            teacher = FeatureCapture(self.teacher, points).attach() if self.teacher is not None else None
+            self._captures = (FeatureCapture(self.model, points).attach(), teacher)
 
     def remove_hooks(self) -> None:
         if self._captures is not None:
             for capture in self._captures:
-                capture.detach()
+                if capture is not None:
+                    capture.detach()
             self._captures = None
 
     def on_fit_end(self) -> None:
@@ -102,14 +113,20 @@ class ClassificationModule(pl.LightningModule):
         x, y = batch
         logits = self(x)
         ce = F.cross_entropy(logits, y)
-        loss = self.distiller.weights["ce"] * ce
+        loss = self.ce_weight * ce
         if self.teacher is not None:
             with torch.no_grad():
                 teacher_logits = self.teacher(x)
-            feats = ([c.features() for c in self._captures] if self._captures else ([], []))
-            for name, term in self.distiller.terms(logits, teacher_logits, *feats).items():
-                self.log(f"train/{name}", term, on_step=True, on_epoch=True, batch_size=len(y), sync_dist=True)
-                loss = loss + term
+        if self.terms:
+            student, teacher = self._captures or (None, None)
+            inputs = LossInputs(x, y, logits, self.model, self.progress(),
+                                student.outputs if student else {},
+                                teacher_logits if self.teacher is not None else None,
+                                teacher.outputs if teacher else {})
+            for term in self.terms:
+                value = term.weight * term(inputs)
+                self.log(f"train/{term.name}", value, on_step=True, on_epoch=True, batch_size=len(y), sync_dist=True)
+                loss = loss + value
         self._log_metrics("train", logits, y, ce)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
@@ -117,6 +134,12 @@ class ClassificationModule(pl.LightningModule):
                 "checkpoints written before are kept; lower optimizer.lr or enable trainer.gradient_clip_val"
             )
         return loss
+
+    def progress(self) -> float:
+        """Training steps done / total, in [0, 1] (0 outside a fit)."""
+        if self._trainer is None:
+            return 0.0
+        return min(self.trainer.global_step / max(int(self.trainer.estimated_stepping_batches), 1), 1.0)
 
     def _eval_logits(self, x: torch.Tensor) -> torch.Tensor:
         """Evaluation in float32 whatever the training precision: under mixed precision the
@@ -139,10 +162,10 @@ class ClassificationModule(pl.LightningModule):
         checkpoint["bnn_lab"] = self.meta  # arch, mode, classes: checked when used as a teacher
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.model, self.optimizer_cfg)
         total = int(self.trainer.estimated_stepping_batches)
         epochs = max(int(self.trainer.max_epochs or 1), 1)
-        scheduler = build_scheduler(optimizer, self.scheduler_cfg, total, max(total // epochs, 1))
+        optimizer, scheduler = configure_optimizer(self.model, self.optimizer_cfg, self.scheduler_cfg, total,
+                                                   max(total // epochs, 1))
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

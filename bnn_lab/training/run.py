@@ -15,11 +15,13 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
+from ..build import build_data, build_model, config_precision
 from ..distill import build_distiller
 from ..errors import ConfigError
+from ..losses import build_terms
+from ..plugins import load_plugins
 from ..summary import summarize
 from . import rng
-from .build import build_data, build_model
 from .callbacks import EstimatorProgress, LatentClip
 from .checkpoint_io import AtomicCheckpointIO, atomic_torch_save
 from .checkpoints import LastCheckpoint, best_checkpoint
@@ -50,7 +52,7 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def run_name(cfg: DictConfig) -> str:
-    precision = "fp" if cfg.get("fp") else cfg.estimator.name
+    precision = "fp" if config_precision(cfg) == "fp" else cfg.estimator.name
     return f"{cfg.arch.name}-{precision}-{cfg.data.name}-s{cfg.seed}"
 
 
@@ -118,7 +120,9 @@ class _StageRunner:
         distiller = build_distiller(stage.distill, **{**distill_kwargs, **(stage.loss or {})})
         meta = {"arch": cfg.arch.name, "mode": stage.mode, "num_classes": dm.num_classes,
                 "in_chans": dm.in_chans, "stage": stage.name}
-        lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, distiller, teacher, meta)
+        loss = OmegaConf.to_container(cfg.loss, resolve=True) if "loss" in cfg else None
+        lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, distiller,
+                                   teacher, meta, loss)
         if cfg.get("compile"):
             lit.compile_model()
         suffix = "" if n_stages == 1 else f"-{stage.name}"
@@ -208,6 +212,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("if this run stops, %s", resume_hint(run_dir))
+    load_plugins(cfg.get("plugins"))
+    if "loss" in cfg:  # a misspelt term or option fails now, not after a teacher stage
+        build_terms({k: v for k, v in OmegaConf.to_container(cfg.loss, resolve=True).items() if k != "ce"})
     stages = plan_stages(cfg)
     dm = build_data(cfg)
     runner = _StageRunner(cfg, run_dir, dm)

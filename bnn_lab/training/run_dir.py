@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 LAST = "last.ckpt"
 # keys that decide the network, its data or the batch order: a checkpoint written under other
 # values cannot be continued (it does not load, or it continues another experiment)
-MODEL_KEYS = ("arch", "fp", "binarize", "estimator", "stages", "distill", "seed",
+MODEL_KEYS = ("arch", "precision", "fp", "binarize", "estimator", "stages", "distill", "seed",
               "data.name", "data.batch_size", "data.val_size", "data.seed")
 
 

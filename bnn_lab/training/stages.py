@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..errors import ConfigError, UserError
-from .build import MODES, build_model, config_mode
+from ..build import build_model, config_precision, stage_precision
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class Stage:
     name: str
-    mode: str
+    mode: str                             # precision (bnn_lab/build/precision.py)
     epochs: int
     lr: float | None = None
     loss: dict[str, Any] | None = None   # distiller keyword arguments (ce, kd, attention, temperature, layers)
@@ -33,12 +33,11 @@ class Stage:
 
 def _stage_from_cfg(i: int, raw: Mapping[str, Any], cfg: DictConfig) -> Stage:
     raw = dict(raw)
-    valid = {f.name for f in dataclasses.fields(Stage)}
+    valid = {f.name for f in dataclasses.fields(Stage)} | {"precision"}
     unknown = sorted(set(raw) - valid)
     if unknown:
         raise ConfigError(f"stage {i} has unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-    if raw.get("mode") not in MODES:
-        raise ConfigError(f"stage {i} needs mode: one of {', '.join(MODES)}")
+    raw["mode"] = stage_precision(i, raw)
     raw.setdefault("name", raw["mode"])
     raw.setdefault("epochs", int(cfg.trainer.max_epochs))
     if i > 0:
@@ -54,7 +53,7 @@ def plan_stages(cfg: DictConfig) -> list[Stage]:
     if stages:
         return [_stage_from_cfg(i, OmegaConf.to_container(s, resolve=True), cfg) for i, s in enumerate(stages)]
     distill = cfg.distill.name
-    main = Stage(name="train", mode=config_mode(cfg), epochs=epochs, distill=distill)
+    main = Stage(name="train", mode=config_precision(cfg), epochs=epochs, distill=distill)
     if distill == "none":
         return [main]
     teacher_cfg = cfg.distill.get("teacher") or {}

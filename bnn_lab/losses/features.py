@@ -1,4 +1,4 @@
-"""Forward hooks that capture block outputs for attention matching."""
+"""Forward hooks that capture module outputs for the loss terms that read features."""
 from __future__ import annotations
 
 import re
@@ -26,13 +26,14 @@ def select_points(model: nn.Module, patterns: list[str] | None) -> list[str]:
     if not patterns:
         points = default_points(model)
         if not points:
-            raise ConfigError("no residual/dense blocks found for attention matching; set distill.layers")
+            raise ConfigError("no residual/dense blocks found for attention matching; "
+                              "name the layers (distill.layers or loss.attention.layers)")
         return points
     names = [n for n, _ in model.named_modules() if n]
     chosen = [n for n in names if any(n == p or re.fullmatch(p, n) for p in patterns)]
     missing = [p for p in patterns if not any(n == p or re.fullmatch(p, n) for n in names)]
     if missing:
-        raise ConfigError(f"distill.layers entries match no module: {', '.join(missing)}")
+        raise ConfigError(f"layers entries match no module: {', '.join(missing)}")
     return chosen
 
 

@@ -1,0 +1,34 @@
+"""The network of a configuration: ``cfg.arch`` from timm, converted by the surgery pass for
+a precision mode."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from torch import nn
+
+from .. import models
+from ..surgery import SurgeryReport, binarize
+from .precision import PRECISIONS, check_precision, config_precision
+
+
+def build_model(
+    cfg: Mapping[str, Any], in_chans: int, num_classes: int, img_size: int, mode: str | None = None,
+) -> tuple[nn.Module, SurgeryReport | None]:
+    """The timm model of ``cfg.arch``, converted for precision ``mode`` (default: what cfg asks for)."""
+    mode = check_precision(mode or config_precision(cfg))
+    arch = cfg["arch"]
+    model = models.create(
+        arch["name"], in_chans=in_chans, num_classes=num_classes, input_size=img_size,
+        small_stem=arch.get("small_stem"), **dict(arch.get("kwargs") or {}),
+    )
+    if PRECISIONS[mode] is None:
+        return model, None
+    input_mode, weight_mode = PRECISIONS[mode]
+    policy = dict(cfg["binarize"]["policy"])
+    policy["weights_only"] = False  # the mode says it
+    report = binarize(
+        model, estimator=dict(cfg["estimator"]), policy=policy, scale=cfg["binarize"]["scale"],
+        input_mode=input_mode, weight_mode=weight_mode, group_weights=cfg["binarize"].get("group_weights", True),
+    )
+    return model, report

@@ -1,0 +1,13 @@
+"""Loss terms (the ``loss`` config group): the training loss is ``loss.ce`` x cross-entropy
+plus the sum of the configured terms, each ``weight x term(inputs)``; each term is one file
+that registers itself here (docs/extending.md)."""
+from .base import LossInputs, LossTerm
+from .features import FeatureCapture, default_points, select_points
+from .registry import TERMS, register_term, term_names
+from . import attention, kd  # noqa: F401  (registration)
+from .attention import attention_loss, attention_map
+from .build import build_term, build_terms, merge_specs
+from .kd import kd_loss
+
+__all__ = ["FeatureCapture", "LossInputs", "LossTerm", "TERMS", "attention_loss", "attention_map", "build_term",
+           "build_terms", "default_points", "kd_loss", "merge_specs", "register_term", "select_points", "term_names"]
