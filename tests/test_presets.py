@@ -27,7 +27,7 @@ def test_published_settings_are_in_the_presets():
     assert [s.lr for s in r2b.stages] == [0.001, 0.001, 0.001, 0.0002]
     assert r2b.stages[3].loss.kd == 0.8 and r2b.stages[1].loss.attention == 30.0
     assert r2b.binarize.scale == "gating" and r2b.data.name == "imagenet"
-    assert fp.fp is True and fp.arch.name == "vgg_small" and fp.trainer.max_epochs == 40
+    assert fp.precision == "fp" and fp.arch.name == "vgg_small" and fp.trainer.max_epochs == 40
 
 
 @pytest.mark.parametrize("name", ["cifar10_resnet20_fda", "cifar10_densenet28", "imagenet_resnet18_real2bin"])
