@@ -30,7 +30,8 @@ from .module import ClassificationModule
 from .preemption import PreemptionCheckpoint, cluster_plugins, exit_on_sigterm
 from .resume import checkpoint_to_resume
 from .run_dir import check_run_dir, resume_hint
-from .stages import Stage, init_from, load_teacher, plan_stages
+from .stages import CACHED, Stage, init_from, load_teacher, plan_stages
+from .teacher_cache import cached_teacher
 
 log = logging.getLogger(__name__)
 FINAL_WEIGHTS = "final_weights.pt"
@@ -78,8 +79,10 @@ class _StageRunner:
             return None
         if stage.teacher == "previous":
             return copy.deepcopy(previous)
-        dm = self.dm
-        return load_teacher(stage.teacher, self.cfg, dm.in_chans, dm.num_classes, dm.img_size)
+        dm, state = self.dm, rng.capture()
+        teacher = load_teacher(stage.teacher, self.cfg, dm.in_chans, dm.num_classes, dm.img_size)
+        rng.restore(state)  # building the teacher drew its init: the student's draws stay those of a plain run
+        return teacher
 
     def run(self, index: int, stage: Stage, n_stages: int, previous: nn.Module | None):
         cfg, dm = self.cfg, self.dm
@@ -96,9 +99,12 @@ class _StageRunner:
                 rng.load(out / RNG_AT_END)
             return model, json.loads(done.read_text())
         start = time.time()
-        if stage.init == "previous":
-            fresh = init_from(model, previous.state_dict())
-            log.info("stage %s starts from stage %d's weights (%d new tensors)", stage.name, index - 1, len(fresh))
+        teacher = self.teacher_for(stage, previous)
+        if stage.init in ("previous", "teacher"):
+            source = previous if stage.init == "previous" else teacher
+            fresh = init_from(model, source.state_dict())
+            log.info("stage %s starts from the %s's weights (%d new tensors)", stage.name,
+                     "teacher" if stage.init == "teacher" else f"stage {index - 1}", len(fresh))
 
         summary = summarize(model, dm.input_shape)
         header = f"stage {index} ({stage.name}, {stage.mode}): " if n_stages > 1 else ""
@@ -115,8 +121,7 @@ class _StageRunner:
         distiller = build_distiller(stage.distill, **{**distill_kwargs, **(stage.loss or {})})
         meta = {"arch": cfg.arch.name, "mode": stage.mode, "num_classes": dm.num_classes,
                 "in_chans": dm.in_chans, "stage": stage.name}
-        lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, distiller,
-                                   self.teacher_for(stage, previous), meta)
+        lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, distiller, teacher, meta)
         if cfg.get("compile"):
             lit.compile_model()
         suffix = "" if n_stages == 1 else f"-{stage.name}"
@@ -196,12 +201,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("if this run stops, %s", resume_hint(run_dir))
     stages = plan_stages(cfg)
+    teacher = None
+    if stages[-1].teacher == CACHED:
+        teacher = cached_teacher(cfg, train)
+        stages[-1].teacher = str(teacher.checkpoint)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as if no teacher had been trained here
     dm = build_data(cfg)
     runner = _StageRunner(cfg, run_dir, dm)
     previous, per_stage = None, []
     for i, stage in enumerate(stages):
         previous, metrics = runner.run(i, stage, len(stages), previous)
         per_stage.append(metrics)
+    if teacher is not None:  # its cost, apart from the student's
+        per_stage[-1]["teacher"] = teacher.cost()
     if len(stages) == 1:
         final = per_stage[0]
         _export(cfg, previous, stages[-1], dm, run_dir, final)
@@ -211,8 +223,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     final = dict(per_stage[-1])
     _export(cfg, previous, stages[-1], dm, run_dir, final)
     final.update(
-        stages=[{"name": s.name, "mode": s.mode, "epochs": m["epochs"], "test/acc": m.get("test/acc"),
-                 "distill": s.distill} for s, m in zip(stages, per_stage)],
+        stages=[{"name": s.name, "mode": s.mode, "epochs": m["epochs"], "global_steps": m.get("global_steps"),
+                 "wall_time_s": m.get("wall_time_s"), "test/acc": m.get("test/acc"), "distill": s.distill}
+                for s, m in zip(stages, per_stage)],
         distill=cfg.distill.name,
         epochs=sum(m["epochs"] for m in per_stage),
         wall_time_s=round(time.time() - start, 2),
