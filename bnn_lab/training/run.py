@@ -30,8 +30,8 @@ from .module import ClassificationModule
 from .preemption import PreemptionCheckpoint, cluster_plugins, exit_on_sigterm
 from .resume import checkpoint_to_resume
 from .run_dir import check_run_dir, resume_hint
-from .stages import CACHED, Stage, init_from, load_teacher, plan_stages
-from .teacher_cache import cached_teacher
+from .stages import Stage, init_from, load_teacher, plan_stages
+from .teacher_cache import resolve_teacher
 
 log = logging.getLogger(__name__)
 FINAL_WEIGHTS = "final_weights.pt"
@@ -201,9 +201,8 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("if this run stops, %s", resume_hint(run_dir))
     stages = plan_stages(cfg)
-    teacher = None
-    if stages[-1].teacher == CACHED:
-        teacher = cached_teacher(cfg, train)
+    teacher = resolve_teacher(cfg, stages[-1].teacher, train)  # from the cache: trained first if new
+    if teacher is not None:
         stages[-1].teacher = str(teacher.checkpoint)
         pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as if no teacher had been trained here
     dm = build_data(cfg)

@@ -31,7 +31,6 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
-from .checkpoints import find_best_checkpoint
 from .run_dir import is_other_rank
 
 log = logging.getLogger(__name__)
@@ -114,6 +113,8 @@ def _locked(path: Path):
 
 
 def _found(folder: Path, key: str, trained: bool) -> Teacher:
+    from .checkpoints import find_best_checkpoint  # Lightning: not for bnn-lab-report, which reads MARKER
+
     metrics = json.loads((folder / "metrics.json").read_text())
     return Teacher(folder, find_best_checkpoint(folder), key, trained, metrics)
 
@@ -154,3 +155,25 @@ def cached_teacher(cfg: DictConfig, train: Callable[[DictConfig, Path], dict]) -
             metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
         os.replace(partial, folder)
     return _found(folder, key, trained=True)
+
+
+def given_teacher(path: str) -> Teacher:
+    """``distill.teacher.ckpt``: a checkpoint file or a run directory; its run's metrics when
+    the checkpoint sits in a run directory's checkpoints/ folder."""
+    from .checkpoints import find_best_checkpoint
+
+    checkpoint = find_best_checkpoint(path)
+    folder = Path(path).expanduser() if Path(path).expanduser().is_dir() else checkpoint.parent.parent
+    file = folder / "metrics.json"
+    metrics = json.loads(file.read_text()) if checkpoint.parent.name == "checkpoints" and file.is_file() else {}
+    return Teacher(folder, checkpoint, "", False, metrics)
+
+
+def resolve_teacher(cfg: DictConfig, teacher: str | None, train: Callable[[DictConfig, Path], dict]) -> Teacher | None:
+    """The teacher a run's final stage loads (``teacher``: the stage's CACHED or checkpoint
+    path); None when it has none or is taught by its previous stage."""
+    from .stages import CACHED
+
+    if teacher in (None, "previous"):
+        return None
+    return cached_teacher(cfg, train) if teacher == CACHED else given_teacher(teacher)
