@@ -18,6 +18,7 @@ from bnn_lab.errors import UserError
 from bnn_lab.report import build_report, collect_runs
 from bnn_lab.report.stats import estimate, paired_difference
 from bnn_lab.report.study import build_studies
+from bnn_lab.training.build import build_model
 from bnn_lab.training.checkpoints import find_best_checkpoint
 from bnn_lab.training.stages import plan_stages
 from test_multirun import bnn_lab
@@ -92,6 +93,8 @@ def test_study_preset_has_seeds_and_arms_with_equal_budgets(name):
             cfg = compose("config", overrides=[f"experiment={name}", f"{axis}={option}"])
             final = plan_stages(cfg)[-1]
             assert final.mode == "1w1a", (name, option)
+            _, surgery = build_model(cfg, 1, 10, 28, mode=final.mode)  # the arm's network exists
+            assert surgery.binarized, (name, option)
             budgets[option] = (cfg.data.name, cfg.data.batch_size, cfg.trainer.limit_train_batches, final.epochs)
         assert len(set(budgets.values())) == 1, budgets
         scaled = compose("config", overrides=[f"experiment={name}", f"{axis}={options[-1]}", "study.epochs=30"])
@@ -212,3 +215,31 @@ def test_distillation_study_on_digits_trains_each_teacher_once(tmp_path):
                      f"hydra.run.dir={tmp_path / 'single'}", cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-3000:]
     assert json.loads((tmp_path / "single" / "metrics.json").read_text())["teacher"]["checkpoint"] == str(best)
+
+
+def test_a_student_with_a_zero_distillation_weight_is_the_plain_run(tmp_path):
+    """Pairing by seed: a KD student whose KD weight is 0 gets the plain run's initialization,
+    batches and steps, bit for bit, whether its teacher is trained first in the same process
+    or found in the cache."""
+    import torch
+
+    from bnn_lab.training.run import train
+
+    def cfg(*extra):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose("config", overrides=[
+                "data=digits", "seed=3", "trainer.max_epochs=1", "trainer.limit_train_batches=6",
+                "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "logger=none", "export.packed=false",
+                "trainer.enable_progress_bar=false", *extra])
+
+    cache = f"distill.teacher.cache={tmp_path / 'teachers'}"
+    plain = train(cfg(), tmp_path / "plain")
+    trained_here = train(cfg("distill=kd", "distill.kd=0", cache), tmp_path / "kd_first")
+    from_cache = train(cfg("distill=kd", "distill.kd=0", cache), tmp_path / "kd_cached")
+    assert trained_here["teacher"]["trained_in_this_run"] and not from_cache["teacher"]["trained_in_this_run"]
+    weights = {name: torch.load(tmp_path / name / "final_weights.pt") for name in ("plain", "kd_first", "kd_cached")}
+    for name in ("kd_first", "kd_cached"):
+        assert weights[name].keys() == weights["plain"].keys()
+        assert all(torch.equal(weights[name][k], v) for k, v in weights["plain"].items()), name
+    assert plain["global_steps"] == trained_here["global_steps"] == from_cache["global_steps"] == 6
+    assert plain["test/acc"] == trained_here["test/acc"] == from_cache["test/acc"]
