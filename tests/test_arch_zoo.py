@@ -8,7 +8,7 @@ from hydra import compose, initialize_config_dir
 from torch import nn
 
 from bnn_lab.layers import BinaryConv2d, BinaryLinear
-from bnn_lab.training.build import build_model
+from bnn_lab.build import build_model
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 

@@ -119,7 +119,7 @@ def test_last_checkpoint_every_n_steps_and_at_each_epoch_end(tmp_path, monkeypat
     # steps 3, 6, 9 and the epoch end (10); 12, 15, 18 and the epoch end (20)
     assert writes == [(3, 0), (6, 0), (9, 0), (10, 1), (12, 1), (15, 1), (18, 1), (20, 2)]
     assert torch.load(ckpt_dir / "last.ckpt", weights_only=False)["global_step"] == 20
-    assert len(list(ckpt_dir.glob("best-epoch=*.ckpt"))) == 1  # the best one by val/acc is still kept
+    assert len(list(ckpt_dir.glob("best-epoch[0-9]*.ckpt"))) == 1  # the best one by val/acc is still kept
 
 
 def test_no_step_checkpoint_just_before_validation_and_the_epoch_end(tmp_path, monkeypatch):

@@ -205,7 +205,7 @@ def test_a_recipe_stopped_between_stages_resumes_bit_identical(tmp_path, monkeyp
     def cfg(*extra):
         with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
             return compose(config_name="config", overrides=[
-                "data=digits", "distill=kd", "+arch.kwargs.drop_rate=0.2", "trainer.max_epochs=1",
+                "data=digits", "distill=kd", "distill.teacher.cache=false", "+arch.kwargs.drop_rate=0.2", "trainer.max_epochs=1",
                 "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
                 "logger=none", "export.packed=false", "trainer.enable_progress_bar=false", *extra])
 

@@ -174,6 +174,20 @@ def test_proposed_runs_compose(path, proposals, tmp_path):
     assert checked
 
 
+@pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.stem)
+def test_sweeps_that_compare_arms_repeat_each_over_seeds(path):
+    """A grid over config-group options (estimators, architectures, distillation methods)
+    compares arms: each arm runs with at least 3 seeds, so that bnn-lab-report can put an
+    interval on each arm and on its paired difference."""
+    sweep = yaml.safe_load(path.read_text())
+    params = sweep["parameters"]
+    arms = [k for k, p in params.items() if k in _groups() and len(p.get("values", [])) > 1]
+    if sweep["method"] != "grid" or not arms:
+        return
+    seeds = params.get("seed", {}).get("values", [])
+    assert len(set(seeds)) >= 3, f"{path.name} compares {', '.join(arms)} but runs {len(set(seeds))} seed(s)"
+
+
 def test_agent_command_runs_the_chosen_parameters(proposals, tmp_path):
     """The first run W&B's Bayesian search proposes, run the way `wandb agent` runs it: its
     config groups (estimator=fda, optimizer=adam, ...) and sampled floats reach the config."""

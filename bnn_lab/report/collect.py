@@ -1,15 +1,19 @@
-"""Finds the runs under a folder and reads what each one wrote: metrics.json, config.yaml and,
-when the run logged with ``logger=csv``, its per-epoch curves."""
+"""Finds the runs under a folder and reads what each one wrote: metrics.json, config.yaml, the
+Hydra overrides it was started with and, when the run logged with ``logger=csv``, its curves
+per epoch and per optimizer step (``logger=none`` and W&B's binary offline files give none)."""
 from __future__ import annotations
 
 import csv
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from ..training.teacher_cache import MARKER
 
 # the table's columns, in order: (column, where the value comes from)
 COLUMNS = [
@@ -27,6 +31,14 @@ class Curve:
 
 
 @dataclass
+class StepCurve:
+    """Values of one metric by optimizer step of the run's final stage (the judged network)."""
+
+    steps: list[int] = field(default_factory=list)
+    values: list[float] = field(default_factory=list)
+
+
+@dataclass
 class Run:
     path: Path
     name: str
@@ -34,6 +46,8 @@ class Run:
     config: dict[str, Any]
     curves: dict[str, Curve]
     csv_logs: list[Path]
+    overrides: list[str] | None = None               # .hydra/overrides.yaml: how the run was started
+    step_curves: dict[str, StepCurve] = field(default_factory=dict)
 
     @property
     def estimator(self) -> str:
@@ -77,16 +91,44 @@ def _cfg(config: dict, dotted: str):
     return node
 
 
+def natural_key(text: str) -> list:
+    """``2_x`` before ``10_x``: multirun job folders in the order Hydra launched them."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
 def find_run_dirs(root: Path) -> list[Path]:
     """Every folder under ``root`` (``root`` included) with a metrics.json, except the
-    per-stage folders inside a run (``stages/<n>_<name>/``): those belong to their run."""
+    per-stage folders inside a run (``stages/<n>_<name>/``), which belong to their run, and
+    a teacher cache (a folder with bnn-lab-teachers.txt): teachers are shown as the cost of
+    the runs that used them."""
+    caches = [p.parent for p in root.rglob(MARKER)]
     runs: list[Path] = []
     for path in sorted(root.rglob("metrics.json"), key=lambda p: (len(p.parts), str(p))):
         folder = path.parent
-        if any(folder.is_relative_to(r) and folder != r for r in runs):
+        if any(folder.is_relative_to(r) and folder != r for r in runs) or any(folder.is_relative_to(c) for c in caches):
             continue
         runs.append(folder)
-    return sorted(runs)
+    return sorted(runs, key=lambda p: natural_key(str(p)))
+
+
+def _read_step_curves(path: Path) -> dict[str, StepCurve]:
+    """``*_step`` columns (``train/loss_step`` becomes ``train/loss``) and ``val/*`` by the
+    ``step`` column of a Lightning CSVLogger file."""
+    curves: dict[str, StepCurve] = {}
+    with path.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            step = _num(row.get("step"))
+            if step is None:
+                continue
+            for key, raw in row.items():
+                if not key or not raw or not (key.startswith("val/") or key.endswith("_step")):
+                    continue
+                value = _num(raw)
+                if value is not None:
+                    curve = curves.setdefault(key.removesuffix("_step"), StepCurve())
+                    curve.steps.append(int(step))
+                    curve.values.append(value)
+    return curves
 
 
 def _read_csv_curves(paths: list[Path]) -> dict[str, Curve]:
@@ -126,7 +168,11 @@ def load_run(folder: Path, root: Path) -> Run:
         sorted((folder / "stages").glob("*/csv/metrics.csv"), key=lambda p: int(p.parts[-3].split("_")[0])
                if p.parts[-3].split("_")[0].isdigit() else 0)
     name = str(folder.relative_to(root)) if folder != root else folder.name
-    return Run(folder, name, metrics, config or {}, _read_csv_curves(logs), logs)
+    overrides_file = folder / ".hydra" / "overrides.yaml"
+    overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else None
+    return Run(folder, name, metrics, config or {}, _read_csv_curves(logs), logs,
+               [str(o) for o in overrides] if isinstance(overrides, list) else None,
+               _read_step_curves(logs[-1]) if logs else {})
 
 
 def collect_runs(root: str | Path) -> list[Run]:

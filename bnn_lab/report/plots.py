@@ -1,4 +1,6 @@
-"""PNG plots (matplotlib, Agg backend): accuracy per estimator x architecture, training curves."""
+"""PNG plots (matplotlib, Agg backend): accuracy per estimator x architecture, training curves
+per epoch; for a study, each arm's accuracy with its interval and its curves by optimizer step
+as bands over seeds."""
 from __future__ import annotations
 
 import statistics
@@ -11,7 +13,8 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display (clusters, CI)
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .collect import Run  # noqa: E402
+from .collect import Run, StepCurve  # noqa: E402
+from .study import Study  # noqa: E402
 
 
 def accuracy_heatmap(rows: list[dict[str, Any]], path: Path) -> None:
@@ -69,3 +72,71 @@ def training_curves(runs: list[Run], path: Path) -> bool:
     fig.savefig(path)
     plt.close(fig)
     return True
+
+
+def arm_accuracy(study: Study, path: Path) -> None:
+    """Each arm's mean test accuracy with its 95% interval (error bar) and every seed (dots)."""
+    arms = study.arms
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(arms) + 2), 4.2), dpi=100)
+    for i, arm in enumerate(arms):
+        est = arm.estimate
+        err = [[100 * (est.mean - est.low)], [100 * (est.high - est.mean)]] if est.low is not None else None
+        color = "black" if arm is study.baseline else f"C{i % 10}"
+        ax.errorbar([i], [100 * est.mean], yerr=err, fmt="o", color=color, capsize=6, markersize=7)
+        ax.scatter([i + 0.12] * len(arm.accs), [100 * v for v in arm.accs.values()], s=12, color=color, alpha=0.5)
+    ax.set_xticks(range(len(arms)), labels=[_short(a.label) for a in arms], rotation=20, ha="right")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{study.name or 'arms'}: mean and 95% interval over seeds (dots: seeds)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _short(label: str, width: int = 28) -> str:
+    return label if len(label) <= width else label[: width - 3] + "..."
+
+
+def _band(curves: list[StepCurve]) -> tuple[list[int], list[float], list[float]]:
+    """Mean and std over seeds at the steps every seed logged."""
+    shared = sorted(set.intersection(*(set(c.steps) for c in curves)))
+    at = [dict(zip(c.steps, c.values)) for c in curves]
+    means = [statistics.fmean(a[s] for a in at) for s in shared]
+    stds = [statistics.pstdev([a[s] for a in at]) if len(at) > 1 else 0.0 for s in shared]
+    return shared, means, stds
+
+
+def step_bands(study: Study, path: Path) -> bool:
+    """val/acc and train/loss by optimizer step of the judged network, one band (mean +- std
+    over seeds) per arm; False when no run of the study has a csv log."""
+    metrics = [("val/acc", 100.0, "val accuracy (%)"), ("train/loss", 1.0, "train/loss (logged steps)")]
+    drawn = False
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    for ax, (key, scale, ylabel) in zip(axes, metrics):
+        for i, arm in enumerate(study.arms):
+            curves = [r.step_curves[key] for r in arm.runs if r.step_curves.get(key) and r.step_curves[key].steps]
+            if not curves:
+                continue
+            steps, means, stds = _band(curves)
+            if not steps:
+                continue
+            drawn = True
+            color = "black" if arm is study.baseline else f"C{i % 10}"
+            label = f"{_short(arm.label)} (n={len(curves)})"
+            lo = [scale * (m - s) for m, s in zip(means, stds)]
+            hi = [scale * (m + s) for m, s in zip(means, stds)]
+            if len(steps) == 1:
+                ax.errorbar(steps, [scale * means[0]], yerr=[[scale * stds[0]], [scale * stds[0]]], fmt="o",
+                            color=color, capsize=5, label=label)
+            else:
+                ax.plot(steps, [scale * m for m in means], color=color, label=label)
+                ax.fill_between(steps, lo, hi, color=color, alpha=0.2)
+        ax.set(xlabel="optimizer step", ylabel=ylabel, title=f"{key}, mean +- std over seeds")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    if drawn:
+        fig.tight_layout()
+        fig.savefig(path)
+    plt.close(fig)
+    return drawn

@@ -1,4 +1,6 @@
-"""The run table (CSV + markdown) and its per-configuration summary over seeds."""
+"""The run table (CSV + markdown), its per-configuration summary over seeds, and the study
+tables: each arm's accuracy with its interval and budget, and its paired difference with the
+baseline."""
 from __future__ import annotations
 
 import csv
@@ -8,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .collect import COLUMNS, Run
+from .study import Study, other_training
 
 GROUP_KEYS = ("estimator", "arch", "distill", "data")
 
@@ -61,8 +64,11 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def write_markdown(runs: list[Run], rows: list[dict[str, Any]], path: Path, plots: list[str], notes: list[str]) -> None:
+def write_markdown(runs: list[Run], rows: list[dict[str, Any]], path: Path, plots: list[str], notes: list[str],
+                   studies: list[tuple[Study, list[str]]] = ()) -> None:
     parts = [f"# bnn-lab report: {len(rows)} run{'s' if len(rows) != 1 else ''}", ""]
+    for study, study_plots in studies:
+        parts += study_markdown(study, study_plots)
     summary = summary_rows(rows)
     if summary:
         parts += ["## Test accuracy (%) per configuration, over seeds", ""]
@@ -82,3 +88,86 @@ def write_markdown(runs: list[Run], rows: list[dict[str, Any]], path: Path, plot
     if notes:
         parts += ["## Notes", ""] + [f"- {n}" for n in notes] + [""]
     path.write_text("\n".join(parts))
+
+
+def _pct(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return ""
+    return f"{100 * value:+.2f}" if signed else f"{100 * value:.2f}"
+
+
+def _interval(low: float | None, high: float | None, signed: bool = False) -> str:
+    return "" if low is None else f"[{_pct(low, signed)}, {_pct(high, signed)}]"
+
+
+def study_rows(study: Study) -> list[dict[str, Any]]:
+    """One row per arm: accuracy over seeds, budget, paired difference with the baseline."""
+    by_arm = {id(c.arm): c for c in study.comparisons}
+    rows = []
+    for arm in study.arms:
+        est, budget, c = arm.estimate, arm.budget or {}, by_arm.get(id(arm))
+        other = [other_training(r) for r in arm.runs]
+        rows.append({
+            "study": study.name or "", "arm": arm.label, "baseline": arm is study.baseline, "n": est.n,
+            "seeds": " ".join(map(str, arm.accs)), "mean": est.mean, "std": est.std, "ci_low": est.low,
+            "ci_high": est.high, "data": budget.get("data"), "batch": budget.get("batch"),
+            "steps": budget.get("steps"), "epochs": budget.get("epochs"),
+            "earlier_stage_steps": max((o["stage_steps"] for o in other), default=0),
+            "teacher_steps": max((o["teacher_steps"] for o in other), default=0),
+            "pairs": c.diff.n if c and c.diff else None, "diff": c.diff.mean if c and c.diff else None,
+            "diff_low": c.diff.low if c and c.diff else None, "diff_high": c.diff.high if c and c.diff else None,
+            "verdict": ("baseline" if arm is study.baseline else c.verdict if c else ""),
+            "note": (c.note if c else "") or ("" if arm.budget else "the seeds had different budgets"),
+        })
+    return rows
+
+
+STUDY_COLUMNS = ["study", "arm", "baseline", "n", "seeds", "mean", "std", "ci_low", "ci_high", "data", "batch",
+                 "steps", "epochs", "earlier_stage_steps", "teacher_steps", "pairs", "diff", "diff_low", "diff_high",
+                 "verdict", "note"]
+
+
+def write_study_csv(studies: list[Study], path: Path) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=STUDY_COLUMNS)
+        writer.writeheader()
+        for study in studies:
+            for row in study_rows(study):
+                writer.writerow({k: ("" if row[k] is None else row[k]) for k in STUDY_COLUMNS})
+
+
+def study_markdown(study: Study, plots: list[str]) -> list[str]:
+    title = f"Study `{study.name}`" if study.name else "Arms"
+    rows = study_rows(study)
+    parts = [f"## {title}: test accuracy (%) over seeds, against `{study.baseline.label}`", "",
+             "Runs that differ only in `seed` form an arm. 95% interval: Student t over the seeds; the "
+             "difference is paired by seed (arm minus baseline, percentage points); budget: the judged "
+             "network's data, batch size, optimizer steps and epochs.", ""]
+    parts.append(markdown_table(
+        ["arm", "n", "mean", "std", "95% CI", "data", "batch", "steps", "epochs", "other training (steps)"],
+        [[f"**{r['arm']}** (baseline)" if r["baseline"] else r["arm"], str(r["n"]), _pct(r["mean"]), _pct(r["std"]),
+          _interval(r["ci_low"], r["ci_high"]), _fmt(r["data"]), _fmt(r["batch"]), _fmt(r["steps"]), _fmt(r["epochs"]),
+          ", ".join(x for x in ([f"earlier stages {r['earlier_stage_steps']}"] if r["earlier_stage_steps"] else [])
+                    + ([f"teacher {r['teacher_steps']}"] if r["teacher_steps"] else [])) or "none"]
+         for r in rows]))
+    parts.append("")
+    compared = [r for r in rows if not r["baseline"]]
+    if compared:
+        parts.append(markdown_table(
+            [f"arm - {study.baseline.label}", "pairs", "difference (pp)", "95% CI (pp)", "verdict"],
+            [[r["arm"], _fmt(r["pairs"]), _pct(r["diff"], True), _interval(r["diff_low"], r["diff_high"], True),
+              r["verdict"] or r["note"]] for r in compared]))
+        parts.append("")
+        extra = [f"- {r['arm']}: {r['note']}" for r in compared if r["note"] and r["verdict"]]
+        parts += extra + ([""] if extra else [])
+    teachers = study.teachers()
+    if teachers:
+        parts += ["Teachers (full precision, trained once each and shared; not part of the students' budgets):", ""]
+        parts.append(markdown_table(
+            ["teacher", "steps", "epochs", "test acc", "wall time (s)", "used by runs", "trained by"],
+            [[Path(t.get("dir") or t.get("checkpoint") or "").name, _fmt(t.get("global_steps")), _fmt(t.get("epochs")),
+              _pct(t.get("test/acc")), _fmt(t.get("wall_time_s"), "wall_time_s"), str(t["used_by"]),
+              ", ".join(t["trained_by"]) or "an earlier run (cache)"] for t in teachers]))
+        parts.append("")
+    parts += [f"![{p}]({p})" for p in plots] + ([""] if plots else [])
+    return parts

@@ -11,12 +11,14 @@ of that epoch, reaches the same val/acc and writes the same best file again.
 """
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
-from ..errors import ConfigError
+from ..errors import ConfigError, UserError
 from .checkpoint_io import PARTIAL_SUFFIX
 from .run_dir import LAST
 
@@ -65,10 +67,48 @@ class LastCheckpoint(Checkpoint):
         self.save(trainer)
 
 
+# best-epochNN.ckpt; runs of earlier versions wrote best-epoch=NN.ckpt, still found everywhere
+BEST_NAME = re.compile(r"best-epoch=?(\d+)\.ckpt")
+
+
 def best_checkpoint(dirpath: Path) -> ModelCheckpoint:
-    """The best checkpoint by ``val/acc``, written at epoch ends (``best-epoch=NN.ckpt``)."""
-    return ModelCheckpoint(dirpath=str(dirpath), filename="best-{epoch:02d}", monitor="val/acc", mode="max",
-                           save_last=False, save_top_k=1)
+    """The best checkpoint by ``val/acc``, written at epoch ends as ``best-epochNN.ckpt``: no
+    ``=`` in the name, so that the path can be given back as an override
+    (``distill.teacher.ckpt=<run>/checkpoints/best-epoch02.ckpt``)."""
+    return ModelCheckpoint(dirpath=str(dirpath), filename="best-epoch{epoch:02d}", auto_insert_metric_name=False,
+                           monitor="val/acc", mode="max", save_last=False, save_top_k=1)
+
+
+def _best_in(folder: Path) -> Path | None:
+    """The best checkpoint in a checkpoints/ folder (the highest epoch if several, old names too)."""
+    found = [(int(m.group(1)), p) for p in folder.glob("best-epoch*.ckpt") if (m := BEST_NAME.fullmatch(p.name))]
+    return max(found)[1] if found else None
+
+
+def find_best_checkpoint(path: str | Path) -> Path:
+    """The checkpoint a run was tested with. ``path``: a checkpoint file (returned as is), a
+    checkpoints/ folder, or a run directory: the file its metrics.json names if it still
+    exists, else the best one in ``checkpoints/``, else in the last stage's
+    (``stages/<n>_<name>/checkpoints/``) of a multi-stage run."""
+    path = Path(path).expanduser()
+    if not path.is_dir():
+        return path
+    metrics = path / "metrics.json"
+    if metrics.is_file():
+        try:
+            named = json.loads(metrics.read_text()).get("best_checkpoint")
+        except (OSError, ValueError):
+            named = None
+        if named and Path(named).is_file():
+            return Path(named)
+    stages = sorted((p for p in path.glob("stages/*") if p.name.split("_")[0].isdigit()),
+                    key=lambda p: int(p.name.split("_")[0]))
+    for folder in (path, path / "checkpoints", *(s / "checkpoints" for s in reversed(stages))):
+        best = _best_in(folder)
+        if best is not None:
+            return best
+    raise UserError(f"no best checkpoint (checkpoints/best-epochNN.ckpt) in {path}; give a checkpoint file or a "
+                    "finished run directory")
 
 
 def remove_partial_files(dirpath: Path) -> list[Path]:

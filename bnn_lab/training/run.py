@@ -33,6 +33,7 @@ from .preemption import PreemptionCheckpoint, cluster_plugins, exit_on_sigterm
 from .resume import checkpoint_to_resume
 from .run_dir import check_run_dir, resume_hint
 from .stages import Stage, init_from, load_teacher, plan_stages
+from .teacher_cache import resolve_teacher
 
 log = logging.getLogger(__name__)
 FINAL_WEIGHTS = "final_weights.pt"
@@ -80,8 +81,10 @@ class _StageRunner:
             return None
         if stage.teacher == "previous":
             return copy.deepcopy(previous)
-        dm = self.dm
-        return load_teacher(stage.teacher, self.cfg, dm.in_chans, dm.num_classes, dm.img_size)
+        dm, state = self.dm, rng.capture()
+        teacher = load_teacher(stage.teacher, self.cfg, dm.in_chans, dm.num_classes, dm.img_size)
+        rng.restore(state)  # building the teacher drew its init: the student's draws stay those of a plain run
+        return teacher
 
     def run(self, index: int, stage: Stage, n_stages: int, previous: nn.Module | None):
         cfg, dm = self.cfg, self.dm
@@ -216,12 +219,18 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if "loss" in cfg:  # a misspelt term or option fails now, not after a teacher stage
         build_terms({k: v for k, v in OmegaConf.to_container(cfg.loss, resolve=True).items() if k != "ce"})
     stages = plan_stages(cfg)
+    teacher = resolve_teacher(cfg, stages[-1].teacher, train)  # from the cache: trained first if new
+    if teacher is not None:
+        stages[-1].teacher = str(teacher.checkpoint)
+        pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as if no teacher had been trained here
     dm = build_data(cfg)
     runner = _StageRunner(cfg, run_dir, dm)
     previous, per_stage = None, []
     for i, stage in enumerate(stages):
         previous, metrics = runner.run(i, stage, len(stages), previous)
         per_stage.append(metrics)
+    if teacher is not None:  # its cost, apart from the student's
+        per_stage[-1]["teacher"] = teacher.cost()
     if len(stages) == 1:
         final = per_stage[0]
         _export(cfg, previous, stages[-1], dm, run_dir, final)
@@ -231,8 +240,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     final = dict(per_stage[-1])
     _export(cfg, previous, stages[-1], dm, run_dir, final)
     final.update(
-        stages=[{"name": s.name, "mode": s.mode, "epochs": m["epochs"], "test/acc": m.get("test/acc"),
-                 "distill": s.distill} for s, m in zip(stages, per_stage)],
+        stages=[{"name": s.name, "mode": s.mode, "epochs": m["epochs"], "global_steps": m.get("global_steps"),
+                 "wall_time_s": m.get("wall_time_s"), "test/acc": m.get("test/acc"), "distill": s.distill}
+                for s, m in zip(stages, per_stage)],
         distill=cfg.distill.name,
         epochs=sum(m["epochs"] for m in per_stage),
         wall_time_s=round(time.time() - start, 2),

@@ -1,6 +1,7 @@
-"""Stages of a run: one for a plain run; teacher + student for distillation; the list
-under ``stages:`` for progressive recipes (each stage initialized from and taught by the
-previous one, METHODS.md section 3)."""
+"""Stages of a run: one for a plain run; for distillation, the student alone (its teacher
+loaded from ``distill.teacher.ckpt`` or from the teacher cache) or, with
+``distill.teacher.cache=false``, teacher + student; the list under ``stages:`` for
+progressive recipes (each stage initialized from and taught by the previous one)."""
 from __future__ import annotations
 
 import dataclasses
@@ -15,6 +16,7 @@ from torch import nn
 
 from ..errors import ConfigError, UserError
 from ..build import build_model, config_precision, stage_precision
+from .checkpoints import find_best_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +29,11 @@ class Stage:
     lr: float | None = None
     loss: dict[str, Any] | None = None   # distiller keyword arguments (ce, kd, attention, temperature, layers)
     distill: str = "none"                 # distillation method of this stage
-    teacher: str | None = None            # "previous" or a checkpoint path
-    init: str | None = None               # "previous": start from the previous stage's weights; "teacher": from the teacher's
+    teacher: str | None = None            # "previous", CACHED or a checkpoint / run directory
+    init: str | None = None               # "previous" / "teacher": start from that network's weights
+
+
+CACHED = "cached"  # the teacher comes from the teacher cache (bnn_lab/training/teacher_cache.py)
 
 
 def _stage_from_cfg(i: int, raw: Mapping[str, Any], cfg: DictConfig) -> Stage:
@@ -56,14 +61,16 @@ def plan_stages(cfg: DictConfig) -> list[Stage]:
     main = Stage(name="train", mode=config_precision(cfg), epochs=epochs, distill=distill)
     if distill == "none":
         return [main]
+    from .teacher_cache import cache_dir
+
     teacher_cfg = cfg.distill.get("teacher") or {}
     ckpt = teacher_cfg.get("ckpt")
     main.name = "student"
-    main.init = "previous" if cfg.distill.get("init_from_teacher") else None
-    if ckpt:
-        main.teacher = str(ckpt)
-        main.init = "teacher" if main.init else None
+    main.init = "teacher" if cfg.distill.get("init_from_teacher") else None
+    if ckpt or cache_dir(cfg) is not None:  # the teacher is loaded: the run trains the student only
+        main.teacher = str(ckpt) if ckpt else CACHED
         return [main]
+    main.init = "previous" if main.init else None  # trained here as stage 0
     main.teacher = "previous"
     teacher = Stage(name="teacher", mode="fp", epochs=int(teacher_cfg.get("epochs", epochs)))
     return [teacher, main]
@@ -82,10 +89,11 @@ def init_from(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
 
 
 def load_teacher(path: str, cfg: DictConfig, in_chans: int, num_classes: int, img_size: int) -> nn.Module:
-    """A full-precision teacher of ``cfg.arch`` from a bnn-lab checkpoint."""
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise UserError(f"teacher checkpoint {file} does not exist; train one first or drop distill.teacher.ckpt")
+    """A teacher of ``cfg.arch`` from a bnn-lab checkpoint, or from a run directory (its best
+    checkpoint, :func:`~bnn_lab.training.checkpoints.find_best_checkpoint`)."""
+    if not Path(path).expanduser().exists():
+        raise UserError(f"teacher checkpoint {path} does not exist; train one first or drop distill.teacher.ckpt")
+    file = find_best_checkpoint(path)
     try:
         ckpt = torch.load(file, map_location="cpu", weights_only=False)
     except Exception as exc:
