@@ -80,7 +80,8 @@ def teacher_config(cfg: DictConfig) -> DictConfig:
     teacher = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     epochs = int((cfg.distill.get("teacher") or {}).get("epochs") or cfg.trainer.max_epochs)
     teacher.precision, teacher.fp, teacher.resume, teacher.stages = "fp", False, False, None
-    teacher.binarize.policy.weights_only = False
+    if OmegaConf.select(teacher, "binarize.policy.weights_only"):
+        teacher.binarize.policy.weights_only = False  # old spelling of precision=bwn: not the teacher's
     teacher.distill = {"name": "none"}
     teacher.loss = {"ce": 1.0}  # plain cross-entropy: the student's loss terms are not the teacher's
     teacher.trainer.max_epochs = epochs
