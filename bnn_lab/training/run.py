@@ -17,6 +17,7 @@ from torch import nn
 
 from ..distill import build_distiller
 from ..errors import ConfigError
+from ..progress import is_terminal, wanted
 from ..summary import summarize
 from . import rng
 from .build import build_data, build_model
@@ -24,6 +25,7 @@ from .callbacks import EstimatorProgress, LatentClip
 from .checkpoint_io import AtomicCheckpointIO, atomic_torch_save
 from .checkpoints import LastCheckpoint, best_checkpoint
 from .data_position import TrainLoaderPosition
+from .epoch_log import EpochLog
 from .heap import keep_freed_memory
 from .loggers import build_logger
 from .module import ClassificationModule
@@ -57,6 +59,7 @@ def run_name(cfg: DictConfig) -> str:
 def _trainer(cfg: DictConfig, stage: Stage, run_dir: Path, logger, callbacks) -> pl.Trainer:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs["max_epochs"] = stage.epochs
+    kwargs["enable_progress_bar"] = wanted(kwargs.get("enable_progress_bar"))  # auto: on a terminal only
     plugins = [AtomicCheckpointIO(), *cluster_plugins()]  # crash-safe files; SLURM requeue on SIGUSR1
     try:
         return pl.Trainer(**kwargs, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir), plugins=plugins)
@@ -103,6 +106,7 @@ class _StageRunner:
         summary = summarize(model, dm.input_shape)
         header = f"stage {index} ({stage.name}, {stage.mode}): " if n_stages > 1 else ""
         header += str(report) if report is not None else "full precision: no surgery"
+        header = f"{dm.describe()}\n{header}"
         if is_rank_zero():
             (out / "summary.txt").write_text(f"{header}\n\n{summary.table()}\n")
             print(f"{header}\n{summary.table()}", flush=True)
@@ -125,7 +129,7 @@ class _StageRunner:
         last_cb = LastCheckpoint(out / "checkpoints", cfg.checkpoint.every_n_train_steps)
         hint = resume_hint(self.run_dir)
         callbacks = [ckpt_cb, last_cb, PreemptionCheckpoint(last_cb.save, hint), rng.RngState(), TrainLoaderPosition(),
-                     EstimatorProgress()]
+                     EstimatorProgress(), EpochLog()]
         if cfg.optimizer.get("clip_latent", False):
             callbacks.append(LatentClip())
         trainer = _trainer(cfg, stage, out, logger, callbacks)
@@ -175,7 +179,7 @@ def _export(cfg: DictConfig, model: nn.Module, stage: Stage, dm, run_dir: Path, 
             "in_chans": dm.in_chans, "num_classes": dm.num_classes, "img_size": dm.img_size,
             "config": OmegaConf.to_yaml(cfg, resolve=True)}
     save_packed(packed, run_dir / PACKED_FILE, meta)
-    result = evaluate(packed, dm.test_dataloader(), progress=True)
+    result = evaluate(packed, dm.test_dataloader(), progress=is_terminal())
     metrics["packed/test_acc"] = result["acc"]
     metrics["packed/layers"] = len(report.packed)
     metrics["packed/file"] = PACKED_FILE
@@ -192,11 +196,11 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("keep_freed_memory", True):
         keep_freed_memory()
+    dm = build_data(cfg)  # data mistakes end the run here, before anything else is set up
     if is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("if this run stops, %s", resume_hint(run_dir))
     stages = plan_stages(cfg)
-    dm = build_data(cfg)
     runner = _StageRunner(cfg, run_dir, dm)
     previous, per_stage = None, []
     for i, stage in enumerate(stages):
