@@ -133,7 +133,7 @@ class InMemoryDataModule(BaseDataModule):
     def load_splits(self) -> None:
         """Train / val / test tensors on the CPU, normalized with the training statistics."""
         raw = self.raw_splits()
-        mean, std = self.normalization(raw["train"][0])
+        mean, std = self.normalized_by = self.normalization(raw["train"][0])
         normalized: dict[int, torch.Tensor] = {}  # a split that is another's tensors (test = val) stays shared
         for split, (x, y) in raw.items():
             if id(x) not in normalized:

@@ -1,4 +1,4 @@
-"""Distillation losses (METHODS.md section 3), as plain functions."""
+"""Distillation losses (docs/methods.md section 3), as plain functions."""
 from __future__ import annotations
 
 import torch

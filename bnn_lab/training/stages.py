@@ -1,6 +1,6 @@
 """Stages of a run: one for a plain run; teacher + student for distillation; the list
 under ``stages:`` for progressive recipes (each stage initialized from and taught by the
-previous one, METHODS.md section 3)."""
+previous one, docs/methods.md section 3)."""
 from __future__ import annotations
 
 import dataclasses
