@@ -12,6 +12,10 @@ _WARNINGS = [
     # pytorch_lightning 2.6's pytree helper builds torch's LeafSpec, deprecated in torch 2.14: a
     # FutureWarning at every fit, about Lightning's code, not the user's
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"pytorch_lightning\.utilities\._pytree"),
+    # small datasets (fewer batches per epoch than log_every_n_steps): bnn-lab logs every
+    # epoch's metrics anyway, so there is nothing to change
+    (UserWarning, r"The number of training batches \(\d+\) is smaller than the logging interval",
+     r"pytorch_lightning\.loops\.fit_loop"),
 ]
 
 # logger name -> patterns of the INFO records that are dropped (matched at the start of the text)

@@ -17,10 +17,12 @@ PROGRESS_BARS = ("\r", "━", "it/s]", "%|")
 
 
 def third_party_warnings(output: str) -> list[str]:
-    """Lines with a Python warning category (UserWarning, FutureWarning...) or a library's
+    """Lines with a Python warning category (UserWarning, FutureWarning...), a warning in
+    Lightning's format (``<file>.py:<line>: <message>``), a deprecation, or a library's
     WARNING; bnn-lab's own logged warnings are findings of the run and stay."""
     return [line for line in output.splitlines()
-            if "Warning" in line or ("WARNING" in line and "[bnn_lab." not in line)]
+            if "Warning" in line or re.search(r"\.py:\d+: ", line) or "deprecat" in line.lower()
+            or ("WARNING" in line and "[bnn_lab." not in line)]
 
 
 @pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist (.ci/run installs it)")

@@ -160,7 +160,11 @@ class InMemoryDataModule(BaseDataModule):
             log.info("data on %s: batches are gathered there, without loader workers (num_workers=%d ignored)",
                      device, self.num_workers)
             self.num_workers = 0
-        self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}  # no-op if there
+        moved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # splits sharing tensors (test = val) still do
+        for split, (x, y) in self.splits.items():
+            if id(x) not in moved:
+                moved[id(x)] = (x.to(device), y.to(device))  # no-op if there
+            self.splits[split] = moved[id(x)]
 
     def teardown(self, stage: str | None = None) -> None:
         if self._host_splits:  # free the device copies; CPU users (packed evaluation) read the originals
