@@ -68,7 +68,9 @@ def test_a_folder_trains_with_inferred_classes_and_channels(run_cli, trees, tmp_
     assert f"data {tree}: " in summary and f"{chans}x" in summary and f"{classes} classes" in summary
     assert test_source in summary
     if tree == "colour_digits":
-        assert "no test/ folder" in summary
+        assert "no test/ folder" in summary and "9 val (9 held out of train/)" in summary
+    else:  # validation on val/, testing on test/: not the same images
+        assert "48 val (val/)" in summary
     metrics = json.loads((proc.run_dir / "metrics.json").read_text())
     assert metrics["data"] == tree
     assert metrics["global_steps"] == ((classes * (40 if tree == "grey_digits" else 27) + 15) // 16)
