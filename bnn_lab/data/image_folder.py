@@ -16,7 +16,6 @@ Augmentation (``data.augment``) follows the image size, see :mod:`bnn_lab.data.a
 """
 from __future__ import annotations
 
-import logging
 
 import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
@@ -29,7 +28,6 @@ from .registry import register_dataset
 from .sampler import EpochBatchSampler, ResumableDataLoader
 from .stats_cache import cached_stats, stats_key
 
-log = logging.getLogger(__name__)
 MEMORY_BUDGET = 2 * 2**30  # bytes of float32 images held in memory at most (in_memory=auto)
 STATS_SAMPLE = 5000        # streamed datasets: training images the mean and std are computed on
 
