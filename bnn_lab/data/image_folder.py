@@ -16,7 +16,6 @@ Augmentation (``data.augment``) follows the image size, see :mod:`bnn_lab.data.a
 """
 from __future__ import annotations
 
-
 import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
