@@ -16,7 +16,7 @@ def first_batch(dm, split="train"):
 
 
 def test_registry_lists_every_dataset():
-    assert set(dataset_names()) == {"fashion_mnist", "digits", "cifar10", "cifar100", "imagenet", "synthetic"}
+    assert set(dataset_names()) == {"fashion_mnist", "digits", "cifar10", "cifar100", "image_folder", "synthetic"}
     with pytest.raises(ValueError, match="valid datasets: cifar10, cifar100, digits"):
         build_datamodule("mnist")
     with pytest.raises(ValueError, match="batch_sise"):

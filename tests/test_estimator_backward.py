@@ -49,7 +49,7 @@ def test_closed_form_equals_explicit_sum_at_random_and_singular_points(m):
 
 
 def test_methods_md_index_range_is_terms_minus_one():
-    """METHODS.md writes sum_{i=0..n}: n + 1 cosines, i.e. terms = n + 1 here."""
+    """The paper writes sum_{i=0..n}: n + 1 cosines, i.e. terms = n + 1 here."""
     t = torch.tensor(RNG.uniform(-1, 1, 50))
     n = 9
     inclusive = sum(np.cos((2 * i + 1) * t.numpy()) for i in range(0, n + 1))

@@ -1,4 +1,4 @@
-"""Estimators: forward is the exact sign, backward the formula of METHODS.md section 1,
+"""Estimators: forward is the exact sign, backward the formula of docs/methods.md section 1,
 recomputed here with numpy (not the package's code path)."""
 import math
 

@@ -107,3 +107,19 @@ def test_the_global_rng_is_drawn_as_before_except_by_a_pass_resumed_mid_epoch():
     dl = loader(resumed)
     assert len(list(dl)) == 13 - 5
     assert torch.equal(torch.get_rng_state(), before) and dl.generator is None
+
+
+def test_with_workers_the_position_is_that_of_the_batches_handed_out():
+    """Workers read the sampler ahead, to its end; the state (and the next epoch) must still be
+    that of the batches the consumer got, as without workers."""
+    sampler = EpochBatchSampler(N, BATCH, SEED)
+    with_workers = ResumableDataLoader(Indices(), sampler=sampler, batch_size=None, num_workers=2)
+    it = iter(with_workers)
+    first = [next(it).tolist() for _ in range(12)]  # the workers have already read the 13th
+    assert with_workers.state_dict()["epoch"] == 0 and with_workers.state_dict()["position"] == 12
+    last = next(it).tolist()
+    assert next(it, None) is None
+    assert first + [last] == pytorch_epochs(1)[0]
+    assert (with_workers.state_dict()["epoch"], with_workers.state_dict()["position"]) == (1, 0)
+    sampler.set_epoch(1)
+    assert [b.tolist() for b in with_workers] == pytorch_epochs(2)[1]

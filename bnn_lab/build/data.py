@@ -8,5 +8,12 @@ from ..data import build_datamodule
 
 
 def build_data(cfg: Mapping[str, Any]):
+    """The data module of ``cfg.data`` (``module``, else ``name``, picks it; ``name`` names the
+    data in the run), with its files already checked: a data mistake is reported before the
+    trainer, the logger and the model exist."""
     data = dict(cfg["data"])
-    return build_datamodule(data.pop("name"), **data)
+    name = data.pop("name")
+    dm = build_datamodule(data.pop("module", None) or name, **data)
+    dm.name = name
+    dm.check()
+    return dm

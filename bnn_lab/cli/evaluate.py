@@ -35,6 +35,14 @@ def _parse(argv: list[str]) -> tuple[dict[str, str], list[str], bool]:
     return opts, data_overrides, as_json
 
 
+def trained_data(data, conf_dir: Path) -> list[str]:
+    """Overrides that select the data a model was trained on: its option, and for an image
+    folder (named after the folder, not an option) ``data=image_folder`` and its root."""
+    if (conf_dir / "data" / f"{data.name}.yaml").is_file():
+        return [f"data={data.name}"]
+    return [f"data={data.get('module') or data.name}", f"data.root={data.root}"]
+
+
 def main(argv: list[str] | None = None) -> int:
     with user_errors("bnn-lab-eval"):
         opts, data_overrides, as_json = _parse(sys.argv[1:] if argv is None else argv)
@@ -52,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
         trained = OmegaConf.create(meta["config"])
         check_group_choices(data_overrides, CONF_DIR)
         if not any(o.startswith("data=") for o in data_overrides):
-            data_overrides.insert(0, f"data={trained.data.name}")
+            data_overrides[:0] = trained_data(trained.data, CONF_DIR)
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             cfg = compose(config_name="config", overrides=data_overrides)
         dm = build_data(cfg)

@@ -8,6 +8,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from .. import config_resolvers  # noqa: F401  (resolvers of conf/)
+from ..third_party import silence_known_noise
 from .errors import user_errors
 from .overrides import check_composition, check_group_choices
 from .resume import expand_resume
@@ -28,6 +30,7 @@ def _app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
+    silence_known_noise()
     with user_errors():
         if not CONF_DIR.is_dir():
             raise FileNotFoundError(f"config folder {CONF_DIR} missing: install bnn-lab with `pip install -e .`")

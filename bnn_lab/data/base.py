@@ -53,6 +53,15 @@ class BaseDataModule(pl.LightningDataModule):
     def input_shape(self) -> tuple[int, int, int]:
         return (self.in_chans, self.img_size, self.img_size)
 
+    def check(self) -> None:
+        """Reads what the run needs to know about the data (files found, classes, channels), so
+        that a mistake is reported before the trainer, the logger and the model are set up."""
+
+    def describe(self) -> str:
+        """One line for the run's summary: what is trained and tested on."""
+        c, h, w = self.input_shape
+        return f"data {self.name}: {c}x{h}x{w}, {self.num_classes} classes"
+
 
 class _IndexedBatches(Dataset):
     """dataset[list of indices] -> (images, labels) for the whole batch at once."""
@@ -92,30 +101,44 @@ class InMemoryDataModule(BaseDataModule):
     def load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:  # pragma: no cover
         raise NotImplementedError
 
-    def setup(self, stage: str | None = None) -> None:
+    def check(self) -> None:
         if not self.splits:
             self.load_splits()
+
+    def describe(self) -> str:
+        sizes = ", ".join(f"{len(y):,} {split}" for split, (_, y) in self.splits.items())
+        return f"{super().describe()}; {sizes} images" if sizes else super().describe()
+
+    def setup(self, stage: str | None = None) -> None:
+        self.check()
         self.place_splits()
 
-    def load_splits(self) -> None:
-        """Train / val / test tensors on the CPU, normalized with the training statistics."""
+    def raw_splits(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Train / val / test images as floats in [0, 1] (uint8 data is divided by 255): the
+        validation images are ``val_size`` images held out of ``load(train=True)`` (by ``seed``)."""
         x, y = self.load(train=True)
-        x = x.float()
-        if x.max() > 1.5:
-            x = x / 255.0
+        x = _unit(x)
         n_val = int(round(self.val_size * len(y))) if isinstance(self.val_size, float) else int(self.val_size)
         perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.seed))
         val_idx, train_idx = perm[:n_val], perm[n_val:]
-        mean = x[train_idx].mean(dim=(0, 2, 3), keepdim=True)  # training statistics only
-        std = x[train_idx].std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
-        norm = lambda t: ((t - mean) / std).contiguous()  # noqa: E731
-        self.splits["train"] = (norm(x[train_idx]), y[train_idx])
-        self.splits["val"] = (norm(x[val_idx]), y[val_idx])
         tx, ty = self.load(train=False)
-        tx = tx.float()
-        if tx.max() > 1.5:
-            tx = tx / 255.0
-        self.splits["test"] = (norm(tx), ty)
+        return {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]), "test": (_unit(tx), ty)}
+
+    def normalization(self, train_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and std, shaped (1, C, 1, 1): the training images' own."""
+        mean = train_images.mean(dim=(0, 2, 3), keepdim=True)
+        std = train_images.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-6)
+        return mean, std
+
+    def load_splits(self) -> None:
+        """Train / val / test tensors on the CPU, normalized with the training statistics."""
+        raw = self.raw_splits()
+        mean, std = self.normalized_by = self.normalization(raw["train"][0])
+        normalized: dict[int, torch.Tensor] = {}  # a split that is another's tensors (test = val) stays shared
+        for split, (x, y) in raw.items():
+            if id(x) not in normalized:
+                normalized[id(x)] = ((x - mean) / std).contiguous()
+            self.splits[split] = (normalized[id(x)], y)
 
     def split_device(self) -> torch.device:
         """Where the batches are gathered: the trainer's root device if it is not the CPU and
@@ -137,7 +160,11 @@ class InMemoryDataModule(BaseDataModule):
             log.info("data on %s: batches are gathered there, without loader workers (num_workers=%d ignored)",
                      device, self.num_workers)
             self.num_workers = 0
-        self.splits = {k: (x.to(device), y.to(device)) for k, (x, y) in self.splits.items()}  # no-op if there
+        moved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # splits sharing tensors (test = val) still do
+        for split, (x, y) in self.splits.items():
+            if id(x) not in moved:
+                moved[id(x)] = (x.to(device), y.to(device))  # no-op if there
+            self.splits[split] = moved[id(x)]
 
     def teardown(self, stage: str | None = None) -> None:
         if self._host_splits:  # free the device copies; CPU users (packed evaluation) read the originals
@@ -165,6 +192,12 @@ class InMemoryDataModule(BaseDataModule):
         if self.augment and self.trainer is not None and self.trainer.training:
             x = random_crop_flip(x, pad=max(self.img_size // 8, 1))
         return x, y
+
+
+def _unit(x: torch.Tensor) -> torch.Tensor:
+    """Floats; pixel values above 1.5 are taken for 0..255 and divided by 255."""
+    x = x.float()
+    return x / 255.0 if x.max() > 1.5 else x
 
 
 def random_crop_flip(x: torch.Tensor, pad: int) -> torch.Tensor:

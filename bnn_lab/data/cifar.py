@@ -1,5 +1,6 @@
-"""CIFAR-10 / CIFAR-100 (32x32 RGB) through torchvision: downloaded into ``data.root`` or
-read from a folder that already holds ``cifar-10-batches-py`` / ``cifar-100-python``."""
+"""CIFAR-10 / CIFAR-100 (32x32 RGB) through torchvision: read from ``data.root`` when it holds
+``cifar-10-batches-py`` / ``cifar-100-python`` (the files torchvision downloads, checked
+against their checksums), else downloaded there (``data.download=true``)."""
 from __future__ import annotations
 
 import torch
@@ -27,8 +28,10 @@ class _Cifar(InMemoryDataModule):
                 f"{self.tv_class} not found in {self.root} ({exc}); set data.root to the folder holding it "
                 "or data.download=true"
             ) from exc
-        except Exception as exc:
-            raise UserError(f"could not download {self.tv_class} into {self.root}: {exc}") from exc
+        except Exception as exc:  # network errors come in many types, and so do unreadable files
+            what = "download" if self.download else "read"
+            raise UserError(f"could not {what} {self.tv_class} in {self.root} ({type(exc).__name__}: {exc}); "
+                            "delete its folder and download it again") from exc
         x = torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous()
         return x, torch.tensor(ds.targets, dtype=torch.long)
 

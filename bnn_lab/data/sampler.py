@@ -92,6 +92,9 @@ class ResumableDataLoader(DataLoader):
     instead: the stopped run drew it when that epoch began, before its checkpoint's RNG state
     was taken, and a second draw would shift everything random that follows.
 
+    With worker processes the sampler is read ahead of the batches in use; the loader keeps
+    the epoch and position of the batch last handed out, as without workers.
+
     Lightning may rebuild the loader with another sampler (a DistributedSampler under DDP);
     the loader then has no state and iterates as a plain DataLoader.
     """
@@ -112,9 +115,14 @@ class ResumableDataLoader(DataLoader):
         finally:
             if private:
                 self.generator = None
+        epoch, position = sampler.epoch, sampler.position
         for batch in batches:
-            sampler.position += 1
+            # counted here, as batches reach the consumer: loader workers read the sampler ahead,
+            # to its end (where it moves on to the next epoch) before the last batches are used
+            position += 1
+            sampler.epoch, sampler.position = epoch, position
             yield batch
+        sampler.epoch, sampler.position = epoch + 1, 0
 
     def state_dict(self) -> dict[str, Any]:
         sampler = self._epoch_sampler()

@@ -1,7 +1,7 @@
 """Sign-gradient estimators: ``build(name, **kwargs)``, ``names()``.
 
 Each estimator lives in its own module and registers itself by name; the formulas are in
-each module's docstring and in METHODS.md, section 1.
+each module's docstring and in docs/methods.md, section 1.
 """
 from .base import SignEstimator, binary_sign
 from .registry import build, get, names, register

@@ -1,6 +1,6 @@
 """Base class of every sign-gradient estimator, and the one autograd Function they share.
 
-Forward is always the exact sign with sign(0) = +1 (never 0): see METHODS.md, section 5.
+Forward is always the exact sign with sign(0) = +1 (never 0): see docs/methods.md, section 1.
 Each estimator names a *vjp*, a plain function ``vjp(dy, x, *constants) -> dy * g(x)`` with
 g its surrogate derivative, written with as few elementwise passes over the activation as
 plain torch allows (aten's fused backward kernels where one computes exactly g, closed forms
@@ -50,7 +50,7 @@ def inclusive_bound(clip: float, dtype: torch.dtype) -> float:
 
     aten's hardtanh backward, one fused pass, passes dy where ``-b < x < b`` (open interval);
     with b = this bound that is exactly ``|x| <= clip`` for every x of ``dtype``, the clip
-    boundary the project uses (METHODS.md, section 5).
+    boundary the project uses (docs/methods.md, section 1).
     """
     c = torch.tensor(float(clip), dtype=torch.float64)
     below = c.to(dtype)

@@ -7,7 +7,7 @@ surrogate gradient
     g(x) = (4 w / pi) * sum_{i=0}^{m-1} cos((2i+1) w x),   zero where |x| > 1,
 
 with m = terms_start + floor((terms_end - terms_start) * p) growing with the training
-progress p in [0, 1] (``terms``). ``terms`` counts the cosines: METHODS.md writes the same
+progress p in [0, 1] (``terms``). ``terms`` counts the cosines: the FDA paper writes the same
 sum as i = 0..n, i.e. n = terms - 1.
 
 The backward does not expand x by m terms: the sum of cosines of odd multiples has the

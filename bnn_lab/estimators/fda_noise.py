@@ -12,7 +12,7 @@ channel), with sign's gradient replaced by the Fourier surrogate. The work split
 
 Per layer and step that replaces some twenty elementwise ops on a small weight, whose fixed
 cost per op, not their arithmetic, made FDA's weight path a tenth of a float training step on
-CPU (``docs/performance.md``).
+CPU (``docs/performance-log.md``).
 
 ``tests/test_estimator_backward.py`` checks values and gradients against the formula written
 out with numpy and float64 autograd.

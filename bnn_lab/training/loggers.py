@@ -105,8 +105,12 @@ def _wandb(
 
     if wandb.run is not None:  # left open by the previous job of a multirun in this process:
         wandb.finish()         # WandbLogger would otherwise log this job into that run
-    return WandbLogger(
+    logger = WandbLogger(
         name=run_name, project=project, entity=entity, group=group, tags=list(tags),
         id=id or wandb_run_id(run_dir, resuming), resume="allow",
         save_dir=str(run_dir), offline=(mode == "offline"), mode=mode, log_model=False,
     )
+    # Lightning 2.6 always passes W&B's `anonymous` setting (None), which W&B 0.31 no longer has
+    # and warns about at every run; leaving it out changes nothing else
+    logger._wandb_init.pop("anonymous", None)
+    return logger

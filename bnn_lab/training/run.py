@@ -20,12 +20,14 @@ from ..distill import build_distiller
 from ..errors import ConfigError
 from ..losses import build_terms
 from ..plugins import load_plugins
+from ..progress import is_terminal, wanted
 from ..summary import summarize
 from . import rng
 from .callbacks import EstimatorProgress, LatentClip
 from .checkpoint_io import AtomicCheckpointIO, atomic_torch_save
 from .checkpoints import LastCheckpoint, best_checkpoint
 from .data_position import TrainLoaderPosition
+from .epoch_log import EpochLog
 from .heap import keep_freed_memory
 from .loggers import build_logger
 from .module import ClassificationModule
@@ -60,6 +62,7 @@ def run_name(cfg: DictConfig) -> str:
 def _trainer(cfg: DictConfig, stage: Stage, run_dir: Path, logger, callbacks) -> pl.Trainer:
     kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs["max_epochs"] = stage.epochs
+    kwargs["enable_progress_bar"] = wanted(kwargs.get("enable_progress_bar"))  # auto: on a terminal only
     plugins = [AtomicCheckpointIO(), *cluster_plugins()]  # crash-safe files; SLURM requeue on SIGUSR1
     try:
         return pl.Trainer(**kwargs, logger=logger, callbacks=callbacks, default_root_dir=str(run_dir), plugins=plugins)
@@ -111,6 +114,7 @@ class _StageRunner:
         summary = summarize(model, dm.input_shape)
         header = f"stage {index} ({stage.name}, {stage.mode}): " if n_stages > 1 else ""
         header += str(report) if report is not None else "full precision: no surgery"
+        header = f"{dm.describe()}\n{header}"
         if is_rank_zero():
             (out / "summary.txt").write_text(f"{header}\n\n{summary.table()}\n")
             print(f"{header}\n{summary.table()}", flush=True)
@@ -134,7 +138,7 @@ class _StageRunner:
         last_cb = LastCheckpoint(out / "checkpoints", cfg.checkpoint.every_n_train_steps)
         hint = resume_hint(self.run_dir)
         callbacks = [ckpt_cb, last_cb, PreemptionCheckpoint(last_cb.save, hint), rng.RngState(), TrainLoaderPosition(),
-                     EstimatorProgress()]
+                     EstimatorProgress(), EpochLog()]
         if cfg.optimizer.get("clip_latent", False):
             callbacks.append(LatentClip())
         trainer = _trainer(cfg, stage, out, logger, callbacks)
@@ -195,7 +199,7 @@ def _export(cfg: DictConfig, model: nn.Module, stage: Stage, dm, run_dir: Path, 
             "in_chans": dm.in_chans, "num_classes": dm.num_classes, "img_size": dm.img_size,
             "config": OmegaConf.to_yaml(cfg, resolve=True)}
     save_packed(packed, run_dir / PACKED_FILE, meta)
-    result = evaluate(packed.to(device), dm.test_dataloader(), progress=True, device=device)
+    result = evaluate(packed.to(device), dm.test_dataloader(), progress=is_terminal(), device=device)
     metrics["packed/test_acc"] = result["acc"]
     metrics["packed/layers"] = len(report.packed)
     metrics["packed/file"] = PACKED_FILE
@@ -212,18 +216,19 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("keep_freed_memory", True):
         keep_freed_memory()
+    load_plugins(cfg.get("plugins"))  # first: plugins may register data modules too
+    dm = build_data(cfg)  # data mistakes end the run here, before anything else is set up
     if is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("if this run stops, %s", resume_hint(run_dir))
-    load_plugins(cfg.get("plugins"))
     if "loss" in cfg:  # a misspelt term or option fails now, not after a teacher stage
         build_terms({k: v for k, v in OmegaConf.to_container(cfg.loss, resolve=True).items() if k != "ce"})
     stages = plan_stages(cfg)
+    state = rng.capture()
     teacher = resolve_teacher(cfg, stages[-1].teacher, train)  # from the cache: trained first if new
     if teacher is not None:
         stages[-1].teacher = str(teacher.checkpoint)
-        pl.seed_everything(cfg.seed, workers=True, verbose=False)  # as if no teacher had been trained here
-    dm = build_data(cfg)
+        rng.restore(state)  # the student draws what a plain run draws, teacher trained here or not
     runner = _StageRunner(cfg, run_dir, dm)
     previous, per_stage = None, []
     for i, stage in enumerate(stages):
