@@ -13,6 +13,10 @@ the binary model is built, given BatchNorm statistics from a few random batches 
 network runs in float32; on CUDA (``--device cuda``) in bfloat16, the packed one with the
 Triton kernels.
 
+The packed model runs as its inference graph (``bnn_lab.export.graph``: packed convolutions
+hand packed bits to the next one where the graph allows; ``bit_links`` counts them);
+``--plain`` times the packed model without it.
+
 Latency is timed at batch 1 and throughput at ``--batch``. Each model is timed in blocks of
 consecutive calls (a warm-up before each block), the blocks alternating (packed, float, packed,
 ...) so that a change in the machine's load hits both; reported: the median of all calls, the
@@ -119,8 +123,10 @@ def time_alternating(fns: dict[str, callable], device: torch.device, repeats: in
 
 def _is_leaf(module: nn.Module) -> bool:
     from ..export import PackedBinaryConv2d, PackedBinaryLinear
+    from ..export.graph import PackedConv2dToBits
 
-    return isinstance(module, (PackedBinaryConv2d, PackedBinaryLinear)) or not any(True for _ in module.children())
+    return isinstance(module, (PackedBinaryConv2d, PackedBinaryLinear, PackedConv2dToBits)) or \
+        not any(True for _ in module.children())
 
 
 @torch.no_grad()
@@ -164,8 +170,14 @@ def profile(model: nn.Module, x: torch.Tensor, device: torch.device, runs: int =
 
 def bench_model(packed: nn.Module, floating: nn.Module, input_shape, info: dict, batch: int = 16,
                 device: str = "cpu", repeats: int = 20, rounds: int = 4, warmup: int = 2,
-                with_profile: bool = False) -> dict:
+                with_profile: bool = False, graph: bool = True) -> dict:
     dev = torch.device(device)
+    info = dict(info, graph=graph)
+    if graph:
+        from ..export.graph import build_inference_graph
+
+        packed, report = build_inference_graph(packed)
+        info["bit_links"] = len(report.bit_links)
     fdtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     packed = packed.to(dev).eval()
     floating = floating.to(dev, fdtype).eval()
@@ -196,6 +208,8 @@ def _table(res: dict) -> str:
     lines = [f"{name}: input {'x'.join(map(str, res['input']))}, {res['classes']} classes, {res['device']} "
              f"x{res['threads']} threads; float = same net in {res['float_dtype']}; medians of alternating "
              f"blocks [25th-75th percentile]"]
+    if res.get("graph"):
+        lines.append(f"  inference graph: {res['bit_links']} packed convolutions hand packed bits to the next one")
     if "same_predictions" in res:
         lines.append(f"  packed layers {res['packed_layers']}, kept float {res['kept_float']}, "
                      f"packed predicts as the binary float model: {res['same_predictions']}")
@@ -230,6 +244,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--rounds", type=int, default=4, help="alternating blocks per model")
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before the first block")
     p.add_argument("--profile", action="store_true", help="time per module type (forward hooks)")
+    p.add_argument("--plain", action="store_true", help="the packed model without its inference graph")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
 
@@ -253,6 +268,6 @@ def run(args: argparse.Namespace) -> int:
             models = models_from_arch(args.arch, args.estimator, args.chans, args.size, args.classes, args.backend,
                                       args.override)
         res = bench_model(*models, batch=args.batch, device=args.device, repeats=args.repeats, rounds=args.rounds,
-                          warmup=args.warmup, with_profile=args.profile)
+                          warmup=args.warmup, with_profile=args.profile, graph=not args.plain)
         print(json.dumps(res) if args.json else _table(res))
     return 0

@@ -251,6 +251,26 @@ def _pack_channels(x, xb, pad_top, pad_left, w):
             xb[ni, pad_top + hi, pad_left + s - hi * w, cw] = acc[s]
 
 
+def _threshold_pack(acc, sgn, thr, xb):
+    """Bits of ``acc * sgn >= thr`` per channel, packed along channels into ``xb``.
+
+    ``acc`` is the int32 (pixels, O) output of a binary convolution, ``sgn`` and ``thr`` int32
+    (O,); ``xb`` uint32 (pixels, CW), CW >= ceil(O / 32): bit ``b`` of word ``cw`` is channel
+    ``32 * cw + b``; words past the channels are 0. One task per pixel row.
+    """
+    rows, o = acc.shape
+    cw_n = xb.shape[1]
+    for r in prange(rows):
+        for cw in range(cw_n):
+            word = np.uint32(0)
+            c0 = cw * 32
+            for b in range(min(32, max(o - c0, 0))):
+                c = c0 + b
+                if acc[r, c] * sgn[c] >= thr[c]:
+                    word |= np.uint32(1) << np.uint32(b)
+            xb[r, cw] = word
+
+
 _OPTS = dict(parallel=True, fastmath=True, cache=True)
 
 
@@ -262,6 +282,11 @@ def gemm_kernel():
 @functools.cache
 def to_panels_kernel():
     return njit("void(uint64[:, ::1], uint64[:, :, ::1])", **_OPTS)(_to_panels)
+
+
+@functools.cache
+def threshold_pack_kernel():
+    return njit(**_OPTS)(_threshold_pack)
 
 
 @functools.cache

@@ -148,6 +148,18 @@ def pack_channels(x: torch.Tensor, pads: tuple[int, int, int, int], words: int) 
     return xb
 
 
+def threshold_pack(acc: torch.Tensor, sgn: torch.Tensor, thr: torch.Tensor, words: int) -> torch.Tensor:
+    """int32 (rows, words): the bits of ``acc * sgn >= thr`` (int32 (rows, O) against (O,)),
+    packed along O (channel ``c`` in bit ``c % 32`` of word ``c // 32``; extra bits 0)."""
+    kern = _kernels()
+    _require_cpu(acc, sgn, thr)
+    out = torch.empty((acc.shape[0], words), dtype=torch.int32)
+    if out.numel():
+        _sync_threads()
+        kern.threshold_pack_kernel()(acc.contiguous().numpy(), sgn.numpy(), thr.numpy(), out.numpy().view(np.uint32))
+    return out
+
+
 _CONV_OFFSETS: dict[tuple, np.ndarray] = {}
 
 
