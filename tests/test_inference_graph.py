@@ -29,9 +29,10 @@ def test_resnet18_blocks_hand_bits_and_keep_the_packed_logits(estimator, scale, 
     binarize(model, estimator, {"activation": activation, "keep_downsample": True}, scale=scale)
     model = _with_statistics(model, (3, 32, 32))
     packed, _ = pack_model(model, backend="cpu")
-    graph, report = build_inference_graph(packed)
+    graph, report = build_inference_graph(packed, fold_bn=False)  # same float operations as the plain model
     assert len(report.bit_links) == 8 and not report.not_linked  # conv1 -> conv2 of each basic block
     assert sum(isinstance(m, PackedConv2dToBits) for m in graph.modules()) == 8
+    folded, folded_report = build_inference_graph(packed)  # before the hooks below (a copy would keep them)
     x = torch.randn(16, 3, 32, 32)
     # the bits each link hands over are the packed signs of what the float path gives the next conv
     float_bits, handed = {}, {}
@@ -49,6 +50,13 @@ def test_resnet18_blocks_hand_bits_and_keep_the_packed_logits(estimator, scale, 
         assert torch.equal(handed[name].bits[..., :bits.shape[-1]], bits), name
         assert not handed[name].bits[..., bits.shape[-1]:].any()  # the padding words stay zero
     assert torch.equal(out, plain)  # the same integers reach the same float tail
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    # with the BatchNorms after the second convs folded into them: float rounding only
+    assert folded_report.folded_batchnorms == 8 and len(folded_report.bit_links) == 8
+    assert ").bn1(" not in folded.code and ").bn2(" not in folded.code  # the blocks' BNs (not the stem's)
+    with torch.no_grad():
+        out = folded(x)
+    assert torch.equal(out.argmax(1), ref.argmax(1))
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
 
 

@@ -14,6 +14,12 @@ step in acc (s_c = +1 rising, -1 falling; a constant outcome is a step at the en
 exactly what the float chain decides for every input. A pair whose outcome is not a step, or
 whose layers carry a data-dependent (gating) scale, stays as it was. A's output then goes to D
 as packed bits, in the pixel-major layout the kernels use (no layout conversion in between).
+
+Two more rewrites make the float parts that remain cheaper: a BatchNorm right after a packed
+convolution (and after nothing else) is folded into that convolution's per-channel scale and bias
+(one pass less; float rounding changes by an ulp or so), and the whole network runs channels-last
+(NHWC), the layout of the binary kernels' output: the input is converted once at the entry, the
+packed convolutions read channels-last activations as they lie.
 """
 from __future__ import annotations
 
@@ -72,9 +78,11 @@ class PackedConv2dToBits(nn.Module):
 class GraphReport:
     bit_links: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     not_linked: dict[str, str] = dataclasses.field(default_factory=dict)
+    folded_batchnorms: int = 0
 
     def __str__(self) -> str:
-        lines = [f"{len(self.bit_links)} binary convolutions hand packed bits to the next one"]
+        lines = [f"{len(self.bit_links)} binary convolutions hand packed bits to the next one, "
+                 f"{self.folded_batchnorms} BatchNorms folded into binary convolutions"]
         lines += [f"  float between {n} and the next binary layer: {why}" for n, why in self.not_linked.items()]
         return "\n".join(lines)
 
@@ -103,15 +111,34 @@ def integer_thresholds(conv: PackedBinaryConv2d, chain: list[nn.Module], nxt: Pa
     return sgn, thr
 
 
+def to_channels_last(x):
+    """The network's input in the layout the whole inference graph keeps (4-D tensors)."""
+    return x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.dim() == 4 else x
+
+
+@torch.no_grad()
+def fold_batchnorm(conv: PackedBinaryConv2d, bn: nn.BatchNorm2d) -> None:
+    """conv's epilogue followed by bn in eval, as one per-channel scale and bias:
+    bn(s * acc + b) = (s g) acc + (b g + beta - mean g), g = gamma / sqrt(var + eps)."""
+    g = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
+    beta = bn.bias.detach() if bn.affine else torch.zeros_like(g)
+    scale = g if conv.scale is None else conv.scale * g
+    bias = beta - bn.running_mean * g if conv.bias is None else conv.bias * g + beta - bn.running_mean * g
+    conv.scale, conv.bias = scale.float().contiguous(), bias.float().contiguous()
+
+
 def _single_user(node: fx.Node) -> fx.Node | None:
     users = list(node.users)
     return users[0] if len(users) == 1 else None
 
 
-def build_inference_graph(packed: nn.Module) -> tuple[nn.Module, GraphReport]:
+def build_inference_graph(packed: nn.Module, channels_last: bool = True,
+                          fold_bn: bool = True) -> tuple[nn.Module, GraphReport]:
     """A copy of a packed model (``pack_model``) traced with torch.fx, in which every packed
-    convolution that feeds only another one through elementwise modules hands it packed bits.
-    The model itself is not changed; a model torch.fx cannot trace is returned as a copy."""
+    convolution that feeds only another one through elementwise modules hands it packed bits,
+    BatchNorms after packed convolutions are folded into them (``fold_bn``) and the network runs
+    channels-last (``channels_last``). The model itself is not changed; a model torch.fx cannot
+    trace is returned as a copy."""
     report = GraphReport()
     model = copy.deepcopy(packed).eval()
     try:
@@ -149,10 +176,33 @@ def build_inference_graph(packed: nn.Module) -> tuple[nn.Module, GraphReport]:
             gm.graph.erase_node(c)
         gm.graph.erase_node(node)
         report.bit_links.append((node.target, cur.target))
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), PackedBinaryConv2d):
+            continue
+        conv, user = modules[node.target], _single_user(node)
+        if not fold_bn or conv.gate is not None or user is None or user.op != "call_module":
+            continue
+        bn = modules[user.target]
+        if isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats and bn.running_mean is not None:
+            fold_batchnorm(conv, bn)
+            user.replace_all_uses_with(node)
+            gm.graph.erase_node(user)
+            report.folded_batchnorms += 1
+    if channels_last:
+        for node in gm.graph.nodes:
+            if node.op == "placeholder":
+                with gm.graph.inserting_after(node):
+                    entry = gm.graph.call_function(to_channels_last, (node,))
+                node.replace_all_uses_with(entry)
+                entry.args = (node,)
+                break
+        gm = gm.to(memory_format=torch.channels_last)
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
     return gm, report
 
 
-__all__ = ["GraphReport", "PackedConv2dToBits", "build_inference_graph", "integer_thresholds"]
+__all__ = ["GraphReport", "PackedConv2dToBits", "build_inference_graph", "fold_batchnorm", "integer_thresholds",
+           "to_channels_last"]

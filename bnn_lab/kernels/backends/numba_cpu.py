@@ -141,10 +141,14 @@ def pack_channels(x: torch.Tensor, pads: tuple[int, int, int, int], words: int) 
     if x.dtype not in (torch.float32, torch.float64):
         # Exact sign for every other dtype (float16/bfloat16/ints): compare in torch first.
         x = torch.where(x >= 0, 1, -1).to(torch.int8)
-    arr = x.detach().contiguous().reshape(n, c, h * w).numpy()
     if xb.numel() and c:
         _sync_threads()
-        kern.pack_channels_kernel()(arr, xb.numpy().view(np.uint32), top, left, w)
+        if x.dim() == 4 and x.permute(0, 2, 3, 1).is_contiguous():  # channels_last: read it as it lies
+            pixels = x.detach().permute(0, 2, 3, 1).reshape(n * h * w, c).numpy()
+            kern.pack_pixels_kernel()(pixels, xb.numpy().view(np.uint32), top, left, h, w)
+        else:
+            arr = x.detach().contiguous().reshape(n, c, h * w).numpy()
+            kern.pack_channels_kernel()(arr, xb.numpy().view(np.uint32), top, left, w)
     return xb
 
 
