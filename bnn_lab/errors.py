@@ -19,3 +19,8 @@ class Preempted(SystemExit):
     def __init__(self, message: str) -> None:
         super().__init__(self.exit_code)
         self.message = message
+
+
+class NoPackedForm(Exception):
+    """A part of a binary layer (input binarizer, scale) has no exact bit-packed equivalent;
+    the message says why, and ``pack_model`` keeps the layer in float with that reason."""

@@ -120,6 +120,12 @@ def test_training_run_exports_and_bnn_lab_eval_agrees(run_cli, tmp_path):
     import sys
 
     exe = Path(sys.executable).parent / "bnn-lab-eval"
-    out = subprocess.run([str(exe), f"path={proc.run_dir}", "--json"], capture_output=True, text=True, timeout=300)
+    onnx_file = tmp_path / "export" / "model.onnx"
+    out = subprocess.run([str(exe), f"path={proc.run_dir}", "--onnx", str(onnx_file), "--json"], capture_output=True,
+                         text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout)["packed/test_acc"] == pytest.approx(metrics["packed/test_acc"], abs=1e-9)
+    result = json.loads(out.stdout)
+    assert result["packed/test_acc"] == pytest.approx(metrics["packed/test_acc"], abs=1e-9)
+    # the ONNX file, run by onnxruntime, predicts what the packed model predicts on every test image
+    assert onnx_file.is_file() and result["onnx/same_predictions"] == 1.0
+    assert result["onnx/test_acc"] == pytest.approx(metrics["packed/test_acc"], abs=1e-9)

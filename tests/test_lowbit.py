@@ -72,6 +72,8 @@ def test_packed_export_keeps_low_bit_layers_in_float(name):
     net = small_binary_net(name).eval()
     packed, report = pack_model(net)
     assert not report.packed and len(report.kept_float) == 2
+    why = {"ternary": "weights not +-1", "dorefa": "2-bit activations"}[name]
+    assert all(why in reason for reason in report.kept_float.values()), report.kept_float
     x = torch.randn(5, 4, 8, 8)
     torch.testing.assert_close(packed(x), net(x), rtol=0, atol=0)
 

@@ -5,6 +5,7 @@
     bnn-lab-bench gemm --m 256 --n 512 --k 4608 [--device cpu|cuda] [--backend auto] [--json]
     bnn-lab-bench conv --n 8 --c 256 --o 256 --h 14 --w 14 --k 3 [--stride 1] [--padding 1] [--json]
     bnn-lab-bench train --arch resnet20 --estimator ste [--batch 128] [--json]
+    bnn-lab-bench model path=<run dir> | --arch resnet18 [--batch 16] [--profile] [--device cuda] [--json]
 
 ``gemm`` times ``binary_matmul`` on pre-packed operands (only the matmul is timed)
 against ``a @ b.T`` in float32 on CPU / bfloat16 on CUDA. ``conv`` times
@@ -208,13 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
     from .train_step import add_parser as add_train_parser
 
     add_train_parser(sub)  # `train`: training-step time, binary vs full precision
+    from .model import add_parser as add_model_parser
+
+    add_model_parser(sub)  # `model`: end-to-end inference, packed vs the same network in float
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "train":
+    if args.command in ("train", "model"):
         return args.run(args)
     if args.device not in ("cpu", "cuda"):
         parser.error(f"--device must be cpu or cuda, got {args.device!r}")

@@ -1,5 +1,8 @@
-"""``bnn-lab-eval path=<run dir or packed file> [data=<option>] [data.root=...] [backend=auto]``:
-evaluates a packed model with the binary kernels on a dataset's test split."""
+"""``bnn-lab-eval path=<run dir or packed file> [data=<option>] [data.root=...] [backend=auto] [--onnx out.onnx]``:
+evaluates a packed model with the binary kernels on a dataset's test split; ``--onnx`` also
+writes the model as ONNX in standard operators (``bnn_lab.export.onnx``) and evaluates that file
+with onnxruntime on the same split (``onnx/test_acc``, ``onnx/same_predictions``: the fraction of
+images where it predicts what the packed model predicts)."""
 from __future__ import annotations
 
 import json
@@ -9,13 +12,20 @@ from pathlib import Path
 from ..errors import ConfigError, UserError
 from .errors import user_errors
 
-USAGE = "usage: bnn-lab-eval path=<run dir or model.packed.safetensors> [data=<option>] [data.KEY=VALUE ...] [backend=auto|cpu|torch|triton] [--json]"
+USAGE = "usage: bnn-lab-eval path=<run dir or model.packed.safetensors> [data=<option>] [data.KEY=VALUE ...] [backend=auto|cpu|torch|triton] [--onnx OUT.onnx] [--json]"
 
 
 def _parse(argv: list[str]) -> tuple[dict[str, str], list[str], bool]:
     opts, data_overrides, as_json = {}, [], False
-    for arg in argv:
-        if arg == "--json":
+    argv = list(argv)
+    while argv:
+        arg = argv.pop(0)
+        if arg == "--onnx" or arg.startswith("--onnx="):
+            value = arg.partition("=")[2] if "=" in arg else (argv.pop(0) if argv else "")
+            if not value or value.startswith("-"):
+                raise ConfigError(f"--onnx needs an output file; {USAGE}")
+            opts["onnx"] = value
+        elif arg == "--json":
             as_json = True
         elif arg in ("-h", "--help"):
             print(USAGE)
@@ -41,6 +51,24 @@ def trained_data(data, conf_dir: Path) -> list[str]:
     if (conf_dir / "data" / f"{data.name}.yaml").is_file():
         return [f"data={data.name}"]
     return [f"data={data.get('module') or data.name}", f"data.root={data.root}"]
+
+
+def _onnx(model, file: str, input_shape, loader) -> dict:
+    """Export ``model`` to ``file`` and evaluate it with onnxruntime against the packed model."""
+    import torch
+
+    from ..export.onnx import OnnxRuntimeModel, export_onnx
+
+    path = export_onnx(model, Path(file).expanduser(), input_shape)
+    runtime = OnnxRuntimeModel(path)
+    correct = same = total = 0
+    with torch.no_grad():
+        for x, y in loader:
+            a, b = runtime(x).argmax(1), model(x).argmax(1)
+            correct += int((a == y).sum())
+            same += int((a == b).sum())
+            total += len(y)
+    return {"onnx/file": str(path), "onnx/test_acc": correct / max(total, 1), "onnx/same_predictions": same / max(total, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,8 +100,13 @@ def main(argv: list[str] | None = None) -> int:
         out = {"path": str(file), "arch": meta["arch"], "data": cfg.data.name, "packed/test_acc": result["acc"]}
         if "acc5" in result:
             out["packed/test_acc5"] = result["acc5"]
-        print(json.dumps(out) if as_json else
-              f"{meta['arch']} on {cfg.data.name}: packed test accuracy {result['acc']:.4f} ({file})")
+        if "onnx" in opts:
+            out.update(_onnx(model, opts["onnx"], (dm.in_chans, dm.img_size, dm.img_size), dm.test_dataloader()))
+        lines = [f"{meta['arch']} on {cfg.data.name}: packed test accuracy {result['acc']:.4f} ({file})"]
+        if "onnx" in opts:
+            lines.append(f"ONNX ({out['onnx/file']}): onnxruntime test accuracy {out['onnx/test_acc']:.4f}, "
+                         f"same prediction as packed on {out['onnx/same_predictions']:.2%} of the images")
+        print(json.dumps(out) if as_json else "\n".join(lines))
     return 0
 
 

@@ -14,7 +14,16 @@ from .errors import user_errors
 from .overrides import check_composition, check_group_choices
 from .resume import expand_resume
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
+
+def find_conf_dir() -> Path:
+    """The config groups: ``bnn_lab/conf`` where the package is installed from a wheel (package
+    data), else ``conf/`` at the top of the source checkout (editable installs, PYTHONPATH)."""
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "conf"
+    return installed if installed.is_dir() else package.parent / "conf"
+
+
+CONF_DIR = find_conf_dir()
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="config", version_base="1.3")
@@ -33,7 +42,8 @@ def main() -> None:
     silence_known_noise()
     with user_errors():
         if not CONF_DIR.is_dir():
-            raise FileNotFoundError(f"config folder {CONF_DIR} missing: install bnn-lab with `pip install -e .`")
+            raise FileNotFoundError(f"config folder {CONF_DIR} missing: reinstall bnn-lab (`pip install .` "
+                                    "or `pip install -e .` in the repository)")
         sys.argv[1:] = expand_resume(sys.argv[1:])  # resume=<run dir>: that run's own command line
         check_group_choices(sys.argv[1:], CONF_DIR)
         check_composition(sys.argv[1:], CONF_DIR)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import NoPackedForm
 from .ste import STE
 from .registry import register
 
@@ -42,6 +43,9 @@ class AdaBin(STE):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         alpha, beta = self.center_distance(x)
         return beta * super().forward((x - alpha) / beta) + alpha
+
+    def packed_threshold(self) -> torch.Tensor | None:
+        raise NoPackedForm("input binarizer AdaBin gives {alpha - beta, alpha + beta}, not +-1")
 
     def extra_repr(self) -> str:
         return "learned center/distance" if self.learned else "computed center/distance"

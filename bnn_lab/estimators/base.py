@@ -131,6 +131,13 @@ class SignEstimator(nn.Module):
     def surrogate(self, x: torch.Tensor) -> tuple[Vjp | None, tuple]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def packed_threshold(self) -> torch.Tensor | None:
+        """What a packed layer needs to binarize its input as this estimator does at inference:
+        the t of sign(x - t), per input channel, or None for t = 0. The forward value of every
+        sign estimator is exactly sign(x); estimators that shift x return their shift, those
+        whose value is not +-1 raise :class:`bnn_lab.errors.NoPackedForm`."""
+        return None
+
     def grad(self, x: torch.Tensor) -> torch.Tensor:
         """The surrogate derivative g(x), through the same vjp the backward pass uses."""
         vjp, constants = self.surrogate(x)

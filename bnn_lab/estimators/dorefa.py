@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import NoPackedForm
 from .base import SurrogateSign, UNIT_BOUNDS, clipped_vjp
 from .registry import register
 
@@ -46,6 +47,10 @@ class DoReFa(nn.Module):
         if self.role == "input":
             return _RoundClip.apply(x, self.levels)
         return SurrogateSign.apply(x, clipped_vjp, (UNIT_BOUNDS[x.dtype],))
+
+    def packed_threshold(self) -> None:
+        """The packed layers binarize their inputs with one sign: k-bit inputs have no packed form."""
+        raise NoPackedForm(f"{self.bits}-bit activations (dorefa): the packed kernels take 1-bit inputs")
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, role={self.role}"

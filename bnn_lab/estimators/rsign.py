@@ -27,5 +27,8 @@ class RSign(ApproxSign):
             x = x - self.threshold.view(shape)
         return super().forward(x)
 
+    def packed_threshold(self) -> torch.Tensor | None:
+        return None if self.threshold is None else self.threshold.detach()
+
     def extra_repr(self) -> str:
         return f"channels={None if self.threshold is None else self.threshold.numel()}"

@@ -52,6 +52,10 @@ class Ternary(nn.Module):
             return _Ternarize.apply(x, self.delta(x))
         return SurrogateSign.apply(x, clipped_vjp, (UNIT_BOUNDS[x.dtype],))
 
+    def packed_threshold(self) -> None:
+        """Inputs are binarized by sign(x): threshold 0 (the ternary weights keep the layer float)."""
+        return None
+
     def extra_repr(self) -> str:
         kind = "absolute" if self.absolute else "x mean|w|"
         return f"threshold={self.threshold} ({kind}), role={self.role}"

@@ -1,4 +1,11 @@
-"""``pack_model``: a trained model with its binary layers replaced by packed ones."""
+"""``pack_model``: a trained model with its binary layers replaced by packed ones.
+
+A layer is packed from what its parts say about themselves: the input binarizer's
+``packed_threshold()`` (sign(x - t), see ``SignEstimator.packed_threshold``) and the scale's
+``packed_scale(weight)`` (``bnn_lab.layers.scaling``); a part that has no packed form raises
+``NoPackedForm`` with the reason, and the layer stays in float. A new estimator or scale
+brings its own packed form: nothing here names them.
+"""
 from __future__ import annotations
 
 import copy
@@ -8,12 +15,9 @@ import logging
 import torch
 from torch import nn
 
-from ..estimators import SignEstimator
+from ..errors import NoPackedForm
 from ..kernels import pack_signs
-from ..estimators.adabin import AdaBin
-from ..estimators.rsign import RSign
 from ..layers import BinaryConv2d, BinaryLinear, BinaryMixin
-from ..layers.scaling import GatingScale, LearnedScale, NoScale, XnorScale
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
 
 log = logging.getLogger(__name__)
@@ -35,24 +39,28 @@ def _why_not(layer: BinaryMixin) -> str | None:
         return "real weights"
     if not layer.binary_inputs:
         return "real or soft inputs (BWN)"
-    if isinstance(layer.input_estimator, AdaBin) or not isinstance(layer.input_estimator, SignEstimator):
-        return f"input binarizer {type(layer.input_estimator).__name__} is not a sign with threshold"
     if isinstance(layer, BinaryConv2d) and layer.groups != 1:
         return "grouped convolution"
     return None
 
 
-def _scale_parts(layer: BinaryMixin):
+def packed_threshold(layer: BinaryMixin) -> torch.Tensor | None:
+    """t of the layer's input binarization sign(x - t) (None: 0); raises NoPackedForm."""
+    est = layer.input_estimator
+    if not callable(getattr(est, "packed_threshold", None)):
+        raise NoPackedForm(f"input binarizer {type(est).__name__} has no packed form (no packed_threshold)")
+    return est.packed_threshold()
+
+
+def packed_scale(layer: BinaryMixin) -> tuple[torch.Tensor | None, nn.Module | None]:
+    """(per-channel factor, data-dependent scale module) of the layer's output; raises NoPackedForm."""
     scale = layer.scale
-    if isinstance(scale, NoScale):
-        return None, None
-    if isinstance(scale, XnorScale):
-        return layer.weight.detach().abs().flatten(1).mean(1), None
-    if isinstance(scale, LearnedScale):
-        return scale.alpha.detach(), None
-    if isinstance(scale, GatingScale):
-        return None, copy.deepcopy(scale)
-    raise NotImplementedError(f"no packed form for scale {type(scale).__name__}")
+    if not callable(getattr(scale, "packed_scale", None)):
+        raise NoPackedForm(f"scale {type(scale).__name__} has no packed form (no packed_scale)")
+    form = scale.packed_scale(layer.weight)
+    if form is None or isinstance(form, nn.Module):
+        return None, form
+    return form.detach(), None
 
 
 @torch.no_grad()
@@ -61,9 +69,8 @@ def _pack_layer(layer: BinaryMixin, backend: str) -> nn.Module | None:
     if not bool(((w == 1) | (w == -1)).all()):
         return None
     bits = pack_signs(w.reshape(w.shape[0], -1))
-    scale_vector, gate = _scale_parts(layer)
-    est = layer.input_estimator
-    threshold = est.threshold.detach() if isinstance(est, RSign) and est.threshold is not None else None
+    threshold = packed_threshold(layer)
+    scale_vector, gate = packed_scale(layer)
     if isinstance(layer, BinaryConv2d):
         return PackedBinaryConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
                                   layer.padding, layer.dilation, bits, layer.bias, scale_vector, threshold, gate,
@@ -82,7 +89,10 @@ def pack_model(model: nn.Module, backend: str = "auto") -> tuple[nn.Module, Pack
         if not isinstance(layer, (BinaryConv2d, BinaryLinear)):
             continue
         why = _why_not(layer)
-        new = None if why else _pack_layer(layer, backend)
+        try:
+            new = None if why else _pack_layer(layer, backend)
+        except NoPackedForm as exc:
+            why, new = str(exc), None
         if new is None:
             report.kept_float[name] = why or "weights not +-1 after binarization"
             continue

@@ -65,7 +65,12 @@ class PackedBinaryConv2d(_PackedMixin, nn.Module):
         self._packed = None  # new bits: rebuild the kernel layout
         return super()._load_from_state_dict(*args, **kwargs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor | kernels.PackedConv2dInput) -> torch.Tensor:
+        """``x``: the real input, or its signs already packed (``bnn_lab.export.graph``)."""
+        if isinstance(x, kernels.PackedConv2dInput):
+            acc = kernels.binary_conv2d(x, self.packed_weight(), self.stride, self.padding, self.dilation,
+                                        backend=self.backend)
+            return self._epilogue(acc, torch.zeros((), dtype=torch.float32), 1)
         u = x if self.threshold is None else x - self.threshold.view(1, -1, 1, 1)
         acc = kernels.binary_conv2d(u, self.packed_weight(), self.stride, self.padding, self.dilation,
                                     backend=self.backend)

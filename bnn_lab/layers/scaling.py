@@ -11,12 +11,16 @@
 Every scale module is called as ``scale(out, weight, x)`` with the layer's output, its
 latent weight and its real-valued input. A new scale is a module registered with
 ``@register_scale(name)`` in its own file, imported by ``bnn_lab/layers/__init__.py``
-(docs/extending.md).
+(docs/extending.md). For deployment, ``packed_scale(weight)`` gives what a packed layer applies
+to its exact integer product: None (nothing), a per-output-channel factor, or a module called as
+``module(out, None, x)`` (data-dependent scales); a scale without an exact packed form raises
+:class:`bnn_lab.errors.NoPackedForm`.
 """
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -44,11 +48,16 @@ class NoScale(nn.Module):
     def forward(self, out: torch.Tensor, weight: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         return out
 
+    def packed_scale(self, weight: torch.Tensor) -> None:
+        return None
+
 
 class XnorScale(nn.Module):
     def forward(self, out: torch.Tensor, weight: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
-        alpha = weight.detach().abs().flatten(1).mean(1)
-        return out * alpha.view(_channel_shape(weight))
+        return out * self.packed_scale(weight).view(_channel_shape(weight))
+
+    def packed_scale(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight.detach().abs().flatten(1).mean(1)
 
 
 class LearnedScale(nn.Module):
@@ -58,6 +67,9 @@ class LearnedScale(nn.Module):
 
     def forward(self, out: torch.Tensor, weight: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         return out * self.alpha.view(_channel_shape(weight))
+
+    def packed_scale(self, weight: torch.Tensor) -> torch.Tensor:
+        return self.alpha.detach()
 
 
 class GatingScale(nn.Module):
@@ -78,6 +90,9 @@ class GatingScale(nn.Module):
         if out.dim() == 4:
             return out * gate[:, :, None, None]
         return out * (gate[:, None, :] if out.dim() == 3 else gate)
+
+    def packed_scale(self, weight: torch.Tensor) -> nn.Module:
+        return copy.deepcopy(self)  # the gate reads the layer's real input: it stays a float module
 
 
 register_scale("none")(lambda layer: NoScale())

@@ -40,6 +40,10 @@ def test_matches_float_conv(backend, n, c, o, h, w, ks, s, p, d):
     assert out.dtype == torch.int32
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert torch.equal(out, ref)
+    # a channels_last activation is packed as it lies in memory (pixel by pixel), same result
+    x_nhwc = x.contiguous(memory_format=torch.channels_last)
+    out = binary_conv2d(x_nhwc, pack_conv2d_weight(wt), stride=s, padding=p, dilation=d, backend=backend)
+    assert torch.equal(out, ref)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -251,6 +251,47 @@ def _pack_channels(x, xb, pad_top, pad_left, w):
             xb[ni, pad_top + hi, pad_left + s - hi * w, cw] = acc[s]
 
 
+def _pack_pixels(x, xb, pad_top, pad_left, h, w):
+    """Signs of a channels-last activation ``x`` (N * H * W, C) packed along channels into ``xb``
+    (N, Hp, Wp, CW) (uint32, zero-filled by the caller) at offset (``pad_top``, ``pad_left``).
+    One task per pixel: its C values are contiguous, no layout conversion."""
+    rows, c = x.shape
+    cw_n = xb.shape[3]
+    hw = h * w
+    for r in prange(rows):
+        ni = r // hw
+        s = r - ni * hw
+        hi = s // w
+        wi = s - hi * w
+        for cw in range(cw_n):
+            word = np.uint32(0)
+            c0 = cw * 32
+            for b in range(min(32, max(c - c0, 0))):
+                if x[r, c0 + b] >= 0:
+                    word |= np.uint32(1) << np.uint32(b)
+            xb[ni, pad_top + hi, pad_left + wi, cw] = word
+
+
+def _threshold_pack(acc, sgn, thr, xb):
+    """Bits of ``acc * sgn >= thr`` per channel, packed along channels into ``xb``.
+
+    ``acc`` is the int32 (pixels, O) output of a binary convolution, ``sgn`` and ``thr`` int32
+    (O,); ``xb`` uint32 (pixels, CW), CW >= ceil(O / 32): bit ``b`` of word ``cw`` is channel
+    ``32 * cw + b``; words past the channels are 0. One task per pixel row.
+    """
+    rows, o = acc.shape
+    cw_n = xb.shape[1]
+    for r in prange(rows):
+        for cw in range(cw_n):
+            word = np.uint32(0)
+            c0 = cw * 32
+            for b in range(min(32, max(o - c0, 0))):
+                c = c0 + b
+                if acc[r, c] * sgn[c] >= thr[c]:
+                    word |= np.uint32(1) << np.uint32(b)
+            xb[r, cw] = word
+
+
 _OPTS = dict(parallel=True, fastmath=True, cache=True)
 
 
@@ -262,6 +303,16 @@ def gemm_kernel():
 @functools.cache
 def to_panels_kernel():
     return njit("void(uint64[:, ::1], uint64[:, :, ::1])", **_OPTS)(_to_panels)
+
+
+@functools.cache
+def pack_pixels_kernel():
+    return njit(**_OPTS)(_pack_pixels)
+
+
+@functools.cache
+def threshold_pack_kernel():
+    return njit(**_OPTS)(_threshold_pack)
 
 
 @functools.cache

@@ -141,11 +141,27 @@ def pack_channels(x: torch.Tensor, pads: tuple[int, int, int, int], words: int) 
     if x.dtype not in (torch.float32, torch.float64):
         # Exact sign for every other dtype (float16/bfloat16/ints): compare in torch first.
         x = torch.where(x >= 0, 1, -1).to(torch.int8)
-    arr = x.detach().contiguous().reshape(n, c, h * w).numpy()
     if xb.numel() and c:
         _sync_threads()
-        kern.pack_channels_kernel()(arr, xb.numpy().view(np.uint32), top, left, w)
+        if x.dim() == 4 and x.permute(0, 2, 3, 1).is_contiguous():  # channels_last: read it as it lies
+            pixels = x.detach().permute(0, 2, 3, 1).reshape(n * h * w, c).numpy()
+            kern.pack_pixels_kernel()(pixels, xb.numpy().view(np.uint32), top, left, h, w)
+        else:
+            arr = x.detach().contiguous().reshape(n, c, h * w).numpy()
+            kern.pack_channels_kernel()(arr, xb.numpy().view(np.uint32), top, left, w)
     return xb
+
+
+def threshold_pack(acc: torch.Tensor, sgn: torch.Tensor, thr: torch.Tensor, words: int) -> torch.Tensor:
+    """int32 (rows, words): the bits of ``acc * sgn >= thr`` (int32 (rows, O) against (O,)),
+    packed along O (channel ``c`` in bit ``c % 32`` of word ``c // 32``; extra bits 0)."""
+    kern = _kernels()
+    _require_cpu(acc, sgn, thr)
+    out = torch.empty((acc.shape[0], words), dtype=torch.int32)
+    if out.numel():
+        _sync_threads()
+        kern.threshold_pack_kernel()(acc.contiguous().numpy(), sgn.numpy(), thr.numpy(), out.numpy().view(np.uint32))
+    return out
 
 
 _CONV_OFFSETS: dict[tuple, np.ndarray] = {}

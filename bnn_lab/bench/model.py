@@ -1,0 +1,273 @@
+"""``bnn-lab-bench model``: end-to-end inference of a packed binary network against the same
+network in float, in one process, with the same threads.
+
+::
+
+    bnn-lab-bench model path=<run dir or model.packed.safetensors> [--batch 16] [--profile] [--json]
+    bnn-lab-bench model --arch resnet18 [--size 224 --chans 3 --classes 1000] [--device cuda]
+
+A run is benchmarked from its packed file; the float network is the same architecture built in
+full precision (``fp=true``: the stem, the convs and the classifier in float). With ``--arch``
+the binary model is built, given BatchNorm statistics from a few random batches and packed
+(the packed model's logits are checked against it: ``same_predictions``). On CPU the float
+network runs in float32; on CUDA (``--device cuda``) in bfloat16, the packed one with the
+Triton kernels.
+
+The packed model runs as its inference graph (``bnn_lab.export.graph``: packed convolutions
+hand packed bits to the next one where the graph allows; ``bit_links`` counts them);
+``--plain`` times the packed model without it.
+
+Latency is timed at batch 1 and throughput at ``--batch``. Each model is timed in blocks of
+consecutive calls (a warm-up before each block), the blocks alternating (packed, float, packed,
+...) so that a change in the machine's load hits both; reported: the median of all calls, the
+spread (25th and 75th percentiles), the ratio float / packed of the medians. ``--profile``
+times every leaf module (forward hooks, separate untimed-for-the-table runs) and sums the
+times by module type; "between modules" is the rest of the forward (residual additions,
+reshapes, Python).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from ..cli.train import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def models_from_run(path: str | Path, backend: str) -> tuple[nn.Module, nn.Module, tuple[int, int, int], dict]:
+    """(packed, float network, input shape, info) of a run directory or packed file."""
+    from omegaconf import OmegaConf
+
+    from ..export import PACKED_FILE, load_packed
+    from ..training.build import build_model
+
+    path = Path(path).expanduser()
+    file = path / PACKED_FILE if path.is_dir() else path
+    packed, meta = load_packed(file, backend=backend)
+    cfg = OmegaConf.create(meta["config"])
+    chans, classes, size = (int(meta[k]) for k in ("in_chans", "num_classes", "img_size"))
+    floating, _ = build_model(cfg, chans, classes, size, mode="fp")
+    return packed, floating.eval(), (chans, size, size), {"model": str(file), "arch": meta["arch"],
+                                                          "estimator": meta.get("estimator"), "classes": classes}
+
+
+def models_from_arch(arch: str, estimator: str, chans: int, size: int, classes: int, backend: str,
+                     overrides: list[str] = ()) -> tuple[nn.Module, nn.Module, tuple[int, int, int], dict]:
+    """(packed, float network, input shape, info) of an architecture; checks packed == binary float."""
+    from ..export import pack_model
+    from ..training.build import build_model
+
+    cfg = _compose([f"arch={arch}", f"estimator={estimator}", *overrides])
+    torch.manual_seed(0)
+    binary, _ = build_model(cfg, chans, classes, size)
+    binary.train()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        for _ in range(2):
+            binary(torch.randn(2, chans, size, size))
+    binary.eval()
+    packed, report = pack_model(binary, backend=backend)
+    x = torch.randn(2, chans, size, size)
+    with torch.no_grad():
+        same = bool(torch.equal(binary(x).argmax(1), packed(x).argmax(1)))
+    floating, _ = build_model(cfg, chans, classes, size, mode="fp")
+    return packed, floating.eval(), (chans, size, size), {
+        "model": None, "arch": arch, "estimator": estimator, "classes": classes, "same_predictions": same,
+        "packed_layers": len(report.packed), "kept_float": len(report.kept_float)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _quartiles(times: list[float]) -> tuple[float, float, float]:
+    if len(times) < 2:
+        return times[0], times[0], times[0]
+    q1, q2, q3 = statistics.quantiles(times, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+@torch.no_grad()
+def time_alternating(fns: dict[str, callable], device: torch.device, repeats: int, rounds: int,
+                     warmup: int) -> dict[str, list[float]]:
+    """Milliseconds of every timed call of each function, in alternating blocks."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
+    for r, count in enumerate(per_round):
+        for name, fn in fns.items():
+            for _ in range(warmup if r == 0 else 1):
+                fn()
+            for _ in range(count):
+                _sync(device)
+                t0 = time.perf_counter()
+                fn()
+                _sync(device)
+                times[name].append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def _is_leaf(module: nn.Module) -> bool:
+    from ..export import PackedBinaryConv2d, PackedBinaryLinear
+    from ..export.graph import PackedConv2dToBits
+
+    return isinstance(module, (PackedBinaryConv2d, PackedBinaryLinear, PackedConv2dToBits)) or \
+        not any(True for _ in module.children())
+
+
+@torch.no_grad()
+def profile(model: nn.Module, x: torch.Tensor, device: torch.device, runs: int = 5) -> dict[str, float]:
+    """Median milliseconds per forward spent in each leaf module type (and between modules)."""
+    spent: dict[str, float] = defaultdict(float)
+    starts: dict[int, float] = {}
+    handles = []
+
+    def pre(module, args):
+        _sync(device)
+        starts[id(module)] = time.perf_counter()
+
+    def post(module, args, out):
+        _sync(device)
+        spent[type(module).__name__] += time.perf_counter() - starts.pop(id(module))
+
+    for module in model.modules():
+        if _is_leaf(module) and module is not model:
+            handles += [module.register_forward_pre_hook(pre), module.register_forward_hook(post)]
+    per_run: list[dict[str, float]] = []
+    try:
+        model(x)  # warm-up
+        for _ in range(runs):
+            spent.clear()
+            _sync(device)
+            t0 = time.perf_counter()
+            model(x)
+            _sync(device)
+            total = time.perf_counter() - t0
+            run = {k: v * 1e3 for k, v in spent.items()}
+            run["between modules"] = max(total * 1e3 - sum(run.values()), 0.0)
+            per_run.append(run)
+    finally:
+        for h in handles:
+            h.remove()
+    names = sorted({k for run in per_run for k in run})
+    out = {k: statistics.median(run.get(k, 0.0) for run in per_run) for k in names}
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def bench_model(packed: nn.Module, floating: nn.Module, input_shape, info: dict, batch: int = 16,
+                device: str = "cpu", repeats: int = 20, rounds: int = 4, warmup: int = 2,
+                with_profile: bool = False, graph: bool = True) -> dict:
+    dev = torch.device(device)
+    info = dict(info, graph=graph)
+    if graph:
+        from ..export.graph import build_inference_graph
+
+        packed, report = build_inference_graph(packed)
+        info["bit_links"] = len(report.bit_links)
+    fdtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+    packed = packed.to(dev).eval()
+    floating = floating.to(dev, fdtype).eval()
+    res = {**info, "input": list(input_shape), "device": dev.type, "threads": torch.get_num_threads(),
+           "float_dtype": str(fdtype).replace("torch.", ""), "repeats": repeats, "rounds": rounds, "batches": {}}
+    for n in sorted({1, batch}):
+        torch.manual_seed(0)
+        x = torch.randn(n, *input_shape, device=dev)
+        xf = x.to(fdtype)
+        times = time_alternating({"packed": lambda: packed(x), "float": lambda: floating(xf)}, dev,
+                                 repeats if n == 1 else max(repeats // 2, rounds), rounds, warmup)
+        entry = {}
+        for name, t in times.items():
+            q1, med, q3 = _quartiles(t)
+            entry[f"{name}_ms"] = round(med, 3)
+            entry[f"{name}_p25_ms"], entry[f"{name}_p75_ms"] = round(q1, 3), round(q3, 3)
+            entry[f"{name}_images_per_s"] = round(n / med * 1e3, 1)
+        entry["speedup"] = round(entry["float_ms"] / entry["packed_ms"], 3)
+        if with_profile:
+            entry["profile"] = {"packed": {k: round(v, 3) for k, v in profile(packed, x, dev).items()},
+                                "float": {k: round(v, 3) for k, v in profile(floating, xf, dev).items()}}
+        res["batches"][str(n)] = entry
+    return res
+
+
+def _table(res: dict) -> str:
+    name = res["model"] or f"{res['arch']} (binarized with {res['estimator']}, packed)"
+    lines = [f"{name}: input {'x'.join(map(str, res['input']))}, {res['classes']} classes, {res['device']} "
+             f"x{res['threads']} threads; float = same net in {res['float_dtype']}; medians of alternating "
+             f"blocks [25th-75th percentile]"]
+    if res.get("graph"):
+        lines.append(f"  inference graph: {res['bit_links']} packed convolutions hand packed bits to the next one")
+    if "same_predictions" in res:
+        lines.append(f"  packed layers {res['packed_layers']}, kept float {res['kept_float']}, "
+                     f"packed predicts as the binary float model: {res['same_predictions']}")
+    for n, e in res["batches"].items():
+        lines.append(f"  batch {n:>4}: packed {e['packed_ms']:9.2f} ms [{e['packed_p25_ms']:.2f}-{e['packed_p75_ms']:.2f}]"
+                     f" ({e['packed_images_per_s']:.1f} img/s)   float {e['float_ms']:9.2f} ms "
+                     f"[{e['float_p25_ms']:.2f}-{e['float_p75_ms']:.2f}] ({e['float_images_per_s']:.1f} img/s)"
+                     f"   speedup {e['speedup']:.2f}x")
+        if "profile" in e:
+            for which in ("packed", "float"):
+                prof = e["profile"][which]
+                total = sum(prof.values()) or 1.0
+                parts = ", ".join(f"{k} {v:.2f} ms ({v / total:.0%})" for k, v in prof.items() if v / total >= 0.005)
+                lines.append(f"      {which:>6} per forward {total:.2f} ms: {parts}")
+    return "\n".join(lines)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("model", help="end-to-end inference: packed binary network vs the same network in float")
+    p.add_argument("path", nargs="?", default=None, help="path=<run dir or model.packed.safetensors>")
+    p.add_argument("--arch", default=None, help="an architecture (conf/arch) instead of a run")
+    p.add_argument("--estimator", default="ste", help="with --arch: the estimator (its threshold/scale matter)")
+    p.add_argument("--size", type=int, default=224, help="with --arch: input height = width (default 224)")
+    p.add_argument("--chans", type=int, default=3, help="with --arch: input channels (default 3)")
+    p.add_argument("--classes", type=int, default=1000, help="with --arch: classes (default 1000)")
+    p.add_argument("--override", action="append", default=[], help="with --arch: a config override KEY=VALUE")
+    p.add_argument("--batch", type=int, default=16, help="throughput batch (default 16); latency is batch 1")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--backend", default="auto", help="binary kernels: auto | cpu | torch | triton")
+    p.add_argument("--threads", type=int, default=None, help="torch and numba threads (default: torch's)")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per model at batch 1 (half at --batch)")
+    p.add_argument("--rounds", type=int, default=4, help="alternating blocks per model")
+    p.add_argument("--warmup", type=int, default=2, help="untimed calls before the first block")
+    p.add_argument("--profile", action="store_true", help="time per module type (forward hooks)")
+    p.add_argument("--plain", action="store_true", help="the packed model without its inference graph")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..cli.errors import user_errors
+
+    with user_errors("bnn-lab-bench model"):
+        path = args.path[len("path="):] if args.path and args.path.startswith("path=") else args.path
+        if (path is None) == (args.arch is None):
+            raise UserError("give a run (path=<run dir>) or --arch NAME, not both")
+        if args.device == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device is available")
+        if min(args.batch, args.repeats, args.rounds) < 1 or args.warmup < 0:
+            raise UserError("--batch, --repeats and --rounds must be >= 1, --warmup >= 0")
+        if args.threads is not None:
+            torch.set_num_threads(args.threads)
+        if path is not None:
+            models = models_from_run(path, args.backend)
+        else:
+            models = models_from_arch(args.arch, args.estimator, args.chans, args.size, args.classes, args.backend,
+                                      args.override)
+        res = bench_model(*models, batch=args.batch, device=args.device, repeats=args.repeats, rounds=args.rounds,
+                          warmup=args.warmup, with_profile=args.profile, graph=not args.plain)
+        print(json.dumps(res) if args.json else _table(res))
+    return 0

@@ -1,0 +1,208 @@
+"""The inference graph of a packed model: binary layers hand packed bits to each other.
+
+Where a packed convolution A feeds, through per-channel elementwise modules only (BatchNorm,
+activations, Identity, Dropout), a packed convolution D and nothing else, the float round trip
+between them (epilogue, BatchNorm, activation, D's threshold and sign, D's packing of its input)
+is one integer comparison per channel on A's exact int32 output:
+
+    bit_c = [f_c(acc_c) - t_c >= 0] = [s_c * acc_c >= theta_c]
+
+with f_c the float chain (A's scale and bias, BatchNorm, activation) and t_c D's threshold.
+``acc`` is an integer in [-K, K] (K = A's reduction length), so f_c is evaluated by the float
+modules themselves on every such integer, and the comparison is kept when its outcome is one
+step in acc (s_c = +1 rising, -1 falling; a constant outcome is a step at the end): that is
+exactly what the float chain decides for every input. A pair whose outcome is not a step, or
+whose layers carry a data-dependent (gating) scale, stays as it was. A's output then goes to D
+as packed bits, in the pixel-major layout the kernels use (no layout conversion in between).
+
+Two more rewrites make the float parts that remain cheaper: a BatchNorm right after a packed
+convolution (and after nothing else) is folded into that convolution's per-channel scale and bias
+(one pass less; float rounding changes by an ulp or so), and the whole network runs channels-last
+(NHWC), the layout of the binary kernels' output: the input is converted once at the entry, the
+packed convolutions read channels-last activations as they lie.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import torch
+import torch.fx as fx
+from torch import nn
+
+from .. import kernels
+from ..kernels.conv import PackedConv2dInput, words_per_pixel
+from ..surgery.activations import RPReLU
+from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
+
+ELEMENTWISE = (nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Hardtanh, nn.ReLU, nn.ReLU6, nn.PReLU, nn.LeakyReLU,
+               RPReLU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.GELU)
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return isinstance(m, (PackedBinaryConv2d, PackedBinaryLinear, RPReLU)) or super().is_leaf_module(m, qualname)
+
+
+class PackedConv2dToBits(nn.Module):
+    """A packed convolution whose output leaves as packed bits: ``[sgn * acc >= thr]`` per channel."""
+
+    def __init__(self, conv: PackedBinaryConv2d, sgn: torch.Tensor, thr: torch.Tensor) -> None:
+        super().__init__()
+        self.conv = conv
+        self.register_buffer("sgn", sgn.to(torch.int32).contiguous())
+        self.register_buffer("thr", thr.to(torch.int32).contiguous())
+
+    def forward(self, x) -> PackedConv2dInput:
+        c = self.conv
+        if isinstance(x, torch.Tensor) and c.threshold is not None:
+            x = x - c.threshold.view(1, -1, 1, 1)
+        acc = kernels.binary_conv2d(x, c.packed_weight(), c.stride, c.padding, c.dilation, backend=c.backend)
+        n, o, h, w = acc.shape
+        rows = acc.permute(0, 2, 3, 1).reshape(-1, o)  # the kernels' pixel-major output: no copy
+        words = words_per_pixel(o)
+        if rows.device.type == "cpu" and kernels.resolve_backend(c.backend, rows.device) == "cpu":
+            from ..kernels.backends import numba_cpu
+
+            bits = numba_cpu.threshold_pack(rows, self.sgn, self.thr, words)
+        else:
+            bits = kernels.pack_signs(rows * self.sgn - self.thr)
+            bits = nn.functional.pad(bits, (0, words - bits.shape[-1]))
+        return PackedConv2dInput(bits.reshape(n, h, w, words), o)
+
+    def extra_repr(self) -> str:
+        return "output: packed bits (per-channel integer thresholds)"
+
+
+@dataclasses.dataclass
+class GraphReport:
+    bit_links: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    not_linked: dict[str, str] = dataclasses.field(default_factory=dict)
+    folded_batchnorms: int = 0
+
+    def __str__(self) -> str:
+        lines = [f"{len(self.bit_links)} binary convolutions hand packed bits to the next one, "
+                 f"{self.folded_batchnorms} BatchNorms folded into binary convolutions"]
+        lines += [f"  float between {n} and the next binary layer: {why}" for n, why in self.not_linked.items()]
+        return "\n".join(lines)
+
+
+@torch.no_grad()
+def integer_thresholds(conv: PackedBinaryConv2d, chain: list[nn.Module], nxt: PackedBinaryConv2d):
+    """(sgn, thr) int32 per channel with [f(acc) - t >= 0] == [sgn * acc >= thr] for every
+    integer acc in [-K, K]; None when some channel's outcome is not one step."""
+    k, o = conv.k, conv.out_channels
+    grid = torch.arange(-k, k + 1, dtype=torch.int32)
+    acc = grid.view(-1, 1, 1, 1).expand(-1, o, 1, 1).contiguous()
+    y = conv._epilogue(acc, torch.zeros((), dtype=torch.float32), 1)
+    for m in chain:
+        y = m(y)
+    if nxt.threshold is not None:
+        y = y - nxt.threshold.view(1, -1, 1, 1)
+    bit = (y >= 0).reshape(len(grid), o)
+    count = bit.sum(0)
+    idx = torch.arange(len(grid)).view(-1, 1)
+    rising = (bit == (idx >= len(grid) - count)).all(0)
+    falling = (bit == (idx < count)).all(0)
+    if not bool((rising | falling).all()):
+        return None
+    sgn = torch.where(rising, 1, -1).to(torch.int32)
+    thr = torch.where(rising, (len(grid) - count) - k, k + 1 - count).to(torch.int32)
+    return sgn, thr
+
+
+def to_channels_last(x):
+    """The network's input in the layout the whole inference graph keeps (4-D tensors)."""
+    return x.contiguous(memory_format=torch.channels_last) if isinstance(x, torch.Tensor) and x.dim() == 4 else x
+
+
+@torch.no_grad()
+def fold_batchnorm(conv: PackedBinaryConv2d, bn: nn.BatchNorm2d) -> None:
+    """conv's epilogue followed by bn in eval, as one per-channel scale and bias:
+    bn(s * acc + b) = (s g) acc + (b g + beta - mean g), g = gamma / sqrt(var + eps)."""
+    g = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
+    beta = bn.bias.detach() if bn.affine else torch.zeros_like(g)
+    scale = g if conv.scale is None else conv.scale * g
+    bias = beta - bn.running_mean * g if conv.bias is None else conv.bias * g + beta - bn.running_mean * g
+    conv.scale, conv.bias = scale.float().contiguous(), bias.float().contiguous()
+
+
+def _single_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    return users[0] if len(users) == 1 else None
+
+
+def build_inference_graph(packed: nn.Module, channels_last: bool = True,
+                          fold_bn: bool = True) -> tuple[nn.Module, GraphReport]:
+    """A copy of a packed model (``pack_model``) traced with torch.fx, in which every packed
+    convolution that feeds only another one through elementwise modules hands it packed bits,
+    BatchNorms after packed convolutions are folded into them (``fold_bn``) and the network runs
+    channels-last (``channels_last``). The model itself is not changed; a model torch.fx cannot
+    trace is returned as a copy."""
+    report = GraphReport()
+    model = copy.deepcopy(packed).eval()
+    try:
+        gm = fx.GraphModule(model, _Tracer().trace(model))
+    except Exception as exc:  # noqa: BLE001 - dynamic control flow: no graph, plain packed model
+        report.not_linked["(model)"] = f"not traceable by torch.fx ({type(exc).__name__})"
+        return model, report
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], PackedBinaryConv2d):
+            continue
+        conv = modules[node.target]
+        chain, cur = [], _single_user(node)
+        while cur is not None and cur.op == "call_module" and isinstance(modules[cur.target], ELEMENTWISE) \
+                and len(cur.args) == 1:
+            chain.append(cur)
+            cur = _single_user(cur)
+        if cur is None or cur.op != "call_module" or not isinstance(modules[cur.target], PackedBinaryConv2d) \
+                or cur.args[0] is not (chain[-1] if chain else node):
+            continue
+        nxt = modules[cur.target]
+        if conv.gate is not None or nxt.gate is not None:
+            report.not_linked[node.target] = "gating scale (data-dependent)"
+            continue
+        found = integer_thresholds(conv, [modules[c.target] for c in chain], nxt)
+        if found is None:
+            report.not_linked[node.target] = "the float chain's sign is not one step in the integer output"
+            continue
+        name = node.target.replace(".", "_") + "_to_bits"
+        gm.add_submodule(name, PackedConv2dToBits(conv, *found))
+        with gm.graph.inserting_after(node):
+            new = gm.graph.call_module(name, node.args, node.kwargs)
+        cur.args = (new,) + tuple(cur.args[1:])
+        for c in reversed(chain):
+            gm.graph.erase_node(c)
+        gm.graph.erase_node(node)
+        report.bit_links.append((node.target, cur.target))
+    modules = dict(gm.named_modules())
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules.get(node.target), PackedBinaryConv2d):
+            continue
+        conv, user = modules[node.target], _single_user(node)
+        if not fold_bn or conv.gate is not None or user is None or user.op != "call_module":
+            continue
+        bn = modules[user.target]
+        if isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats and bn.running_mean is not None:
+            fold_batchnorm(conv, bn)
+            user.replace_all_uses_with(node)
+            gm.graph.erase_node(user)
+            report.folded_batchnorms += 1
+    if channels_last:
+        for node in gm.graph.nodes:
+            if node.op == "placeholder":
+                with gm.graph.inserting_after(node):
+                    entry = gm.graph.call_function(to_channels_last, (node,))
+                node.replace_all_uses_with(entry)
+                entry.args = (node,)
+                break
+        gm = gm.to(memory_format=torch.channels_last)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return gm, report
+
+
+__all__ = ["GraphReport", "PackedConv2dToBits", "build_inference_graph", "fold_batchnorm", "integer_thresholds",
+           "to_channels_last"]

@@ -1,0 +1,103 @@
+"""The inference graph: packed convolutions hand packed bits to the next one (integer
+thresholds in place of epilogue, BatchNorm, activation and sign) and the logits do not change."""
+import pytest
+import torch
+from torch import nn
+
+from bnn_lab.estimators import build as build_estimator
+from bnn_lab.export import pack_model
+from bnn_lab.export.graph import PackedConv2dToBits, build_inference_graph
+from bnn_lab.kernels import PackedConv2dInput, pack_conv2d_input
+from bnn_lab.layers import BinaryConv2d
+from bnn_lab.models import create
+from bnn_lab.surgery import binarize
+
+
+def _with_statistics(model, shape):
+    model.train()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        for _ in range(2):
+            model(torch.randn(8, *shape))
+    return model.eval()
+
+
+@pytest.mark.parametrize("estimator,scale,activation", [("ste", "none", "hardtanh"), ("rsign", "learned", "rprelu"),
+                                                        ("ste", "xnor", "relu"), ("ste", "learned", "prelu")])
+def test_resnet18_blocks_hand_bits_and_keep_the_packed_logits(estimator, scale, activation):
+    torch.manual_seed(0)
+    model = create("resnet18", 3, 10, 32)
+    binarize(model, estimator, {"activation": activation, "keep_downsample": True}, scale=scale)
+    model = _with_statistics(model, (3, 32, 32))
+    packed, _ = pack_model(model, backend="cpu")
+    graph, report = build_inference_graph(packed, fold_bn=False)  # same float operations as the plain model
+    assert len(report.bit_links) == 8 and not report.not_linked  # conv1 -> conv2 of each basic block
+    assert sum(isinstance(m, PackedConv2dToBits) for m in graph.modules()) == 8
+    folded, folded_report = build_inference_graph(packed)  # before the hooks below (a copy would keep them)
+    x = torch.randn(16, 3, 32, 32)
+    # the bits each link hands over are the packed signs of what the float path gives the next conv
+    float_bits, handed = {}, {}
+    plain_modules, graph_modules = dict(packed.named_modules()), dict(graph.named_modules())
+    for _, nxt in report.bit_links:
+        def keep_float(m, args, name=nxt):
+            u = args[0] if m.threshold is None else args[0] - m.threshold.view(1, -1, 1, 1)
+            float_bits[name] = pack_conv2d_input(u).bits
+        plain_modules[nxt].register_forward_pre_hook(keep_float)
+        graph_modules[nxt].register_forward_pre_hook(lambda m, args, name=nxt: handed.__setitem__(name, args[0]))
+    with torch.no_grad():
+        ref, plain, out = model(x), packed(x), graph(x)
+    for name, bits in float_bits.items():
+        assert isinstance(handed[name], PackedConv2dInput)
+        assert torch.equal(handed[name].bits[..., :bits.shape[-1]], bits), name
+        assert not handed[name].bits[..., bits.shape[-1]:].any()  # the padding words stay zero
+    assert torch.equal(out, plain)  # the same integers reach the same float tail
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    # with the BatchNorms after the second convs folded into them: float rounding only
+    assert folded_report.folded_batchnorms == 8 and len(folded_report.bit_links) == 8
+    assert ").bn1(" not in folded.code and ").bn2(" not in folded.code  # the blocks' BNs (not the stem's)
+    with torch.no_grad():
+        out = folded(x)
+    assert torch.equal(out.argmax(1), ref.argmax(1))
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_gating_scales_and_per_conv_shortcuts_keep_the_float_path():
+    torch.manual_seed(0)
+    model = create("resnet18", 3, 10, 32)
+    binarize(model, "ste", {"activation": "hardtanh", "keep_downsample": True}, scale="gating")
+    graph, report = build_inference_graph(pack_model(_with_statistics(model, (3, 32, 32)))[0])
+    assert not report.bit_links and set(report.not_linked.values()) == {"gating scale (data-dependent)"}
+    model = create("resnet20", 1, 10, 8)  # a shortcut around every conv: every output is also added
+    binarize(model, "ste", {"activation": "hardtanh", "keep_downsample": False})
+    _, report = build_inference_graph(pack_model(model.eval())[0])
+    assert not report.bit_links
+
+
+class _TwoConvs(nn.Module):
+    def __init__(self, prelu_slope: float, threshold: float) -> None:
+        super().__init__()
+        self.conv1 = BinaryConv2d.from_float(nn.Conv2d(4, 8, 3, padding=1, bias=False), build_estimator("ste"),
+                                             build_estimator("ste"))
+        self.bn = nn.BatchNorm2d(8)
+        self.act = nn.PReLU(8, init=prelu_slope)
+        rsign = build_estimator("rsign", channels=8, role="input")
+        with torch.no_grad():
+            rsign.threshold.fill_(threshold)
+        self.conv2 = BinaryConv2d.from_float(nn.Conv2d(8, 8, 3, padding=1, bias=False), build_estimator("ste"), rsign)
+
+    def forward(self, x):
+        return self.conv2(self.act(self.bn(self.conv1(x))))
+
+
+def test_a_sign_that_is_not_one_step_in_the_integer_output_is_not_folded():
+    torch.manual_seed(0)
+    # prelu(y) >= t with a negative slope and t > 0 holds for y >= t and for y <= -2t: two steps
+    model = _with_statistics(_TwoConvs(prelu_slope=-0.5, threshold=0.5), (4, 6, 6))
+    graph, report = build_inference_graph(pack_model(model)[0])
+    assert not report.bit_links and "not one step" in report.not_linked["conv1"]
+    # with a positive slope the same chain is one step per channel, folded, and still exact
+    model = _with_statistics(_TwoConvs(prelu_slope=0.25, threshold=0.5), (4, 6, 6))
+    graph, report = build_inference_graph(pack_model(model)[0])
+    assert report.bit_links == [("conv1", "conv2")]
+    x = torch.randn(32, 4, 6, 6)
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x), model(x), atol=1e-4, rtol=1e-4)
