@@ -54,7 +54,7 @@ def models_from_run(path: str | Path, backend: str) -> tuple[nn.Module, nn.Modul
     from omegaconf import OmegaConf
 
     from ..export import PACKED_FILE, load_packed
-    from ..training.build import build_model
+    from ..build import build_model
 
     path = Path(path).expanduser()
     file = path / PACKED_FILE if path.is_dir() else path
@@ -70,7 +70,7 @@ def models_from_arch(arch: str, estimator: str, chans: int, size: int, classes: 
                      overrides: list[str] = ()) -> tuple[nn.Module, nn.Module, tuple[int, int, int], dict]:
     """(packed, float network, input shape, info) of an architecture; checks packed == binary float."""
     from ..export import pack_model
-    from ..training.build import build_model
+    from ..build import build_model
 
     cfg = _compose([f"arch={arch}", f"estimator={estimator}", *overrides])
     torch.manual_seed(0)
