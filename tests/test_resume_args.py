@@ -122,3 +122,17 @@ def test_a_wandb_sweep_agent_keeps_its_run_id(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_RUN_ID", "agentrun1")  # what `wandb agent` sets for the run it starts
     assert wandb_run_id(tmp_path, resuming=False) == "agentrun1"
     assert (tmp_path / WANDB_ID_FILE).read_text().strip() == "agentrun1"
+
+
+def test_a_run_from_before_the_precision_key_resumes(tmp_path):
+    """An old run spelt its precision fp=false (no precision key): the same network now."""
+    from omegaconf import OmegaConf
+
+    from bnn_lab.training.run_dir import config_changes
+
+    saved = tmp_path / "config.yaml"
+    saved.write_text("arch: {name: resnet20}\nfp: false\nseed: 1\n")
+    assert config_changes(saved, OmegaConf.create({"arch": {"name": "resnet20"}, "precision": "1w1a", "fp": False,
+                                                   "seed": 1})) == []
+    fp_run = OmegaConf.create({"arch": {"name": "resnet20"}, "precision": "fp", "seed": 1})
+    assert config_changes(saved, fp_run) == ["precision: '1w1a' -> 'fp'"]

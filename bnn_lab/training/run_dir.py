@@ -38,9 +38,16 @@ def config_changes(saved_yaml: Path, cfg: DictConfig) -> list[str]:
     (``resume`` itself and Hydra's own keys aside)."""
     if not saved_yaml.is_file():
         return []
-    old = _flat(OmegaConf.to_container(OmegaConf.load(saved_yaml), resolve=True))
+    from ..build.precision import config_precision  # here: the build layer imports torch and timm
+
+    saved = OmegaConf.to_container(OmegaConf.load(saved_yaml), resolve=True)
+    old = _flat(saved)
     new = _flat({k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                  for k, v in cfg.items() if k != "hydra"})
+    for flat, conf in ((old, saved), (new, cfg)):  # the precision however it is spelt (old runs: fp=...)
+        for spelling in ("fp", "binarize.policy.weights_only"):
+            flat.pop(spelling, None)
+        flat["precision"] = config_precision(conf)
     keys = sorted((set(old) | set(new)) - {"resume"})
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
