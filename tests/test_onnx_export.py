@@ -6,6 +6,7 @@ import torch
 
 from bnn_lab.errors import UserError
 from bnn_lab.export import export_onnx
+from bnn_lab.export.onnx import runtime_session
 from trained_digits import digits_splits, logits, trained_digits_model
 
 STANDARD = {"Add", "Clip", "Concat", "Constant", "Conv", "Flatten", "Gemm", "GlobalAveragePool", "GreaterOrEqual",
@@ -17,7 +18,7 @@ STANDARD = {"Add", "Clip", "Concat", "Constant", "Conv", "Flatten", "Gemm", "Glo
 @pytest.mark.slow  # the exactness test's trainings (cached within a session)
 @pytest.mark.parametrize("estimator,scale,activation", [("ste", "gating", "hardtanh"), ("rsign", "learned", "rprelu")])
 def test_onnxruntime_gives_the_torch_predictions_on_the_test_split(tmp_path, estimator, scale, activation):
-    import onnxruntime as ort
+
 
     model = trained_digits_model(estimator, scale, activation)
     _, _, x, y = digits_splits()
@@ -31,7 +32,7 @@ def test_onnxruntime_gives_the_torch_predictions_on_the_test_split(tmp_path, est
     signed = [init for init in graph.initializer if init.dims and len(init.dims) == 4
               and set(onnx.numpy_helper.to_array(init).ravel().tolist()) == {-1.0, 1.0}]
     assert len(signed) == 20
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = runtime_session(path)
     out = torch.from_numpy(session.run(["logits"], {"image": x.numpy()})[0])  # the whole split, one batch
     assert torch.equal(out.argmax(1), ref.argmax(1))
     # onnxruntime's own float kernels (stem, BatchNorm, PReLU) round differently from torch's: an

@@ -15,6 +15,7 @@ from torch import nn
 import binary_nets
 
 from bnn_lab import estimators
+from bnn_lab.layers import BinaryMixin
 
 GEN = torch.Generator().manual_seed(1)
 X = torch.randn(8, 4, 8, 8, generator=GEN).bfloat16().float()
@@ -25,12 +26,18 @@ def small_binary_net(name: str) -> nn.Module:
     return binary_nets.small_binary_net(name, progress=0.3)  # mid-schedule: FDA noise on, EDE/DTE away from their ends
 
 
+def estimator_modules(net: nn.Module) -> list[nn.Module]:
+    """Every binary layer's input and weight estimators (sign estimators and the low-bit ones)."""
+    return [e for m in net.modules() if isinstance(m, BinaryMixin)
+            for e in (m.input_estimator, m.weight_estimator) if isinstance(e, nn.Module)]
+
+
 def train_step(net: nn.Module, x: torch.Tensor, bf16: bool = False):
     """Gradients of one step, and what the estimators received (dtype, channels_last)."""
     seen = []
     hooks = [m.register_forward_pre_hook(lambda m, args: seen.append(
         (args[0].dtype, args[0].dim() == 4 and args[0].is_contiguous(memory_format=torch.channels_last))))
-        for m in net.modules() if isinstance(m, estimators.SignEstimator)]
+        for m in estimator_modules(net)]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         loss = F.cross_entropy(net(x), Y)
     loss.backward()
@@ -62,7 +69,9 @@ def test_bfloat16_autocast_step(name, float32_steps):
     assert (torch.bfloat16, False) in seen  # the second layer's activations arrive in bfloat16
     # per-parameter relative error: bfloat16 keeps 8 bits (0.4 %); sums and the learned
     # estimator parameters' reductions reach a few per cent
-    check_gradients(grads, float32_steps[name], net, rtol=0.06)
+    # dorefa: an activation within bfloat16 rounding of a level boundary (1/6, 1/2, 5/6 at 2 bits)
+    # lands on the next level, which moves this tiny net's first-layer gradient by up to ~15 %
+    check_gradients(grads, float32_steps[name], net, rtol=0.25 if name == "dorefa" else 0.06)
 
 
 @pytest.mark.parametrize("name", estimators.names())

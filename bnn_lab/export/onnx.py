@@ -119,6 +119,17 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int,
 __all__ = ["OPSET", "OnnxRuntimeModel", "SignedConv2d", "SignedLinear", "export_onnx", "onnx_form"]
 
 
+def runtime_session(path: str | Path):
+    """An onnxruntime CPU session that runs the graph as exported: its optimizer would fuse
+    BatchNorm into the preceding Conv and change the float rounding before a sign, which can
+    flip an activation sitting on its threshold."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
 class OnnxRuntimeModel(nn.Module):
     """An exported file run by onnxruntime, called like the torch model (for ``evaluate``)."""
 
@@ -128,7 +139,7 @@ class OnnxRuntimeModel(nn.Module):
             import onnxruntime
         except ImportError as exc:  # pragma: no cover - a dependency
             raise UserError("onnxruntime is not installed: pip install onnxruntime") from exc
-        self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.session = runtime_session(path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (out,) = self.session.run(["logits"], {"image": x.detach().cpu().float().numpy()})
