@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
+from ..training.run_dir import flatten as _flat
 from .collect import Run, natural_key
 from .stats import Estimate, estimate, paired_difference, verdict
 
@@ -30,15 +31,6 @@ NOT_AN_ARM = ("seed", "resume", "logger", "study", "export", "checkpoint", "comp
               "trainer.enable_progress_bar", "trainer.log_every_n_steps", "distill.teacher.cache",
               "distill.teacher.ckpt")
 BUDGET_KEYS = ("data", "batch", "steps", "epochs")
-
-
-def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(obj, dict):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            out.update(_flat(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: obj}
 
 
 def _ignored(key: str) -> bool:

@@ -24,11 +24,12 @@ def resume_hint(run_dir: Path) -> str:
     return f"resume with: bnn-lab resume={run_dir}"
 
 
-def _flat(obj: Any, prefix: str = "") -> dict[str, Any]:
+def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts as one dict of dotted keys."""
     if isinstance(obj, dict):
         out: dict[str, Any] = {}
         for k, v in obj.items():
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: obj}
 
@@ -41,8 +42,8 @@ def config_changes(saved_yaml: Path, cfg: DictConfig) -> list[str]:
     from ..build.precision import config_precision  # here: the build layer imports torch and timm
 
     saved = OmegaConf.to_container(OmegaConf.load(saved_yaml), resolve=True)
-    old = _flat(saved)
-    new = _flat({k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+    old = flatten(saved)
+    new = flatten({k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
                  for k, v in cfg.items() if k != "hydra"})
     for flat, conf in ((old, saved), (new, cfg)):  # the precision however it is spelt (old runs: fp=...)
         for spelling in ("fp", "binarize.policy.weights_only"):
