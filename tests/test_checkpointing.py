@@ -14,9 +14,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bnn_lab.errors import ConfigError
-from bnn_lab.training import checkpoint_io, rng
-from bnn_lab.training.checkpoint_io import AtomicCheckpointIO, NonFiniteWeightsError
-from bnn_lab.training.checkpoints import LastCheckpoint, best_checkpoint
+from bnn_lab.training.safety import checkpoint_io, rng
+from bnn_lab.training.safety.checkpoint_io import AtomicCheckpointIO, NonFiniteWeightsError
+from bnn_lab.training.safety.checkpoints import LastCheckpoint, best_checkpoint
 
 
 def good_checkpoint(value: float = 1.0) -> dict:

@@ -11,7 +11,7 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
 from bnn_lab.errors import Preempted
-from bnn_lab.training.preemption import PreemptionCheckpoint, cluster_plugins, exit_on_sigterm
+from bnn_lab.training.safety.preemption import PreemptionCheckpoint, cluster_plugins, exit_on_sigterm
 
 SLURM_BATCH_TASK = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_PROCID": "0",
                     "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "node1"}

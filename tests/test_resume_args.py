@@ -13,8 +13,8 @@ from torch import nn
 from bnn_lab.cli.resume import expand_resume
 from bnn_lab.errors import ConfigError, UserError
 from bnn_lab.training.loggers import WANDB_ID_FILE, build_logger, wandb_run_id
-from bnn_lab.training.resume import checkpoint_to_resume
-from bnn_lab.training.run_dir import check_run_dir
+from bnn_lab.training.safety.resume import checkpoint_to_resume
+from bnn_lab.training.safety.run_dir import check_run_dir
 
 
 def run_dir_with_overrides(tmp_path: Path, overrides: list[str]) -> Path:
@@ -128,7 +128,7 @@ def test_a_run_from_before_the_precision_key_resumes(tmp_path):
     """An old run spelt its precision fp=false (no precision key): the same network now."""
     from omegaconf import OmegaConf
 
-    from bnn_lab.training.run_dir import config_changes
+    from bnn_lab.training.safety.run_dir import config_changes
 
     saved = tmp_path / "config.yaml"
     saved.write_text("arch: {name: resnet20}\nfp: false\nseed: 1\n")

@@ -19,7 +19,7 @@ from bnn_lab.report import build_report, collect_runs
 from bnn_lab.report.stats import estimate, paired_difference
 from bnn_lab.report.study import build_studies
 from bnn_lab.build import build_model
-from bnn_lab.training.checkpoints import find_best_checkpoint
+from bnn_lab.training.safety.checkpoints import find_best_checkpoint
 from bnn_lab.training.stages import plan_stages
 from test_multirun import bnn_lab
 

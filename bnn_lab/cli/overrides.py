@@ -8,7 +8,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
-from ..training.run_dir import check_run_dir, is_other_rank
+from ..training.safety.run_dir import check_run_dir, is_other_rank
 
 # Hydra flags that take no value; with any other flag the command line is left to Hydra
 _PLAIN_FLAGS = {"-m", "--multirun"}

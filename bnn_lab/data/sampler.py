@@ -4,7 +4,7 @@ A run restarted from a checkpoint taken in the middle of an epoch must see the r
 epoch's batches, in the same order, and then the same later epochs as a run that was never
 stopped. For that the order of an epoch is a function of (seed, epoch) alone, and the loader
 counts the batches it has handed to the training loop. Its ``state_dict()`` goes into the
-checkpoints (bnn_lab.training.data_position) and Lightning calls ``set_epoch`` before each
+checkpoints (bnn_lab.training.safety.data_position) and Lightning calls ``set_epoch`` before each
 epoch.
 """
 from __future__ import annotations

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
-from ..training.run_dir import flatten as _flat
+from ..training.safety.run_dir import flatten as _flat
 from .collect import Run, natural_key
 from .stats import Estimate, estimate, paired_difference, verdict
 

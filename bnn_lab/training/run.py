@@ -22,18 +22,18 @@ from ..losses import build_terms
 from ..plugins import load_plugins
 from ..progress import is_terminal, wanted
 from ..summary import summarize
-from . import rng
+from .safety import rng
 from .callbacks import EstimatorProgress, LatentClip
-from .checkpoint_io import AtomicCheckpointIO, atomic_torch_save
-from .checkpoints import LastCheckpoint, best_checkpoint
-from .data_position import TrainLoaderPosition
+from .safety.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
+from .safety.checkpoints import LastCheckpoint, best_checkpoint
+from .safety.data_position import TrainLoaderPosition
 from .epoch_log import EpochLog
 from .heap import keep_freed_memory
 from .loggers import build_logger
 from .module import ClassificationModule
-from .preemption import PreemptionCheckpoint, cluster_plugins, exit_on_sigterm
-from .resume import checkpoint_to_resume
-from .run_dir import check_run_dir, resume_hint
+from .safety.preemption import PreemptionCheckpoint, cluster_plugins, exit_on_sigterm
+from .safety.resume import checkpoint_to_resume
+from .safety.run_dir import check_run_dir, resume_hint
 from .stages import Stage, init_from, load_teacher, plan_stages
 from .teacher_cache import resolve_teacher
 

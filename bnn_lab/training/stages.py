@@ -16,7 +16,7 @@ from torch import nn
 
 from ..errors import ConfigError, UserError
 from ..build import build_model, config_precision, stage_precision
-from .checkpoints import find_best_checkpoint
+from .safety.checkpoints import find_best_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def init_from(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
 
 def load_teacher(path: str, cfg: DictConfig, in_chans: int, num_classes: int, img_size: int) -> nn.Module:
     """A teacher of ``cfg.arch`` from a bnn-lab checkpoint, or from a run directory (its best
-    checkpoint, :func:`~bnn_lab.training.checkpoints.find_best_checkpoint`)."""
+    checkpoint, :func:`~bnn_lab.training.safety.checkpoints.find_best_checkpoint`)."""
     if not Path(path).expanduser().exists():
         raise UserError(f"teacher checkpoint {path} does not exist; train one first or drop distill.teacher.ckpt")
     file = find_best_checkpoint(path)

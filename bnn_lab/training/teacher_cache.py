@@ -31,7 +31,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
-from .run_dir import is_other_rank
+from .safety.run_dir import is_other_rank
 
 log = logging.getLogger(__name__)
 ENV = "BNN_LAB_TEACHERS"
@@ -116,7 +116,7 @@ def _locked(path: Path):
 
 
 def _found(folder: Path, key: str, trained: bool) -> Teacher:
-    from .checkpoints import find_best_checkpoint  # Lightning: not for bnn-lab-report, which reads MARKER
+    from .safety.checkpoints import find_best_checkpoint  # Lightning: not for bnn-lab-report, which reads MARKER
 
     metrics = json.loads((folder / "metrics.json").read_text())
     return Teacher(folder, find_best_checkpoint(folder), key, trained, metrics)
@@ -163,7 +163,7 @@ def cached_teacher(cfg: DictConfig, train: Callable[[DictConfig, Path], dict]) -
 def given_teacher(path: str) -> Teacher:
     """``distill.teacher.ckpt``: a checkpoint file or a run directory; its run's metrics when
     the checkpoint sits in a run directory's checkpoints/ folder."""
-    from .checkpoints import find_best_checkpoint
+    from .safety.checkpoints import find_best_checkpoint
 
     checkpoint = find_best_checkpoint(path)
     folder = Path(path).expanduser() if Path(path).expanduser().is_dir() else checkpoint.parent.parent

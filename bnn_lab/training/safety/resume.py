@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ConfigError, UserError
+from ...errors import ConfigError, UserError
 from .checkpoints import remove_partial_files
 from .run_dir import LAST, resume_hint
 

@@ -19,7 +19,7 @@ import torch
 from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
-from ..errors import UserError
+from ...errors import UserError
 
 PARTIAL_SUFFIX = ".partial"  # temporary files: ".<name>.<pid>.partial", removed on failure
 

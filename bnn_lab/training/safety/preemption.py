@@ -33,7 +33,7 @@ from lightning_fabric.plugins.environments import SLURMEnvironment
 from pytorch_lightning.callbacks import Checkpoint
 from pytorch_lightning.utilities.exceptions import SIGTERMException
 
-from ..errors import Preempted
+from ...errors import Preempted
 from .checkpoints import validation_or_epoch_end_follows
 
 log = logging.getLogger(__name__)

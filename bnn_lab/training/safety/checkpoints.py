@@ -18,7 +18,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
-from ..errors import ConfigError, UserError
+from ...errors import ConfigError, UserError
 from .checkpoint_io import PARTIAL_SUFFIX
 from .run_dir import LAST
 

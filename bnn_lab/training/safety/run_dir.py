@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..errors import ConfigError
+from ...errors import ConfigError
 
 log = logging.getLogger(__name__)
 LAST = "last.ckpt"
@@ -39,7 +39,7 @@ def config_changes(saved_yaml: Path, cfg: DictConfig) -> list[str]:
     (``resume`` itself and Hydra's own keys aside)."""
     if not saved_yaml.is_file():
         return []
-    from ..build.precision import config_precision  # here: the build layer imports torch and timm
+    from ...build.precision import config_precision  # here: the build layer imports torch and timm
 
     saved = OmegaConf.to_container(OmegaConf.load(saved_yaml), resolve=True)
     old = flatten(saved)
