@@ -23,7 +23,6 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable, Sequence
 
 import torch
@@ -31,10 +30,7 @@ import torch.nn.functional as F
 
 from bnn_lab import kernels
 
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from .timing import time_alternating
 
 
 def time_pair(
@@ -45,27 +41,10 @@ def time_pair(
     repeats: int,
     rounds: int = 3,
 ) -> tuple[float, float]:
-    """Median milliseconds of ``binary()`` and ``floating()``.
-
-    Each function is timed in its own block of consecutive calls (after warm-up calls
-    right before the block): interleaving single calls would make each kernel pay for
-    the other's OpenMP threads, which keep spinning for a while after a parallel
-    region. The blocks alternate ``rounds`` times (binary, float, binary, ...) so that
-    a burst of background load does not hit only one of them.
-    """
-    times: tuple[list[float], list[float]] = ([], [])
-    per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
-    for r, count in enumerate(per_round):
-        for fn, acc in ((binary, times[0]), (floating, times[1])):
-            for _ in range(warmup if r == 0 else 1):
-                fn()
-            for _ in range(count):
-                _sync(device)
-                t0 = time.perf_counter()
-                fn()
-                _sync(device)
-                acc.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times[0]), statistics.median(times[1])
+    """Median milliseconds of ``binary()`` and ``floating()``, timed in alternating blocks
+    (:func:`~bnn_lab.bench.timing.time_alternating`)."""
+    times = time_alternating({"binary": binary, "float": floating}, device, repeats, rounds, warmup)
+    return statistics.median(times["binary"]), statistics.median(times["float"])
 
 
 def _signs(x: torch.Tensor) -> torch.Tensor:

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .timing import sync, time_alternating
 
 
 def _compose(overrides: list[str]):
@@ -90,35 +91,11 @@ def models_from_arch(arch: str, estimator: str, chans: int, size: int, classes: 
         "packed_layers": len(report.packed), "kept_float": len(report.kept_float)}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _quartiles(times: list[float]) -> tuple[float, float, float]:
     if len(times) < 2:
         return times[0], times[0], times[0]
     q1, q2, q3 = statistics.quantiles(times, n=4, method="inclusive")
     return q1, q2, q3
-
-
-@torch.no_grad()
-def time_alternating(fns: dict[str, callable], device: torch.device, repeats: int, rounds: int,
-                     warmup: int) -> dict[str, list[float]]:
-    """Milliseconds of every timed call of each function, in alternating blocks."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    per_round = [repeats // rounds + (1 if r < repeats % rounds else 0) for r in range(rounds)]
-    for r, count in enumerate(per_round):
-        for name, fn in fns.items():
-            for _ in range(warmup if r == 0 else 1):
-                fn()
-            for _ in range(count):
-                _sync(device)
-                t0 = time.perf_counter()
-                fn()
-                _sync(device)
-                times[name].append((time.perf_counter() - t0) * 1e3)
-    return times
 
 
 def _is_leaf(module: nn.Module) -> bool:
@@ -137,11 +114,11 @@ def profile(model: nn.Module, x: torch.Tensor, device: torch.device, runs: int =
     handles = []
 
     def pre(module, args):
-        _sync(device)
+        sync(device)
         starts[id(module)] = time.perf_counter()
 
     def post(module, args, out):
-        _sync(device)
+        sync(device)
         spent[type(module).__name__] += time.perf_counter() - starts.pop(id(module))
 
     for module in model.modules():
@@ -152,10 +129,10 @@ def profile(model: nn.Module, x: torch.Tensor, device: torch.device, runs: int =
         model(x)  # warm-up
         for _ in range(runs):
             spent.clear()
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             model(x)
-            _sync(device)
+            sync(device)
             total = time.perf_counter() - t0
             run = {k: v * 1e3 for k, v in spent.items()}
             run["between modules"] = max(total * 1e3 - sum(run.values()), 0.0)
