@@ -19,6 +19,8 @@ EXPECTED_BINARY = {
     "resnet18": 8 * 2,           # 8 basic blocks x 2 convs; 3 downsample convs FP
     "resnet34": 16 * 2,
     "bireal18": 8 * 2,           # 16 convs, each with its own shortcut
+    "bnext_tiny": 13 + 8 + 2 * 5,   # ReActNet-A's conv layout; SE gates real
+    "bnext_small": 13 + 8 + 2 * 5,
     "densenet": 6 + 6 + 6 + 5,   # BinaryDenseNet28's dense layers; transitions FP
     "densenet28": 23,
     "densenet37": 6 + 8 + 12 + 6,

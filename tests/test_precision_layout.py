@@ -71,7 +71,10 @@ def test_bfloat16_autocast_step(name, float32_steps):
     # estimator parameters' reductions reach a few per cent
     # dorefa: an activation within bfloat16 rounding of a level boundary (1/6, 1/2, 5/6 at 2 bits)
     # lands on the next level, which moves this tiny net's first-layer gradient by up to ~15 %
-    check_gradients(grads, float32_steps[name], net, rtol=0.25 if name == "dorefa" else 0.06)
+    # progressive at T = 1: real weights in [-1, 1], rounded to bfloat16 by the conv (+-1 is exact), move
+    # the BN gradients by up to ~12 %; below its floor (exact sign) it is within 0.5 %, as ste
+    rtol = {"dorefa": 0.25, "progressive": 0.15}.get(name, 0.06)
+    check_gradients(grads, float32_steps[name], net, rtol=rtol)
 
 
 @pytest.mark.parametrize("name", estimators.names())

@@ -3,6 +3,7 @@ training, export, evaluation and the benchmarks (none of which imports another f
 from .data import build_data
 from .model import build_model
 from .precision import DEFAULT, PRECISIONS, check_precision, config_precision, stage_precision
+from .trained import load_trained  # also provides it to the loss terms that load networks
 
 __all__ = ["DEFAULT", "PRECISIONS", "build_data", "build_model", "check_precision", "config_precision",
-           "stage_precision"]
+           "load_trained", "stage_precision"]

@@ -5,6 +5,6 @@ each module's docstring and in docs/methods.md, section 1.
 """
 from .base import SignEstimator, binary_sign
 from .registry import build, get, names, register
-from . import adabin, approx, dorefa, dte, ede, fda, mlp, rsign, ste, swish, ternary  # noqa: F401  (registration)
+from . import adabin, approx, dorefa, dte, ede, fda, mlp, progressive, rsign, ste, swish, ternary  # noqa: F401  (registration)
 
 __all__ = ["SignEstimator", "binary_sign", "build", "get", "names", "register"]

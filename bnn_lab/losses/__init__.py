@@ -4,7 +4,7 @@ that registers itself here (docs/extending.md)."""
 from .base import LossInputs, LossTerm
 from .features import FeatureCapture, default_points, select_points
 from .registry import TERMS, register_term, term_names
-from . import attention, kd  # noqa: F401  (registration)
+from . import attention, consecutive_kd, kd  # noqa: F401  (registration)
 from .attention import attention_loss, attention_map
 from .build import build_term, build_terms, merge_specs
 from .kd import kd_loss

@@ -92,6 +92,8 @@ def binarize(
     called with ``role`` ("weight"/"input"), ``features`` and ``channels``. Every binary
     layer gets its own estimator modules. Trained weights are reused as the latent weights.
     Layers that are already binary are left as they are (their learned scales survive).
+    A model's ``real_layers`` (regular expressions, full match) name layers that its
+    architecture keeps real, such as BNext's squeeze-and-excite gates.
 
     ``input_mode``: ``binary`` (sign through the estimator), ``soft`` (tanh, the second stage
     of Real-to-Binary's recipe) or ``real``; ``weight_mode``: ``binary`` or ``real`` (latent
@@ -111,6 +113,7 @@ def binarize(
     report = SurgeryReport()
 
     patterns = [re.compile(p) for p in policy.keep]
+    real_by_design = [re.compile(p) for p in getattr(model, "real_layers", ())]
     for pattern, raw in zip(patterns, policy.keep):
         if not any(raw == n or pattern.fullmatch(n) for n in layers):
             raise ConfigError(
@@ -133,6 +136,8 @@ def binarize(
             reason = "downsample"
         elif any(raw == name or p.fullmatch(name) for p, raw in zip(patterns, policy.keep)):
             reason = "policy.keep"
+        elif any(p.fullmatch(name) for p in real_by_design):
+            reason = "real in the architecture"
         elif isinstance(layer, nn.Conv2d) and layer.padding_mode != "zeros":
             reason = f"padding_mode={layer.padding_mode} unsupported"
         if reason:
@@ -169,7 +174,7 @@ def binarize(
     for name, m in model.named_modules():
         own = list(m.parameters(recurse=False))
         if own and name not in converted and not isinstance(m, known) and not _inside(name, converted):
-            if type(m).__module__.startswith(("bnn_lab.estimators", "bnn_lab.layers", "bnn_lab.surgery")):
+            if type(m).__module__.startswith(("bnn_lab.estimators", "bnn_lab.layers", "bnn_lab.surgery", "bnn_lab.models")):
                 continue
             report.left_alone[name or "<root>"] = f"{type(m).__name__} with {len(own)} own parameter(s)"
     for name, what in report.left_alone.items():
