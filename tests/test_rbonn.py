@@ -124,14 +124,16 @@ def test_u_trains_at_a_tenth_of_the_learning_rate():
 
 
 def test_rbonn_one_epoch_on_digits(run_cli, tmp_path):
-    """``experiment=rbonn`` on digits: above chance (0.1) by far after one epoch, alpha and u
-    trained, the recurrent step's gradient kept in the checkpointed state."""
+    """``experiment=rbonn`` on digits: above chance (0.1) by far after one epoch (0.60 when
+    written; a constant lr of 0.02, as one epoch of the default warm-up + cosine at 0.005
+    leaves any 1W1A ResNet-20 near chance), u trained, the recurrent step's gradient kept in
+    the checkpointed state, packed evaluation equal to float."""
     proc = run_cli("data=digits", "experiment=rbonn", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-                   "logger=none", run_dir=tmp_path / "run")
+                   "logger=none", "scheduler=none", "optimizer.lr=0.02", run_dir=tmp_path / "run")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     assert metrics["test/acc"] > 0.4, metrics["test/acc"]
-    assert metrics["packed/test_acc"] == metrics["test/acc"]
+    assert metrics["packed/test_acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
     w = torch.load(tmp_path / "run/final_weights.pt")
     assert w["layer2.0.conv1.scale.last_grad"].abs().sum() > 0
     assert not torch.allclose(w["layer2.0.conv1.scale.u"], torch.full((32,), 0.2))
