@@ -33,7 +33,7 @@ def test_latent_binary_weights_get_their_own_weight_decay():
 
 
 def test_unknown_optimizer_lists_valid_ones():
-    with pytest.raises(ValueError, match="valid optimizers: adam, adamw, sgd"):
+    with pytest.raises(ValueError, match="valid optimizers: adam, adamw, bop, sgd"):
         build_optimizer(binary_resnet20(), {"name": "lamb"})
 
 
@@ -118,5 +118,5 @@ def test_grouped_optimizer_state_round_trip_continues_identically():
 def test_latent_optimizer_options_are_checked():
     with pytest.raises(ValueError, match="optimizer 'sign_flip' takes no option 'betas'; its options: lr, threshold"):
         build_optimizer(binary_resnet20(), {"name": "adam", "latent": {"name": "sign_flip", "betas": (0.9, 0.99)}})
-    with pytest.raises(ValueError, match="valid optimizers: adam, adamw, sgd"):
+    with pytest.raises(ValueError, match="valid optimizers: adam, adamw, bop, sgd"):
         build_optimizer(binary_resnet20(), {"name": "adam", "latent": {"lr": 0.1}})

@@ -6,7 +6,8 @@ same metrics, bit-identical weights and optimizer state. The run uses dropout (t
 RNG) and EDE (an estimator whose gradient follows the training progress), so a resume that
 lost the RNG states, the position in the epoch or the step count would end elsewhere. And the
 same seed twice gives the same run (CPU). A run whose latent binary weights follow a
-Bop-shaped sign-flipping optimizer while Adam trains the rest resumes bit-identical too.
+Bop-shaped sign-flipping optimizer, or Bop itself, while Adam trains the rest resumes
+bit-identical too.
 """
 from __future__ import annotations
 
@@ -134,19 +135,25 @@ def test_sigkill_mid_epoch_then_resume_ends_bit_identical(reference, tmp_path):
     assert_same_run(reference, run_dir)
 
 
+def killed_and_resumed_like_unbroken(tmp_path: Path, name: str, *args: str, learns: bool = True) -> tuple[Path, Path]:
+    """The run with ``args`` unbroken, and the same run SIGKILLed mid-epoch and resumed:
+    asserts that they end the same; returns both run directories."""
+    ref = unbroken(tmp_path / f"{name}_unbroken", *args, learns=learns)
+    run_dir = tmp_path / f"{name}_killed"
+    kill_mid_epoch(run_dir, tmp_path, *args)
+    proc = bnn_lab(f"resume={run_dir}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert_same_run(ref, run_dir)
+    return ref, run_dir
+
+
 def test_sign_flip_on_latent_weights_with_adam_on_the_rest_resumes_bit_identical(reference, tmp_path):
     """The Bop-shaped check: two optimizers in one run, killed with SIGKILL mid-epoch and
     resumed, end bit-identical to the same run unbroken (weights, both optimizers' states).
     Thousands of signs flip per epoch, but on digits the flips need more than 3 epochs to
     lift the accuracy, so this run is not asked to learn; that it repeats itself bit for bit
-    through the kill, flips and momentum included, is the point."""
-    ref = unbroken(tmp_path / "sign_flip_unbroken", *SIGN_FLIP, learns=False)
-    run_dir = tmp_path / "sign_flip_killed"
-    kill_mid_epoch(run_dir, tmp_path, *SIGN_FLIP)
-    proc = bnn_lab(f"resume={run_dir}", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert_same_run(ref, run_dir)
-
+    through the kill, flips and momentum included, is the point. (The real Bop: the next test.)"""
+    ref, run_dir = killed_and_resumed_like_unbroken(tmp_path, "sign_flip", *SIGN_FLIP, learns=False)
     saved = ckpt(run_dir / "checkpoints" / "last.ckpt")["optimizer_states"][0]
     real, latent = saved["param_groups"]
     assert "betas" in real and "threshold" not in real and "betas" not in latent
@@ -157,6 +164,21 @@ def test_sign_flip_on_latent_weights_with_adam_on_the_rest_resumes_bit_identical
     # the latent weights were trained by the sign flips, not by Adam
     w_flip, w_adam = torch.load(ref / "final_weights.pt"), torch.load(reference / "final_weights.pt")
     assert not torch.equal(w_flip["layer1.0.conv1.weight"], w_adam["layer1.0.conv1.weight"])
+
+
+def test_bop_on_binary_weights_with_adam_on_the_rest_resumes_bit_identical(tmp_path):
+    """``optimizer=bop``: Bop (its defaults; gamma follows the run's cosine schedule) on the
+    +-1 weights, Adam on the rest, killed mid-epoch and resumed, ends bit-identical to the
+    unbroken run; Bop's gradient averages are in the checkpoint."""
+    ref, run_dir = killed_and_resumed_like_unbroken(tmp_path, "bop", "optimizer=bop")
+    saved = ckpt(run_dir / "checkpoints" / "last.ckpt")["optimizer_states"][0]
+    real, latent = saved["param_groups"]
+    assert "betas" in real and latent["threshold"] == 1e-8 and "betas" not in latent
+    assert latent["initial_lr"] == 1e-4 and latent["lr"] == 0.0  # gamma, driven to 0 by the cosine schedule
+    assert all(set(saved["state"][i]) == {"momentum"} and saved["state"][i]["momentum"].abs().sum() > 0
+               for i in latent["params"])
+    weights = torch.load(ref / "final_weights.pt")
+    assert weights["layer1.0.conv1.weight"].abs().eq(1).all()
 
 
 def test_sigterm_saves_at_the_batch_end_exits_143_and_resumes_bit_identical(reference, tmp_path):

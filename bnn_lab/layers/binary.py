@@ -39,6 +39,9 @@ class BinaryMixin:
         return self.input_estimator is not None and not isinstance(self.input_estimator, (nn.Identity, nn.Tanh))
 
     def binary_weight(self) -> torch.Tensor:
+        latent = getattr(self.scale, "latent_weight", None)  # a scale that changes what is binarized (rbonn)
+        if latent is not None and self.binary_weights:
+            return self.weight_estimator(latent(self.weight))
         group = getattr(self, "_weight_group", None)  # binarized with the model's other layers (.weight_group)
         w = group.binarized(self) if group is not None else None
         return self.weight_estimator(self.weight) if w is None else w

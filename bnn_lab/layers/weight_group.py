@@ -65,6 +65,8 @@ class WeightGroup:
     def binarize(self) -> dict[int, torch.Tensor]:
         groups: dict[tuple, list[nn.Module]] = defaultdict(list)
         for layer in self.layers:
+            if hasattr(layer.scale, "latent_weight"):
+                continue  # binarizes a weight of its scale's making (BinaryMixin.binary_weight)
             estimator = layer.weight_estimator
             key = estimator.group_key(layer.weight) if hasattr(type(estimator), "binarize_group") else None
             if key is not None:

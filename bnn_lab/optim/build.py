@@ -29,18 +29,33 @@ def _options(cfg: Mapping[str, Any], *skip: str) -> dict[str, Any]:
     return {k: v for k, v in cfg.items() if k not in skip}
 
 
+def _latent(cfg: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``optimizer.latent`` as a mapping: a bare name (``optimizer.latent=bop``) is ``{name: bop}``."""
+    latent = cfg.get("latent")
+    if not latent:
+        return None
+    return {"name": latent} if isinstance(latent, str) else dict(latent)
+
+
 def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
     cfg = dict(cfg)
     groups = param_groups(model, cfg.get("weight_decay", 0.0), cfg.get("latent_weight_decay", 0.0))
-    latent = cfg.get("latent")
-    if not latent or len(groups) == 1:
-        return OPTIMIZERS.build(cfg["name"], groups, **_options(cfg, *_RUN_KEYS))
-    latent = dict(latent)
+    latent = _latent(cfg)
+    real = [g for g in groups if g["name"] != LATENT]
+    if not latent or len(real) == len(groups):
+        return _scale_lr(OPTIMIZERS.build(cfg["name"], groups, **_options(cfg, *_RUN_KEYS)))
     if "name" not in latent:
         raise ConfigError(f"optimizer.latent needs a name; valid optimizers: {', '.join(OPTIMIZERS.names())}")
-    main = OPTIMIZERS.build(cfg["name"], groups[:1], **_options(cfg, *_RUN_KEYS))
-    side = OPTIMIZERS.build(latent["name"], groups[1:], **_options(latent, "name", "scheduler"))
-    return GroupedOptimizer([main, side])
+    main = OPTIMIZERS.build(cfg["name"], real, **_options(cfg, *_RUN_KEYS))
+    side = OPTIMIZERS.build(latent["name"], groups[len(real):], **_options(latent, "name", "scheduler"))
+    return _scale_lr(GroupedOptimizer([main, side]))
+
+
+def _scale_lr(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    for group in opt.param_groups:
+        if "lr_factor" in group:
+            group["lr"] = group["lr"] * group["lr_factor"]
+    return opt
 
 
 def _constant(step: int) -> float:
@@ -57,7 +72,7 @@ def configure_optimizer(model: nn.Module, optimizer: Mapping[str, Any], schedule
     """``(optimizer, LambdaLR or None)``: the latent group follows ``optimizer.latent.scheduler``
     when set, every other group ``scheduler``."""
     opt = build_optimizer(model, optimizer)
-    latent_schedule = (optimizer.get("latent") or {}).get("scheduler") or scheduler
+    latent_schedule = (_latent(optimizer) or {}).get("scheduler") or scheduler
     factors = [build_schedule(latent_schedule if g.get("name") == LATENT else scheduler, total_steps,
                               steps_per_epoch) for g in opt.param_groups]
     if all(f is None for f in factors):
