@@ -31,7 +31,8 @@ def build_model(
     input_mode, weight_mode = PRECISIONS[mode]
     policy = dict(cfg["binarize"]["policy"])
     policy["weights_only"] = False  # the mode says it
-    policy["keep"] = [*(arch.get("keep") or []), *(policy.get("keep") or [])]  # the architecture's own FP layers
+    own, extra = arch.get("keep") or [], policy.get("keep") or []
+    policy["keep"] = [*([own] if isinstance(own, str) else own), *([extra] if isinstance(extra, str) else extra)]
     report = binarize(
         model, estimator=dict(cfg["estimator"]), policy=policy, scale=cfg["binarize"]["scale"],
         input_mode=input_mode, weight_mode=weight_mode, group_weights=cfg["binarize"].get("group_weights", True),
