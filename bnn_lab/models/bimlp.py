@@ -149,7 +149,8 @@ class BiMLP(ClassifierHead, nn.Module):
         super().__init__()
         self.num_classes = num_classes
         self.stem = nn.Sequential()
-        self.stem.add_module("conv", nn.Conv2d(in_chans, widths[0], stem_kernel, stem_stride, stem_kernel // 2 - (stem_stride > 1), bias=False))
+        padding = stem_kernel // 2 - (stem_stride > 1)  # 7x7/4: padding 2, as Wave-MLP's patch embedding
+        self.stem.add_module("conv", nn.Conv2d(in_chans, widths[0], stem_kernel, stem_stride, padding, bias=False))
         self.stem.add_module("bn", nn.BatchNorm2d(widths[0]))
         self.stages = nn.Sequential()
         ch = widths[0]
