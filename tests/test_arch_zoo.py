@@ -27,9 +27,17 @@ EXPECTED_BINARY = {
     "densenet45": 6 + 12 + 14 + 8,
     "reactnet": 13 + 8 + 2 * 5,  # 13 3x3 convs, 1x1 convs: 8 blocks keep width, 5 double it (two 1x1)
     "vgg_small": 5,              # 6 convs, the first FP
+    "quicknet_small": 16,        # 4 sections x 4 residual blocks; stem and transitions FP
+    "quicknet": 16,
+    "quicknet_large": 6 + 8 + 12 + 6,
+    "meliusnet22": 2 * (4 + 5 + 4 + 4),  # a dense and an improvement conv per block
+    "bimlp_small": 6 * 5,        # 6 binary units a block (3 branches, projection, 2 FCs), 5 blocks
+    "bimlp_tiny": 6 * 10,
 }
 DOWNSAMPLE_FP = {"resnet18": 3, "resnet34": 3, "bireal18": 3, "densenet": 3, "densenet28": 3,
-                 "densenet37": 3, "densenet45": 3}
+                 "densenet37": 3, "densenet45": 3, "quicknet_small": 3, "quicknet": 3, "quicknet_large": 3,
+                 "meliusnet22": 3, "bimlp_small": 3, "bimlp_tiny": 3}
+ARCH_KEEP = {"quicknet_small": 2, "quicknet": 2, "quicknet_large": 2, "meliusnet22": 2}  # stem convs after the first
 
 
 def composed(arch: str, mode: str, data: str):
@@ -58,6 +66,7 @@ def test_arch_option(arch, mode, shape):
     reasons = list(report.kept.values())
     assert reasons.count("first layer") == 1 and reasons.count("classifier") == 1
     assert reasons.count("downsample") == DOWNSAMPLE_FP.get(arch, 0)
+    assert reasons.count("policy.keep") == ARCH_KEEP.get(arch, 0)  # the option's arch.keep
     classifier = model.get_classifier()
     assert type(classifier) is nn.Linear  # FP classifier
     first = dict(model.named_modules())[[k for k, v in report.kept.items() if v == "first layer"][0]]

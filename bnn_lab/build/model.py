@@ -15,7 +15,11 @@ from .precision import PRECISIONS, check_precision, config_precision
 def build_model(
     cfg: Mapping[str, Any], in_chans: int, num_classes: int, img_size: int, mode: str | None = None,
 ) -> tuple[nn.Module, SurgeryReport | None]:
-    """The timm model of ``cfg.arch``, converted for precision ``mode`` (default: what cfg asks for)."""
+    """The timm model of ``cfg.arch``, converted for precision ``mode`` (default: what cfg asks for).
+
+    ``arch.keep`` (optional) names layers the architecture itself has in full precision (a
+    stem, say); they are kept besides ``binarize.policy.keep``. ``binarize.replicate`` > 1
+    applies channel replication (``bnn_lab.surgery.replicate``) to the binary layers."""
     mode = check_precision(mode or config_precision(cfg))
     arch = cfg["arch"]
     model = models.create(
@@ -27,8 +31,11 @@ def build_model(
     input_mode, weight_mode = PRECISIONS[mode]
     policy = dict(cfg["binarize"]["policy"])
     policy["weights_only"] = False  # the mode says it
+    own, extra = arch.get("keep") or [], policy.get("keep") or []
+    policy["keep"] = [*([own] if isinstance(own, str) else own), *([extra] if isinstance(extra, str) else extra)]
     report = binarize(
         model, estimator=dict(cfg["estimator"]), policy=policy, scale=cfg["binarize"]["scale"],
         input_mode=input_mode, weight_mode=weight_mode, group_weights=cfg["binarize"].get("group_weights", True),
+        replicate=int(cfg["binarize"].get("replicate") or 1),
     )
     return model, report

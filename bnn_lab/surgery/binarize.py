@@ -15,6 +15,7 @@ from ..layers import BinaryConv2d, BinaryLinear, BinaryMixin, attach_weight_grou
 from ..models.stem import first_conv_name
 from .activations import build_activation
 from .policy import Policy, is_downsample
+from .replicate import replicate_channels
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +86,7 @@ def binarize(
     input_mode: str = "binary",
     weight_mode: str = "binary",
     group_weights: bool = True,
+    replicate: int = 1,
 ) -> SurgeryReport:
     """Replace ``nn.Conv2d`` / ``nn.Linear`` in ``model`` by binary layers, in place.
 
@@ -101,6 +103,8 @@ def binarize(
     ``input_mode="real"``. ``group_weights``: the binary layers binarize their weights
     together, once per forward pass of ``model`` (:mod:`bnn_lab.layers.weight_group`: the
     same values, fewer small ops); False: each layer on its own (an earlier group is removed).
+    ``replicate`` = beta > 1: channel replication (RepTran, :mod:`bnn_lab.surgery.replicate`)
+    before the conversion; 1 leaves the network's layout as it is.
     """
     policy = Policy.from_any(policy)
     if input_mode not in INPUT_MODES or weight_mode not in WEIGHT_MODES:
@@ -123,12 +127,12 @@ def binarize(
     first = first_conv_name(model) if policy.keep_first else None
     last = _classifier_name(model, modules) if policy.keep_last else None
 
+    plan: dict[str, str | None] = {}  # layer -> why it stays as it is (None: made binary)
     for name, layer in layers.items():
-        if isinstance(layer, BinaryMixin):
-            report.kept[name] = "already binary"
-            continue
         reason = None
-        if name == first:
+        if isinstance(layer, BinaryMixin):
+            reason = "already binary"
+        elif name == first:
             reason = "first layer"
         elif name == last:
             reason = "classifier"
@@ -140,9 +144,15 @@ def binarize(
             reason = "real in the architecture"
         elif isinstance(layer, nn.Conv2d) and layer.padding_mode != "zeros":
             reason = f"padding_mode={layer.padding_mode} unsupported"
+        plan[name] = reason
+    if replicate > 1:
+        plan = replicate_channels(model, plan, replicate, first_conv_name(model), _classifier_name(model, modules))
+
+    for name, reason in plan.items():
         if reason:
             report.kept[name] = reason
             continue
+        layer = model.get_submodule(name)
         out_ch = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
         in_ch = layer.in_channels if isinstance(layer, nn.Conv2d) else layer.in_features
         if weight_mode == "binary":
