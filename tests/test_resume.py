@@ -11,6 +11,7 @@ bit-identical too.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -65,6 +66,13 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert sa.keys() == sb.keys()
     assert all(torch.equal(sa[i][name], sb[i][name]) for i in sa for name in sa[i])
     assert la["lr_schedulers"] == lb["lr_schedulers"]
+
+
+def csv_rows(run_dir: Path) -> list[dict[str, str]]:
+    """The rows of csv/metrics.csv, each without its empty cells, by step."""
+    with open(run_dir / "csv" / "metrics.csv", newline="") as file:
+        rows = [{k: v for k, v in row.items() if v} for row in csv.DictReader(file)]
+    return sorted(rows, key=lambda r: (float(r["step"]), sorted(r)))
 
 
 def unbroken(run_dir: Path, *args: str, learns: bool = True) -> Path:
@@ -133,6 +141,8 @@ def test_sigkill_mid_epoch_then_resume_ends_bit_identical(reference, tmp_path):
     assert f"resuming stage train from {last}" in proc.stdout + proc.stderr
     assert not list(run_dir.rglob("*.partial")), "temporary files of the killed write are cleaned up"
     assert_same_run(reference, run_dir)
+    # the log continues the stopped run's: every row of the unbroken run, none twice
+    assert csv_rows(run_dir) == csv_rows(reference)
 
 
 def killed_and_resumed_like_unbroken(tmp_path: Path, name: str, *args: str, learns: bool = True) -> tuple[Path, Path]:

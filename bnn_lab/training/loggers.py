@@ -2,8 +2,9 @@
 tensorboard, none.
 
 A resumed run (``resume=true``) logs into the same W&B run: the run id is kept in
-``<run dir>/wandb_id.txt`` and given back to W&B with ``resume="allow"``. The csv and
-tensorboard loggers append to their files in the run directory by themselves.
+``<run dir>/wandb_id.txt`` and given back to W&B with ``resume="allow"``. The csv log keeps
+the stopped run's rows up to the checkpoint's step (:mod:`bnn_lab.training.safety.csv_log`);
+tensorboard adds an event file next to the earlier ones.
 """
 from __future__ import annotations
 
@@ -25,27 +26,29 @@ logger_names = LOGGERS.names
 WANDB_ID_FILE = "wandb_id.txt"
 
 
-def build_logger(cfg: Mapping[str, Any], run_dir: Path, run_name: str, resuming: bool = False):
-    """The configured logger; ``resuming``: the run continues from its checkpoint (every logger
-    is told; the file loggers append anyway)."""
+def build_logger(cfg: Mapping[str, Any], run_dir: Path, run_name: str, resuming: bool = False,
+                 resume_step: int | None = None):
+    """The configured logger; ``resuming``: the run continues (``resume=true``), from the
+    checkpoint of training step ``resume_step`` when there is one (every logger is told both)."""
     cfg = dict(cfg)
-    return LOGGERS.build(cfg.pop("name"), run_dir=run_dir, run_name=run_name, resuming=resuming, **cfg)
+    return LOGGERS.build(cfg.pop("name"), run_dir=run_dir, run_name=run_name, resuming=resuming,
+                         resume_step=resume_step, **cfg)
 
 
 @register_logger("none")
-def _none(run_dir: Path, run_name: str, resuming: bool):
+def _none(run_dir: Path, run_name: str, resuming: bool, resume_step: int | None):
     return False
 
 
 @register_logger("csv")
-def _csv(run_dir: Path, run_name: str, resuming: bool):
-    from pytorch_lightning.loggers import CSVLogger
+def _csv(run_dir: Path, run_name: str, resuming: bool, resume_step: int | None):
+    from .safety.csv_log import ContinuingCSVLogger
 
-    return CSVLogger(save_dir=str(run_dir), name="csv", version="")
+    return ContinuingCSVLogger(save_dir=str(run_dir), name="csv", version="", resume_step=resume_step)
 
 
 @register_logger("tensorboard")
-def _tensorboard(run_dir: Path, run_name: str, resuming: bool):
+def _tensorboard(run_dir: Path, run_name: str, resuming: bool, resume_step: int | None):
     from pytorch_lightning.loggers import TensorBoardLogger
 
     return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")
@@ -91,6 +94,7 @@ def _wandb(
     tags: list[str] | tuple[str, ...] = (),
     id: str | None = None,
     resuming: bool = False,
+    resume_step: int | None = None,
 ):
     from pytorch_lightning.loggers import WandbLogger
 

@@ -32,7 +32,7 @@ from .heap import keep_freed_memory
 from .loggers import build_logger
 from .module import ClassificationModule
 from .safety.preemption import PreemptionCheckpoint, cluster_plugins, exit_on_sigterm
-from .safety.resume import checkpoint_to_resume
+from .safety.resume import checkpoint_step, checkpoint_to_resume
 from .safety.run_dir import check_run_dir, resume_hint
 from .stages import Stage, init_from, load_teacher, plan_stages
 from .teacher_cache import resolve_teacher
@@ -133,7 +133,11 @@ class _StageRunner:
         if cfg.get("compile"):
             lit.compile_model()
         suffix = "" if n_stages == 1 else f"-{stage.name}"
-        logger = build_logger(cfg.logger, out, run_name(cfg) + suffix, resuming=bool(cfg.get("resume")))
+        resume_from = checkpoint_to_resume(out / "checkpoints", lit, self.run_dir) if cfg.get("resume") else None
+        if resume_from:
+            log.info("resuming stage %s from %s", stage.name, resume_from)
+        logger = build_logger(cfg.logger, out, run_name(cfg) + suffix, resuming=bool(cfg.get("resume")),
+                              resume_step=checkpoint_step(resume_from) if resume_from else None)
         ckpt_cb = best_checkpoint(out / "checkpoints")  # first: written before last.ckpt at epoch ends
         last_cb = LastCheckpoint(out / "checkpoints", cfg.checkpoint.every_n_train_steps)
         hint = resume_hint(self.run_dir)
@@ -146,9 +150,6 @@ class _StageRunner:
             logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
             logger.log_metrics({f"summary/{k}": float(v) for k, v in summary.totals.items()}, step=0)
 
-        resume_from = checkpoint_to_resume(out / "checkpoints", lit, self.run_dir) if cfg.get("resume") else None
-        if resume_from:
-            log.info("resuming stage %s from %s", stage.name, resume_from)
         with exit_on_sigterm(hint):
             trainer.fit(lit, datamodule=dm, ckpt_path=resume_from)
         best = ckpt_cb.best_model_path or None

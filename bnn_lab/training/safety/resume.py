@@ -44,3 +44,10 @@ def checkpoint_to_resume(ckpt_dir: Path, module: nn.Module, run_dir: Path) -> st
         raise ConfigError(f"{last} does not fit this configuration ({what}); resume with the run's own overrides "
                           f"({resume_hint(run_dir)})")
     return str(last)
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The training step a checkpoint was saved at (its ``global_step``; memory-mapped, so the
+    weights are not read)."""
+    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    return int(ckpt.get("global_step", 0))
