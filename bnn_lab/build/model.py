@@ -30,5 +30,6 @@ def build_model(
     report = binarize(
         model, estimator=dict(cfg["estimator"]), policy=policy, scale=cfg["binarize"]["scale"],
         input_mode=input_mode, weight_mode=weight_mode, group_weights=cfg["binarize"].get("group_weights", True),
+        weight_norm=cfg["binarize"].get("weight_norm") or "none",
     )
     return model, report

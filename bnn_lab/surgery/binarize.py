@@ -11,7 +11,7 @@ from torch import nn
 
 from .. import estimators
 from ..errors import ConfigError
-from ..layers import BinaryConv2d, BinaryLinear, BinaryMixin, attach_weight_group, build_scale
+from ..layers import BinaryConv2d, BinaryLinear, BinaryMixin, attach_weight_group, build_scale, build_weight_norm
 from ..models.stem import first_conv_name
 from .activations import build_activation
 from .policy import Policy, is_downsample
@@ -85,6 +85,7 @@ def binarize(
     input_mode: str = "binary",
     weight_mode: str = "binary",
     group_weights: bool = True,
+    weight_norm: str | Mapping[str, Any] = "none",
 ) -> SurgeryReport:
     """Replace ``nn.Conv2d`` / ``nn.Linear`` in ``model`` by binary layers, in place.
 
@@ -99,6 +100,8 @@ def binarize(
     ``input_mode="real"``. ``group_weights``: the binary layers binarize their weights
     together, once per forward pass of ``model`` (:mod:`bnn_lab.layers.weight_group`: the
     same values, fewer small ops); False: each layer on its own (an earlier group is removed).
+    ``weight_norm``: a normalization of the latent weights before their sign (``none``,
+    ``imb``, or ``{name, <options>}``: :mod:`bnn_lab.layers.weight_norm`), for binary weights.
     """
     policy = Policy.from_any(policy)
     if input_mode not in INPUT_MODES or weight_mode not in WEIGHT_MODES:
@@ -147,7 +150,8 @@ def binarize(
         a_est = {"binary": lambda: make_estimator(role="input", channels=in_ch),
                  "soft": nn.Tanh, "real": lambda: None}[input_mode]()
         cls = BinaryConv2d if isinstance(layer, nn.Conv2d) else BinaryLinear
-        new = cls.from_float(layer, w_est, a_est, build_scale(scale, layer))
+        norm = build_weight_norm(weight_norm, layer) if weight_mode == "binary" else None
+        new = cls.from_float(layer, w_est, a_est, build_scale(scale, layer), norm)
         _set(model, name, new)
         report.binarized.append(name)
 
