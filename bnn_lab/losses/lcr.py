@@ -21,6 +21,12 @@ The spectral norm comes from ``iterations`` steps of power iteration on RM RM^T,
 gradient from the unit vector of equal entries (deterministic, no state between steps: a
 resumed run computes the same values); then sn = u^T RM v with the final unit vectors u, v
 fixed, whose gradient u v^T is that of the spectral norm once the vectors have converged.
+The block outputs of a binary network (signed, after hardtanh) give retention matrices with
+close top singular values: on a binary ResNet-20's digits features 10 steps were off by 0.5 %
+on average (9 % at worst), 30 steps by 0.03 % (2 % at worst), hence 30 by default. A sample's
+matrix is new at every step, so a vector kept from the previous step would start no closer.
+``iterations=0`` takes the exact largest singular value (``torch.linalg.matrix_norm``, an SVD
+per matrix: exact, cheap for narrow blocks, slow for wide ones).
 """
 from __future__ import annotations
 
@@ -45,24 +51,27 @@ def retention_matrix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return fa @ fb.transpose(1, 2) / fb.shape[-1]
 
 
-def spectral_norm(m: torch.Tensor, iterations: int = 10) -> torch.Tensor:
-    """Largest singular value of each matrix of ``m`` (N, p, q) by power iteration: (N,)."""
+def spectral_norm(m: torch.Tensor, iterations: int = 30) -> torch.Tensor:
+    """Largest singular value of each matrix of ``m`` (N, p, q) by power iteration (``iterations``
+    steps; 0: exact, by SVD): (N,)."""
+    if iterations == 0:
+        return torch.linalg.matrix_norm(m, ord=2)
     with torch.no_grad():
         md = m.detach()
         v = md.new_full((m.shape[0], m.shape[2]), m.shape[2] ** -0.5)
-        for _ in range(max(int(iterations), 1)):
+        for _ in range(int(iterations)):
             u = F.normalize(torch.bmm(md, v.unsqueeze(2)).squeeze(2), dim=1)
             v = F.normalize(torch.bmm(md.transpose(1, 2), u.unsqueeze(2)).squeeze(2), dim=1)
         u = F.normalize(torch.bmm(md, v.unsqueeze(2)).squeeze(2), dim=1)
     return torch.bmm(u.unsqueeze(1), torch.bmm(m, v.unsqueeze(2))).reshape(-1)
 
 
-def block_spectral_norms(features: list[torch.Tensor], iterations: int = 10) -> list[torch.Tensor]:
+def block_spectral_norms(features: list[torch.Tensor], iterations: int = 30) -> list[torch.Tensor]:
     """sn_i of every consecutive pair of block outputs: n - 1 tensors of shape (N,)."""
     return [spectral_norm(retention_matrix(a, b), iterations) for a, b in zip(features, features[1:])]
 
 
-def lcr_loss(student: list[torch.Tensor], reference: list[torch.Tensor], iterations: int = 10) -> torch.Tensor:
+def lcr_loss(student: list[torch.Tensor], reference: list[torch.Tensor], iterations: int = 30) -> torch.Tensor:
     """sum_i 2^-(n-1-i) mean_n (sn_i(student) - sn_i(reference))^2, the reference detached."""
     if len(student) != len(reference) or len(student) < 2:
         raise ConfigError("lcr needs the same two or more consecutive blocks in the student and the reference")
@@ -79,16 +88,16 @@ def lcr_loss(student: list[torch.Tensor], reference: list[torch.Tensor], iterati
 @register_term("lcr")
 class LipschitzRetention(LossTerm):
     """``layers``: block names or regular expressions in forward order (None: every residual /
-    dense block); ``iterations``: power-iteration steps per spectral norm."""
+    dense block); ``iterations``: power-iteration steps per spectral norm (0: exact)."""
 
     needs_teacher = True
 
-    def __init__(self, weight: float = 8e-4, layers: list[str] | None = None, iterations: int = 10) -> None:
+    def __init__(self, weight: float = 8e-4, layers: list[str] | None = None, iterations: int = 30) -> None:
         super().__init__(weight)
         self.layers = list(layers) if layers else None
         self.iterations = int(iterations)
-        if self.iterations < 1:
-            raise ConfigError(f"lcr.iterations must be at least 1, got {iterations}")
+        if self.iterations < 0:
+            raise ConfigError(f"loss.lcr.iterations must be 0 (exact) or a number of power-iteration steps, got {iterations}")
         self.points: list[str] = []
 
     def feature_layers(self, model: nn.Module) -> list[str]:
