@@ -84,10 +84,10 @@ def test_lcr_reads_consecutive_blocks_and_refuses_other_shapes():
         build_terms({"lcr": {"weight": 1.0, "iterations": -1}})
 
 
-def test_lcr_trains_one_epoch_on_digits_with_a_full_precision_teacher(run_cli):
+def test_lcr_trains_one_epoch_on_digits_with_a_full_precision_teacher(run_cli, tmp_path):
     proc = run_cli("data=digits", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "logger=csv",
                    "optimizer.lr=0.01", "scheduler=none",
-                   "distill=kd", "distill.kd=0", "distill.teacher.cache=false", "loss=[lcr]")
+                   "distill=kd", "distill.kd=0", f"distill.teacher.cache={tmp_path / 'teachers'}", "loss=[lcr]")
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((proc.run_dir / "metrics.json").read_text())
     assert metrics["test/acc"] > 0.3  # 10 classes: chance is 0.1
