@@ -135,7 +135,7 @@ def test_unknown_loss_term_and_option_name_the_valid_ones(tmp_path):
     from bnn_lab.errors import ConfigError
     from bnn_lab.losses import build_terms
 
-    with pytest.raises(ConfigError, match="unknown loss term 'lipschitz'; valid loss terms: attention, consecutive_kd, kd"):
+    with pytest.raises(ConfigError, match="unknown loss term 'lipschitz'; valid loss terms: attention, consecutive_kd, kd, lcr, rbd"):
         build_terms({"lipschitz": 1.0})
     with pytest.raises(ConfigError, match="loss term 'kd' takes no option 'temp'; its options: weight, temperature"):
         build_terms({"kd": {"weight": 1.0, "temp": 2.0}})

@@ -37,5 +37,6 @@ def build_model(
         model, estimator=dict(cfg["estimator"]), policy=policy, scale=cfg["binarize"]["scale"],
         input_mode=input_mode, weight_mode=weight_mode, group_weights=cfg["binarize"].get("group_weights", True),
         replicate=int(cfg["binarize"].get("replicate") or 1),
+        weight_norm=cfg["binarize"].get("weight_norm") or "none",
     )
     return model, report

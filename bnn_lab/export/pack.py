@@ -2,7 +2,9 @@
 
 A layer is packed from what its parts say about themselves: the input binarizer's
 ``packed_threshold()`` (sign(x - t), see ``SignEstimator.packed_threshold``) and the scale's
-``packed_scale(weight)`` (``bnn_lab.layers.scaling``); a part that has no packed form raises
+``packed_scale(weight)`` (``bnn_lab.layers.scaling``), and the weight normalization's (the signs
+are those of the normalized weight, its per-channel factor multiplies the scale:
+``bnn_lab.layers.weight_norm``); a part that has no packed form raises
 ``NoPackedForm`` with the reason, and the layer stays in float. A new estimator or scale
 brings its own packed form: nothing here names them.
 """
@@ -58,14 +60,29 @@ def packed_scale(layer: BinaryMixin) -> tuple[torch.Tensor | None, nn.Module | N
     if not callable(getattr(scale, "packed_scale", None)):
         raise NoPackedForm(f"scale {type(scale).__name__} has no packed form (no packed_scale)")
     form = scale.packed_scale(layer.weight)
+    factor = weight_norm_factor(layer)
     if form is None or isinstance(form, nn.Module):
-        return None, form
-    return form.detach(), None
+        return factor, form
+    return form.detach() if factor is None else form.detach() * factor, None
+
+
+def weight_norm_factor(layer: BinaryMixin) -> torch.Tensor | None:
+    """The weight normalization's per-output-channel factor (None: 1); raises NoPackedForm."""
+    norm = getattr(layer, "weight_norm", None)
+    if norm is None:
+        return None
+    if not callable(getattr(norm, "packed_scale", None)):
+        raise NoPackedForm(f"weight normalization {type(norm).__name__} has no packed form (no packed_scale)")
+    factor = norm.packed_scale(layer.weight)
+    if factor is not None and factor.shape != (layer.weight.shape[0],):
+        raise NoPackedForm(f"weight normalization {type(norm).__name__} gives a factor of shape "
+                           f"{tuple(factor.shape)}, not one per output channel")
+    return None if factor is None else factor.detach()
 
 
 @torch.no_grad()
 def _pack_layer(layer: BinaryMixin, backend: str) -> nn.Module | None:
-    w = layer.weight_estimator.eval()(layer.weight)
+    w = layer.weight_estimator.eval()(layer.normalized_weight())
     if not bool(((w == 1) | (w == -1)).all()):
         return None
     bits = pack_signs(w.reshape(w.shape[0], -1))

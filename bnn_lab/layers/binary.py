@@ -1,7 +1,8 @@
 """Binary Conv2d / Linear: sign of weights and (unless weights-only) of inputs.
 
 The latent real-valued weights are kept (the same Parameter the float layer had), and
-binarized on the fly through the weight estimator; inputs go through the input estimator.
+binarized on the fly through the weight estimator (after the layer's weight normalization, if
+any: ``bnn_lab/layers/weight_norm.py``); inputs go through the input estimator.
 The float layer's zero padding is kept during training: the packed evaluation path corrects
 the border exactly (see ``bnn_lab.kernels``).
 """
@@ -15,16 +16,19 @@ from .scaling import NoScale
 
 
 class BinaryMixin:
-    """Shared state of binary layers: estimators for weights and inputs, output scale."""
+    """Shared state of binary layers: estimators for weights and inputs, output scale, and the
+    normalization of the latent weights before their sign (None: none)."""
 
     weight_estimator: nn.Module
     input_estimator: nn.Module | None
     scale: nn.Module
+    weight_norm: nn.Module | None
 
-    def _setup_binary(self, weight_estimator, input_estimator, scale) -> None:
+    def _setup_binary(self, weight_estimator, input_estimator, scale, weight_norm=None) -> None:
         self.weight_estimator = weight_estimator
         self.input_estimator = input_estimator
         self.scale = scale if scale is not None else NoScale()
+        self.weight_norm = weight_norm
         if self.binary_weights:
             self.weight._bnn_latent = True  # optimizer: no weight decay on latent binary weights
 
@@ -38,13 +42,22 @@ class BinaryMixin:
         """False for BWN layers (no input estimator) and soft (tanh) activations."""
         return self.input_estimator is not None and not isinstance(self.input_estimator, (nn.Identity, nn.Tanh))
 
+    def normalized_weight(self) -> torch.Tensor:
+        """The latent weight as the estimator sees it: N(W), or W without a weight normalization."""
+        norm = getattr(self, "weight_norm", None)
+        return self.weight if norm is None else norm(self.weight)
+
     def binary_weight(self) -> torch.Tensor:
+        """estimator(N(W)) times the normalization's detached per-output-channel factor."""
         latent = getattr(self.scale, "latent_weight", None)  # a scale that changes what is binarized (rbonn)
         if latent is not None and self.binary_weights:
             return self.weight_estimator(latent(self.weight))
         group = getattr(self, "_weight_group", None)  # binarized with the model's other layers (.weight_group)
         w = group.binarized(self) if group is not None else None
-        return self.weight_estimator(self.weight) if w is None else w
+        w = self.weight_estimator(self.normalized_weight()) if w is None else w
+        norm = getattr(self, "weight_norm", None)
+        factor = None if norm is None else norm.packed_scale(self.weight)
+        return w if factor is None else w * factor.view(-1, *([1] * (w.dim() - 1)))
 
     def binary_input(self, x: torch.Tensor) -> torch.Tensor:
         return self.input_estimator(x) if self.input_estimator is not None else x
@@ -57,7 +70,7 @@ class BinaryMixin:
 
 class BinaryConv2d(BinaryMixin, nn.Conv2d):
     @classmethod
-    def from_float(cls, conv: nn.Conv2d, weight_estimator, input_estimator=None, scale=None):
+    def from_float(cls, conv: nn.Conv2d, weight_estimator, input_estimator=None, scale=None, weight_norm=None):
         new = cls(
             conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
             conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
@@ -65,7 +78,7 @@ class BinaryConv2d(BinaryMixin, nn.Conv2d):
         )
         new.weight, new.bias = conv.weight, conv.bias  # the trained Parameters are reused
         new.train(conv.training)
-        new._setup_binary(weight_estimator, input_estimator, scale)
+        new._setup_binary(weight_estimator, input_estimator, scale, weight_norm)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,11 +89,11 @@ class BinaryConv2d(BinaryMixin, nn.Conv2d):
 
 class BinaryLinear(BinaryMixin, nn.Linear):
     @classmethod
-    def from_float(cls, linear: nn.Linear, weight_estimator, input_estimator=None, scale=None):
+    def from_float(cls, linear: nn.Linear, weight_estimator, input_estimator=None, scale=None, weight_norm=None):
         new = cls(linear.in_features, linear.out_features, linear.bias is not None, device="meta")
         new.weight, new.bias = linear.weight, linear.bias
         new.train(linear.training)
-        new._setup_binary(weight_estimator, input_estimator, scale)
+        new._setup_binary(weight_estimator, input_estimator, scale, weight_norm)
         return new
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

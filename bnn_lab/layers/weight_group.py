@@ -7,7 +7,8 @@ hooks the model's own ``forward``: before it runs, the weights of all layers who
 gives a :meth:`group_key` are binarized together by the estimator class's
 ``binarize_group`` (layers with equal keys share one call; FDA does their elementwise part
 in one pass over the concatenated weights). Each layer then takes its result instead of
-calling its estimator; after the forward pass the results are dropped.
+calling its estimator; after the forward pass the results are dropped. A layer with a weight
+normalization gives the group its normalized weight (``normalized_weight``).
 
 Where there is no result, the layer binarizes on its own as before: the estimator called
 directly, a submodule run outside the model's forward, code being compiled as a whole
@@ -73,7 +74,7 @@ class WeightGroup:
                 groups[(type(estimator), key)].append(layer)
         results = {}
         for (cls, _), members in groups.items():
-            weights = cls.binarize_group([m.weight_estimator for m in members], [m.weight for m in members])
+            weights = cls.binarize_group([m.weight_estimator for m in members], [m.normalized_weight() for m in members])
             results.update(zip(map(id, members), weights))
         return results
 

@@ -4,10 +4,13 @@ that registers itself here (docs/extending.md)."""
 from .base import LossInputs, LossTerm
 from .features import FeatureCapture, default_points, select_points
 from .registry import TERMS, register_term, term_names
-from . import attention, consecutive_kd, kd  # noqa: F401  (registration)
+from . import attention, consecutive_kd, kd, lcr, rbd  # noqa: F401  (registration)
 from .attention import attention_loss, attention_map
 from .build import build_term, build_terms, merge_specs
 from .kd import kd_loss
+from .lcr import lcr_loss, retention_matrix, spectral_norm
+from .rbd import rbd_loss
 
 __all__ = ["FeatureCapture", "LossInputs", "LossTerm", "TERMS", "attention_loss", "attention_map", "build_term",
-           "build_terms", "default_points", "kd_loss", "merge_specs", "register_term", "select_points", "term_names"]
+           "build_terms", "default_points", "kd_loss", "lcr_loss", "merge_specs", "rbd_loss", "register_term",
+           "retention_matrix", "select_points", "spectral_norm", "term_names"]

@@ -11,7 +11,7 @@ from torch import nn
 
 from .. import estimators
 from ..errors import ConfigError
-from ..layers import BinaryConv2d, BinaryLinear, BinaryMixin, attach_weight_group, build_scale
+from ..layers import BinaryConv2d, BinaryLinear, BinaryMixin, attach_weight_group, build_scale, build_weight_norm
 from ..models.stem import first_conv_name
 from .activations import build_activation
 from .policy import Policy, is_downsample
@@ -87,6 +87,7 @@ def binarize(
     weight_mode: str = "binary",
     group_weights: bool = True,
     replicate: int = 1,
+    weight_norm: str | Mapping[str, Any] = "none",
 ) -> SurgeryReport:
     """Replace ``nn.Conv2d`` / ``nn.Linear`` in ``model`` by binary layers, in place.
 
@@ -105,6 +106,8 @@ def binarize(
     same values, fewer small ops); False: each layer on its own (an earlier group is removed).
     ``replicate`` = beta > 1: channel replication (RepTran, :mod:`bnn_lab.surgery.replicate`)
     before the conversion; 1 leaves the network's layout as it is.
+    ``weight_norm``: a normalization of the latent weights before their sign (``none``,
+    ``imb``, or ``{name, <options>}``: :mod:`bnn_lab.layers.weight_norm`), for binary weights.
     """
     policy = Policy.from_any(policy)
     if input_mode not in INPUT_MODES or weight_mode not in WEIGHT_MODES:
@@ -162,7 +165,12 @@ def binarize(
         a_est = {"binary": lambda: make_estimator(role="input", channels=in_ch),
                  "soft": nn.Tanh, "real": lambda: None}[input_mode]()
         cls = BinaryConv2d if isinstance(layer, nn.Conv2d) else BinaryLinear
-        new = cls.from_float(layer, w_est, a_est, build_scale(scale, layer))
+        norm = build_weight_norm(weight_norm, layer) if weight_mode == "binary" else None
+        layer_scale = build_scale(scale, layer)
+        if norm is not None and hasattr(layer_scale, "latent_weight"):
+            raise ConfigError(f"binarize.weight_norm={weight_norm} cannot be combined with binarize.scale={scale}: "
+                              "that scale prepares the latent weights itself; use one of them")
+        new = cls.from_float(layer, w_est, a_est, layer_scale, norm)
         _set(model, name, new)
         report.binarized.append(name)
 

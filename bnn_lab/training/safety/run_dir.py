@@ -49,6 +49,7 @@ def config_changes(saved_yaml: Path, cfg: DictConfig) -> list[str]:
         for spelling in ("fp", "binarize.policy.weights_only"):
             flat.pop(spelling, None)
         flat["precision"] = config_precision(conf)
+        flat.setdefault("binarize.weight_norm", "none")  # a config without the key normalizes no weights
     keys = sorted((set(old) | set(new)) - {"resume"})
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
