@@ -14,6 +14,7 @@ from ..distill import Distiller, build_distiller
 from ..errors import UserError
 from ..losses import FeatureCapture, LossInputs, build_terms, merge_specs
 from ..optim import configure_optimizer
+from .safety.epoch_metrics import EpochMetrics, fill_missing
 
 
 class NonFiniteLossError(UserError):
@@ -63,7 +64,8 @@ class ClassificationModule(pl.LightningModule):
         object.__setattr__(self, "compiled", None)  # likewise: the compiled model shares the weights
         self.meta = dict(meta or {})
         self._captures: tuple[FeatureCapture, FeatureCapture | None] | None = None
-        self.acc = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("train", "val", "test")})
+        self.acc = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("val", "test")})
+        self.train_epoch = EpochMetrics(num_classes, [term.name for term in self.terms])
         self.acc5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 5 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -99,11 +101,16 @@ class ClassificationModule(pl.LightningModule):
 
     # -- steps ---------------------------------------------------------------------------
     def _log_metrics(self, stage: str, logits, y, loss) -> None:
-        acc = self.acc[f"{stage}_acc"]
+        if stage == "train":  # epoch means in the checkpoint (training/safety/epoch_metrics.py)
+            acc = self.train_epoch.acc
+            self.train_epoch.loss(loss.detach(), len(y))
+            loss = self.train_epoch.loss
+        else:
+            acc = self.acc[f"{stage}_acc"]
         acc(logits, y)
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y),
-                 sync_dist=True)
+                 sync_dist=stage != "train")
         self.log(f"{stage}/acc", acc, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
         if stage == "test" and self.acc5 is not None:
             self.acc5(logits, y)
@@ -125,7 +132,9 @@ class ClassificationModule(pl.LightningModule):
                                 teacher.outputs if teacher else {})
             for term in self.terms:
                 value = term.weight * term(inputs)
-                self.log(f"train/{term.name}", value, on_step=True, on_epoch=True, batch_size=len(y), sync_dist=True)
+                mean = self.train_epoch.terms[term.name]
+                mean(value.detach(), len(y))
+                self.log(f"train/{term.name}", mean, on_step=True, on_epoch=True, batch_size=len(y))
                 loss = loss + value
         self._log_metrics("train", logits, y, ce)
         if not torch.isfinite(loss):
@@ -160,6 +169,9 @@ class ClassificationModule(pl.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["bnn_lab"] = self.meta  # arch, mode, classes: checked when used as a teacher
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        fill_missing(checkpoint.get("state_dict", {}), self)  # checkpoints from before the epoch states
 
     def configure_optimizers(self):
         total = int(self.trainer.estimated_stepping_batches)

@@ -11,6 +11,7 @@ from torch import nn
 
 from ...errors import ConfigError, UserError
 from .checkpoints import remove_partial_files
+from .epoch_metrics import PREFIX as EPOCH_STATES
 from .run_dir import LAST, resume_hint
 
 log = logging.getLogger(__name__)
@@ -35,7 +36,7 @@ def checkpoint_to_resume(ckpt_dir: Path, module: nn.Module, run_dir: Path) -> st
     if not isinstance(state, dict) or "loops" not in ckpt:
         raise UserError(f"{last} is not a training checkpoint of bnn-lab; move it away to train this stage from the start")
     own = module.state_dict()
-    missing = [k for k in own if k not in state]
+    missing = [k for k in own if k not in state and not k.startswith(EPOCH_STATES)]  # older checkpoints lack those
     unexpected = [k for k in state if k not in own]
     reshaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
     if missing or unexpected or reshaped:
