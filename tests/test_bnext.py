@@ -105,11 +105,12 @@ def test_width_scales_every_stage():
     assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
+@pytest.mark.slow
 def test_one_epoch_1w1a_on_digits_from_the_cli_packs_exactly(run_cli):
     """A quarter-width BNext-Tiny (8 -> 256 channels): one 1W1A epoch beats chance (0.1; it
     reached 0.38), and the packed model, every binary layer packed, scores what the float one does."""
     proc = run_cli("arch=bnext_tiny", "+arch.kwargs.width=0.25", "data=digits", "trainer.max_epochs=1",
-                   "trainer.enable_progress_bar=false", "logger=csv")
+                   "trainer.enable_progress_bar=false", "logger=csv", timeout=1500)
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((proc.run_dir / "metrics.json").read_text())
     assert m["arch"] == "bnext_tiny" and m["epochs"] == 1

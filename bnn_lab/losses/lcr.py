@@ -15,7 +15,9 @@ With n blocks (n - 1 pairs, i = 1 .. n - 1),
 so the deepest pair weighs 1 and each earlier one half the next. The reference is the run's
 teacher (``distill.teacher``: by default the same architecture in full precision, as in the
 paper), detached. The run's loss is CE + weight x LCR; the paper divides its batch sum by
-batch x 1e4 and weighs it alpha = 8 on ImageNet, which is weight 8e-4 on this batch mean.
+batch x 1e4 and weighs it alpha = 8 on ImageNet, which is weight 8e-4 on this batch mean;
+between a ReLU teacher and a hardtanh student the spectral norms differ by an order of
+magnitude, and that weight drowns the cross-entropy: the default is 1e-6 (conf/loss/lcr.yaml).
 
 The spectral norm comes from ``iterations`` steps of power iteration on RM RM^T, run without
 gradient from the unit vector of equal entries (deterministic, no state between steps: a
