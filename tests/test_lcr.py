@@ -76,7 +76,7 @@ def test_power_iteration_gradient_is_the_spectral_norm_gradient():
 def test_lcr_reads_consecutive_blocks_and_refuses_other_shapes():
     term = build_terms({"lcr": 1.0})[0]
     assert term.feature_layers(create("resnet20", 1, 10, 8)) == [f"layer{i}.{j}" for i in (1, 2, 3) for j in range(3)]
-    with pytest.raises(ConfigError, match="two or more"):
+    with pytest.raises(ConfigError, match="2 or more blocks"):
         build_terms({"lcr": {"weight": 1.0, "layers": ["layer1.0"]}})[0].feature_layers(create("resnet20", 1, 10, 8))
     with pytest.raises(ConfigError, match=r"\(N, C, H, W\)"):
         lcr_loss([torch.ones(2, 5, 3), torch.ones(2, 5, 3)], [torch.ones(2, 5, 3), torch.ones(2, 5, 3)])

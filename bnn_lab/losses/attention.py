@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .base import LossInputs, LossTerm
-from .features import select_points
+from .block_term import BlockTerm
 from .registry import register_term
 
 
@@ -30,20 +28,8 @@ def attention_loss(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> 
 
 
 @register_term("attention")
-class AttentionMatching(LossTerm):
-    """``layers``: block names or regular expressions (None: every residual / dense block)."""
+class AttentionMatching(BlockTerm):
+    """Attention transfer on the blocks of ``layers`` (:class:`~bnn_lab.losses.block_term.BlockTerm`)."""
 
-    needs_teacher = True
-
-    def __init__(self, weight: float = 1.0, layers: list[str] | None = None) -> None:
-        super().__init__(weight)
-        self.layers = list(layers) if layers else None
-        self.points: list[str] = []
-
-    def feature_layers(self, model: nn.Module) -> list[str]:
-        self.points = select_points(model, self.layers)
-        return self.points
-
-    def __call__(self, inputs: LossInputs) -> torch.Tensor:
-        return attention_loss([inputs.features[n] for n in self.points],
-                              [inputs.teacher_features[n] for n in self.points])
+    def block_loss(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+        return attention_loss(student, teacher)

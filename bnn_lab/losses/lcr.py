@@ -34,11 +34,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from ..errors import ConfigError
-from .base import LossInputs, LossTerm
-from .features import select_points
+from .block_term import BlockTerm
 from .registry import register_term
 
 
@@ -88,26 +86,17 @@ def lcr_loss(student: list[torch.Tensor], reference: list[torch.Tensor], iterati
 
 
 @register_term("lcr")
-class LipschitzRetention(LossTerm):
-    """``layers``: block names or regular expressions in forward order (None: every residual /
-    dense block); ``iterations``: power-iteration steps per spectral norm (0: exact)."""
+class LipschitzRetention(BlockTerm):
+    """LCR on the blocks of ``layers``, two or more (:class:`~bnn_lab.losses.block_term.BlockTerm`);
+    ``iterations``: power-iteration steps per spectral norm (0: exact)."""
 
-    needs_teacher = True
+    min_blocks = 2
 
-    def __init__(self, weight: float = 8e-4, layers: list[str] | None = None, iterations: int = 30) -> None:
-        super().__init__(weight)
-        self.layers = list(layers) if layers else None
+    def __init__(self, weight: float = 1e-6, layers: list[str] | None = None, iterations: int = 30) -> None:
+        super().__init__(weight, layers)
         self.iterations = int(iterations)
         if self.iterations < 0:
             raise ConfigError(f"loss.lcr.iterations must be 0 (exact) or a number of power-iteration steps, got {iterations}")
-        self.points: list[str] = []
 
-    def feature_layers(self, model: nn.Module) -> list[str]:
-        self.points = select_points(model, self.layers)
-        if len(self.points) < 2:
-            raise ConfigError(f"lcr needs two or more consecutive blocks, found {self.points}; name them in loss.lcr.layers")
-        return self.points
-
-    def __call__(self, inputs: LossInputs) -> torch.Tensor:
-        return lcr_loss([inputs.features[n] for n in self.points],
-                        [inputs.teacher_features[n] for n in self.points], self.iterations)
+    def block_loss(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+        return lcr_loss(student, teacher, self.iterations)

@@ -21,6 +21,7 @@ from timm.models import register_model
 from torch import nn
 
 from ._timm import ClassifierHead, strip_factory_kwargs
+from .binary_densenet import Transition  # BN, max-pool, ReLU, 1x1 conv: the same in both families
 
 GROWTH = 64
 
@@ -44,18 +45,6 @@ class ImprovementBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.conv(self.norm(x))
         return torch.cat([x[:, : -w.shape[1]], x[:, -w.shape[1]:] + w], dim=1)
-
-
-class Transition(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int) -> None:
-        super().__init__()
-        self.norm = nn.BatchNorm2d(in_ch)
-        self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)
-        self.act = nn.ReLU()
-        self.conv = nn.Conv2d(in_ch, out_ch, 1, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(self.act(self.pool(self.norm(x))))
 
 
 class MeliusNet(ClassifierHead, nn.Module):
