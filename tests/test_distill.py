@@ -1,5 +1,6 @@
 """Distillation: losses against hand computations, the teacher's isolation, hook hygiene,
 and the progressive multi-stage recipe (weights handed from stage to stage, resume)."""
+import csv
 import json
 import math
 from pathlib import Path
@@ -164,3 +165,18 @@ def test_kd_with_teacher_from_checkpoint_through_the_cli(run_cli, tmp_path):
     wrong = run_cli("distill=kd", f"distill.teacher.ckpt={ckpt}", "arch=vgg_small", "data=digits",
                     "logger=none", run_dir=tmp_path / "wrong")
     assert wrong.returncode == 2 and "resnet20 but arch.name is vgg_small" in wrong.stderr
+
+
+def test_teacher_trained_in_the_run_ignores_the_students_loss_terms(run_cli, tmp_path):
+    """With ``distill.teacher.cache=false`` the teacher is the run's first stage; it trains on
+    plain cross-entropy (as a cached teacher does), so student terms that need a teacher (rbd)
+    do not stop it, and only the student logs them."""
+    proc = run_cli("data=digits", "distill=kd", "distill.teacher.cache=false", "loss=[rbd]",
+                   "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
+                   "trainer.limit_test_batches=1", "export.packed=false", "logger=csv",
+                   "trainer.enable_progress_bar=false")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    logged = {stage: csv.DictReader((proc.run_dir / "stages" / stage / "csv" / "metrics.csv").open()).fieldnames
+              for stage in ("0_teacher", "1_student")}
+    assert not any(k.startswith("train/rbd") for k in logged["0_teacher"])
+    assert any(k.startswith("train/rbd") for k in logged["1_student"])

@@ -128,6 +128,8 @@ class _StageRunner:
         meta = {"arch": cfg.arch.name, "mode": stage.mode, "num_classes": dm.num_classes,
                 "in_chans": dm.in_chans, "stage": stage.name}
         loss = OmegaConf.to_container(cfg.loss, resolve=True) if "loss" in cfg else None
+        if stage.own_loss:  # the in-run teacher: as the teacher cache trains it (the student's terms need it)
+            loss = {"ce": 1.0}
         lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, distiller,
                                    teacher, meta, loss)
         if cfg.get("compile"):

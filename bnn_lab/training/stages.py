@@ -31,6 +31,7 @@ class Stage:
     distill: str = "none"                 # distillation method of this stage
     teacher: str | None = None            # "previous", CACHED or a checkpoint / run directory
     init: str | None = None               # "previous" / "teacher": start from that network's weights
+    own_loss: bool = False                # True: plain cross-entropy, not the run's loss terms (a teacher stage)
 
 
 CACHED = "cached"  # the teacher comes from the teacher cache (bnn_lab/training/teacher_cache.py)
@@ -72,7 +73,7 @@ def plan_stages(cfg: DictConfig) -> list[Stage]:
         return [main]
     main.init = "previous" if main.init else None  # trained here as stage 0
     main.teacher = "previous"
-    teacher = Stage(name="teacher", mode="fp", epochs=int(teacher_cfg.get("epochs", epochs)))
+    teacher = Stage(name="teacher", mode="fp", epochs=int(teacher_cfg.get("epochs", epochs)), own_loss=True)
     return [teacher, main]
 
 
