@@ -40,20 +40,10 @@ from timm.models import register_model
 from torch import nn
 
 from ._timm import ClassifierHead, strip_factory_kwargs
+from .bnext import LearnableBias
 
 MLP_RATIO = 4
 MIXER_KERNEL = 7
-
-
-class LearnableBias(nn.Module):
-    """x + b_c: moves the sign's threshold per channel (ReActNet's RSign shift)."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.bias = nn.Parameter(torch.zeros(1, channels, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.bias
 
 
 def width_shortcut(x: torch.Tensor, out_ch: int) -> torch.Tensor:
