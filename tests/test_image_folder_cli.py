@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +16,7 @@ from hydra import compose, initialize_config_dir
 
 from image_trees import write_tree
 from test_first_run import third_party_warnings
-from test_resume import assert_same_run, bnn_lab, ckpt, start
+from test_resume import assert_same_run, bnn_lab, kill_mid_epoch
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 FAST = ["logger=csv", "export.packed=false", "trainer.max_epochs=1", "data.batch_size=16"]
@@ -101,30 +99,9 @@ def test_sigkill_mid_epoch_then_resume_is_bit_identical(trees, tmp_path, monkeyp
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((reference / "metrics.json").read_text())["global_steps"] == 3 * STEPS
 
-    run_dir, err = tmp_path / "killed", tmp_path / "killed.err"
+    run_dir = tmp_path / "killed"
     last = run_dir / "checkpoints" / "last.ckpt"
-    proc = start(*args, f"hydra.run.dir={run_dir}", cwd=tmp_path, stderr=err)
-    killed_at = None
-    try:
-        deadline = time.time() + 300
-        while killed_at is None and time.time() < deadline:
-            assert proc.poll() is None, f"the run ended before it could be killed: {err.read_text()[-2000:]}"
-            time.sleep(0.01)
-            if not last.is_file():
-                continue
-            os.kill(proc.pid, signal.SIGSTOP)
-            step = ckpt(last)["global_step"]
-            if step > STEPS and step % STEPS:  # inside the 2nd epoch or later
-                os.kill(proc.pid, signal.SIGKILL)
-                killed_at = step
-            else:
-                os.kill(proc.pid, signal.SIGCONT)
-    finally:
-        if proc.poll() is None and killed_at is None:
-            proc.kill()
-        proc.wait()
-    assert killed_at is not None, "no mid-epoch step checkpoint within the time limit"
-    assert not (run_dir / "metrics.json").exists()
+    kill_mid_epoch(run_dir, tmp_path, run=args, steps_per_epoch=STEPS)
 
     proc = bnn_lab(f"resume={run_dir}", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -91,12 +91,13 @@ def reference(tmp_path_factory) -> Path:
     return unbroken(tmp_path_factory.mktemp("reference") / "run")
 
 
-def kill_mid_epoch(run_dir: Path, tmp_path: Path, *args: str) -> int:
-    """Start the run and SIGKILL it right after a step checkpoint inside its 2nd epoch or
-    later; returns the step of that checkpoint."""
+def kill_mid_epoch(run_dir: Path, tmp_path: Path, *args: str, run: list[str] = RUN,
+                   steps_per_epoch: int = STEPS_PER_EPOCH) -> int:
+    """Start ``bnn-lab *run *args`` and SIGKILL it right after a step checkpoint inside its 2nd
+    epoch or later; returns the step of that checkpoint."""
     last = run_dir / "checkpoints" / "last.ckpt"
     err = tmp_path / f"{run_dir.name}.err"
-    proc = start(*RUN, *args, f"hydra.run.dir={run_dir}", cwd=tmp_path, stderr=err)
+    proc = start(*run, *args, f"hydra.run.dir={run_dir}", cwd=tmp_path, stderr=err)
     killed_at = None
     try:
         deadline = time.time() + 300
@@ -107,7 +108,7 @@ def kill_mid_epoch(run_dir: Path, tmp_path: Path, *args: str) -> int:
                 continue
             os.kill(proc.pid, signal.SIGSTOP)  # freeze it wherever it is, then look at its checkpoint
             step = ckpt(last)["global_step"]
-            if step > STEPS_PER_EPOCH and step % STEPS_PER_EPOCH:  # a step checkpoint inside the 2nd epoch or later
+            if step > steps_per_epoch and step % steps_per_epoch:  # a step checkpoint inside the 2nd epoch or later
                 os.kill(proc.pid, signal.SIGKILL)
                 killed_at = step
             else:
@@ -120,7 +121,7 @@ def kill_mid_epoch(run_dir: Path, tmp_path: Path, *args: str) -> int:
     assert proc.returncode == -signal.SIGKILL
     assert not (run_dir / "metrics.json").exists()
     kept = ckpt(last)  # whatever instant the kill hit, last.ckpt is a whole checkpoint
-    assert kept["global_step"] % STEPS_PER_EPOCH and kept["global_step"] >= killed_at
+    assert kept["global_step"] % steps_per_epoch and kept["global_step"] >= killed_at
     return killed_at
 
 
