@@ -3,6 +3,7 @@ intended precision and weight decay, and it trains on digits through the ``bnn-l
 import json
 from pathlib import Path
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 from bnn_lab.build import build_model
@@ -31,6 +32,7 @@ def test_two_steps_binary_activations_then_1w1a_without_decay_on_latent_weights(
     assert decay == {"binary_act": 5e-6, "1w1a": 0.0}
 
 
+@pytest.mark.slow
 def test_adambnn_on_digits(run_cli, tmp_path):
     """Both steps run (one epoch each, constant lr 0.02); the 1W1A step starts from the first
     step's weights and ends far above chance (0.1)."""

@@ -96,6 +96,7 @@ def test_corrupt_packed_model(tmp_path):
     one_line_error(proc, str(bad), "corrupt")
 
 
+@pytest.mark.slow
 def test_nothing_an_earlier_run_saved_is_overwritten(run_cli, tmp_path):
     done = run_cli(*FAST, "trainer=debug", env=ONE_THREAD)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -6,6 +6,7 @@ import pytest
 from bnn_lab.data.fashion_mnist import DEBIAN_DIR
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist (.ci/run installs it)")
 def test_default_network_learns_fashion_mnist_in_200_steps(run_cli):
     proc = run_cli("trainer.max_epochs=1", "trainer.limit_train_batches=200", "trainer.limit_test_batches=20",

@@ -136,6 +136,7 @@ def test_trained_past_the_floor_the_packed_model_is_the_float_model():
     assert (float_logits.argmax(1) == y_test).float().mean() > 0.3  # chance: 0.1
 
 
+@pytest.mark.slow
 def test_one_epoch_1w1a_on_digits_from_the_cli(run_cli):
     """With the default schedule one epoch stays at T = 1: the layers are not +-1 and the packed
     export keeps them in float (and says why); the packed model then scores as the float one."""

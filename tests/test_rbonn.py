@@ -123,6 +123,7 @@ def test_u_trains_at_a_tenth_of_the_learning_rate():
     assert all(g["lr"] == 0.004 for g in opt.param_groups if g is not slow)
 
 
+@pytest.mark.slow
 def test_rbonn_one_epoch_on_digits(run_cli, tmp_path):
     """``experiment=rbonn`` on digits: above chance (0.1) by far after one epoch (0.60 when
     written; a constant lr of 0.02, as one epoch of the default warm-up + cosine at 0.005

@@ -227,6 +227,7 @@ def test_sigterm_saves_at_the_batch_end_exits_143_and_resumes_bit_identical(refe
     assert len(segments) == 2 and all(p.name.endswith(f"-{run_id}") for p in segments), segments
 
 
+@pytest.mark.slow
 def test_a_recipe_stopped_between_stages_resumes_bit_identical(tmp_path, monkeypatch):
     """Teacher, then student: stopped after the teacher stage, the resumed run skips it and
     must hand the student the random stream the unbroken run had there (the student's
