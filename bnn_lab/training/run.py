@@ -127,9 +127,9 @@ class _StageRunner:
         distiller = build_distiller(stage.distill, **{**distill_kwargs, **(stage.loss or {})})
         meta = {"arch": cfg.arch.name, "mode": stage.mode, "num_classes": dm.num_classes,
                 "in_chans": dm.in_chans, "stage": stage.name}
-        loss = OmegaConf.to_container(cfg.loss, resolve=True) if "loss" in cfg else None
-        if stage.own_loss:  # the in-run teacher: as the teacher cache trains it (the student's terms need it)
-            loss = {"ce": 1.0}
+        loss = stage.terms
+        if loss is None and "loss" in cfg:
+            loss = OmegaConf.to_container(cfg.loss, resolve=True)
         lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, distiller,
                                    teacher, meta, loss)
         if cfg.get("compile"):

@@ -31,10 +31,11 @@ class Stage:
     distill: str = "none"                 # distillation method of this stage
     teacher: str | None = None            # "previous", CACHED or a checkpoint / run directory
     init: str | None = None               # "previous" / "teacher": start from that network's weights
-    own_loss: bool = False                # True: plain cross-entropy, not the run's loss terms (a teacher stage)
+    terms: dict[str, Any] | None = None   # this stage's loss terms (None: the run's ``loss``)
 
 
 CACHED = "cached"  # the teacher comes from the teacher cache (bnn_lab/training/teacher_cache.py)
+TEACHER_TERMS = {"ce": 1.0}  # a teacher trains on plain cross-entropy: the student's terms are not its own
 
 
 def _stage_from_cfg(i: int, raw: Mapping[str, Any], cfg: DictConfig) -> Stage:
@@ -73,7 +74,7 @@ def plan_stages(cfg: DictConfig) -> list[Stage]:
         return [main]
     main.init = "previous" if main.init else None  # trained here as stage 0
     main.teacher = "previous"
-    teacher = Stage(name="teacher", mode="fp", epochs=int(teacher_cfg.get("epochs", epochs)), own_loss=True)
+    teacher = Stage(name="teacher", mode="fp", epochs=int(teacher_cfg.get("epochs", epochs)), terms=dict(TEACHER_TERMS))
     return [teacher, main]
 
 

@@ -32,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from .safety.run_dir import is_other_rank
+from .stages import TEACHER_TERMS
 
 log = logging.getLogger(__name__)
 ENV = "BNN_LAB_TEACHERS"
@@ -83,7 +84,7 @@ def teacher_config(cfg: DictConfig) -> DictConfig:
     if OmegaConf.select(teacher, "binarize.policy.weights_only"):
         teacher.binarize.policy.weights_only = False  # old spelling of precision=bwn: not the teacher's
     teacher.distill = {"name": "none"}
-    teacher.loss = {"ce": 1.0}  # plain cross-entropy: the student's loss terms are not the teacher's
+    teacher.loss = dict(TEACHER_TERMS)
     teacher.trainer.max_epochs = epochs
     teacher.export.packed = False
     teacher.logger = {"name": "csv"}
