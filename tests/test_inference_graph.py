@@ -53,7 +53,10 @@ def test_resnet18_blocks_hand_bits_and_keep_the_packed_logits(estimator, scale, 
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
     # with the BatchNorms after the second convs folded into them: float rounding only
     assert folded_report.folded_batchnorms == 8 and len(folded_report.bit_links) == 8
-    assert ").bn1(" not in folded.code and ").bn2(" not in folded.code  # the blocks' BNs (not the stem's)
+    assert ").bn1(" not in folded.code and ").bn2(" not in folded.code  # the blocks' BNs
+    # the stem's and the three downsampling shortcuts' BNs, folded into their float convolutions
+    assert folded_report.folded_float_batchnorms == 4 and "self.bn1(" not in folded.code
+    assert "downsample, \"1\")" not in folded.code
     with torch.no_grad():
         out = folded(x)
     assert torch.equal(out.argmax(1), ref.argmax(1))

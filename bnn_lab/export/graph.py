@@ -31,8 +31,9 @@ import torch.fx as fx
 from torch import nn
 
 from .. import kernels
-from ..kernels.conv import PackedConv2dInput, words_per_pixel
+from ..kernels.conv import PackedConv2dInput
 from ..surgery.activations import RPReLU
+from .float_rewrites import fold_float_batchnorms, inplace_float_ops
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
 
 ELEMENTWISE = (nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Hardtanh, nn.ReLU, nn.ReLU6, nn.PReLU, nn.LeakyReLU,
@@ -57,18 +58,8 @@ class PackedConv2dToBits(nn.Module):
         c = self.conv
         if isinstance(x, torch.Tensor) and c.threshold is not None:
             x = x - c.threshold.view(1, -1, 1, 1)
-        acc = kernels.binary_conv2d(x, c.packed_weight(), c.stride, c.padding, c.dilation, backend=c.backend)
-        n, o, h, w = acc.shape
-        rows = acc.permute(0, 2, 3, 1).reshape(-1, o)  # the kernels' pixel-major output: no copy
-        words = words_per_pixel(o)
-        if rows.device.type == "cpu" and kernels.resolve_backend(c.backend, rows.device) == "cpu":
-            from ..kernels.backends import numba_cpu
-
-            bits = numba_cpu.threshold_pack(rows, self.sgn, self.thr, words)
-        else:
-            bits = kernels.pack_signs(rows * self.sgn - self.thr)
-            bits = nn.functional.pad(bits, (0, words - bits.shape[-1]))
-        return PackedConv2dInput(bits.reshape(n, h, w, words), o)
+        return kernels.binary_conv2d(x, c.packed_weight(), c.stride, c.padding, c.dilation, backend=c.backend,
+                                     epilogue=kernels.ThresholdEpilogue(self.sgn, self.thr))
 
     def extra_repr(self) -> str:
         return "output: packed bits (per-channel integer thresholds)"
@@ -79,10 +70,13 @@ class GraphReport:
     bit_links: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     not_linked: dict[str, str] = dataclasses.field(default_factory=dict)
     folded_batchnorms: int = 0
+    folded_float_batchnorms: int = 0
+    inplace_ops: int = 0
 
     def __str__(self) -> str:
         lines = [f"{len(self.bit_links)} binary convolutions hand packed bits to the next one, "
-                 f"{self.folded_batchnorms} BatchNorms folded into binary convolutions"]
+                 f"{self.folded_batchnorms} BatchNorms folded into binary convolutions, "
+                 f"{self.folded_float_batchnorms} into float ones, {self.inplace_ops} float ops in place"]
         lines += [f"  float between {n} and the next binary layer: {why}" for n, why in self.not_linked.items()]
         return "\n".join(lines)
 
@@ -136,9 +130,10 @@ def build_inference_graph(packed: nn.Module, channels_last: bool = True,
                           fold_bn: bool = True) -> tuple[nn.Module, GraphReport]:
     """A copy of a packed model (``pack_model``) traced with torch.fx, in which every packed
     convolution that feeds only another one through elementwise modules hands it packed bits,
-    BatchNorms after packed convolutions are folded into them (``fold_bn``) and the network runs
-    channels-last (``channels_last``). The model itself is not changed; a model torch.fx cannot
-    trace is returned as a copy."""
+    BatchNorms after packed and float convolutions are folded into them and residual additions and
+    clamping activations run in place (``fold_bn``; ``bnn_lab.export.float_rewrites``), and the
+    network runs channels-last (``channels_last``). The model itself is not changed; a model
+    torch.fx cannot trace is returned as a copy."""
     report = GraphReport()
     model = copy.deepcopy(packed).eval()
     try:
@@ -189,6 +184,9 @@ def build_inference_graph(packed: nn.Module, channels_last: bool = True,
             user.replace_all_uses_with(node)
             gm.graph.erase_node(user)
             report.folded_batchnorms += 1
+    if fold_bn:
+        report.folded_float_batchnorms = fold_float_batchnorms(gm)
+        report.inplace_ops = inplace_float_ops(gm)
     if channels_last:
         for node in gm.graph.nodes:
             if node.op == "placeholder":

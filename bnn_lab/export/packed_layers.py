@@ -66,15 +66,17 @@ class PackedBinaryConv2d(_PackedMixin, nn.Module):
         return super()._load_from_state_dict(*args, **kwargs)
 
     def forward(self, x: torch.Tensor | kernels.PackedConv2dInput) -> torch.Tensor:
-        """``x``: the real input, or its signs already packed (``bnn_lab.export.graph``)."""
-        if isinstance(x, kernels.PackedConv2dInput):
-            acc = kernels.binary_conv2d(x, self.packed_weight(), self.stride, self.padding, self.dilation,
-                                        backend=self.backend)
-            return self._epilogue(acc, torch.zeros((), dtype=torch.float32), 1)
-        u = x if self.threshold is None else x - self.threshold.view(1, -1, 1, 1)
-        acc = kernels.binary_conv2d(u, self.packed_weight(), self.stride, self.padding, self.dilation,
-                                    backend=self.backend)
-        return self._epilogue(acc, x, 1)
+        """``x``: the real input, or its signs already packed (``bnn_lab.export.graph``). Without a
+        gating scale, a float32 result is computed with the scale and bias in the kernel's epilogue."""
+        packed_in = isinstance(x, kernels.PackedConv2dInput)
+        u = x if packed_in or self.threshold is None else x - self.threshold.view(1, -1, 1, 1)
+        fused = self.gate is None and (packed_in or x.dtype == torch.float32)
+        out = kernels.binary_conv2d(u, self.packed_weight(), self.stride, self.padding, self.dilation,
+                                    backend=self.backend,
+                                    epilogue=kernels.AffineEpilogue(self.scale, self.bias) if fused else None)
+        if fused:
+            return out
+        return self._epilogue(out, torch.zeros((), dtype=torch.float32) if packed_in else x, 1)
 
     def extra_repr(self) -> str:
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "

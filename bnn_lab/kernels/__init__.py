@@ -13,12 +13,16 @@ Public API:
 * :func:`binary_matmul`: ``sign(A) @ sign(B).T`` from packed rows; backends ``auto``,
   ``torch``, ``cpu`` (numba), ``triton`` (see :func:`available_backends`).
 * :func:`binary_conv2d`: exact ``F.conv2d(sign(x), sign(w), ...)`` with zero padding,
-  from a float activation and packed weights (:func:`pack_conv2d_weight`).
+  from a float activation and packed weights (:func:`pack_conv2d_weight`); with an
+  epilogue (:class:`AffineEpilogue`, :class:`ThresholdEpilogue`) it returns float32 or the
+  packed bits of the next layer's input instead of the int32 product.
 """
 
 from .conv import (
+    AffineEpilogue,
     PackedConv2dInput,
     PackedConv2dWeight,
+    ThresholdEpilogue,
     binary_conv2d,
     pack_conv2d_input,
     pack_conv2d_weight,
@@ -27,9 +31,11 @@ from .packing import num_words, pack_signs, sign, unpack_signs
 from .registry import BACKENDS, available_backends, binary_matmul, register_backend, resolve_backend
 
 __all__ = [
+    "AffineEpilogue",
     "BACKENDS",
     "PackedConv2dInput",
     "PackedConv2dWeight",
+    "ThresholdEpilogue",
     "available_backends",
     "binary_conv2d",
     "binary_matmul",

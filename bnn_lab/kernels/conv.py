@@ -64,6 +64,47 @@ class PackedConv2dInput:
         return (n, self.channels, h, w)
 
 
+@dataclass(eq=False)
+class AffineEpilogue:
+    """What :func:`binary_conv2d` returns instead of the int32 product: float32
+    ``acc * scale[o] + bias[o]`` (a packed layer's per-channel scale and bias; either may be None).
+    The ``cpu`` backend computes it inside the GEMM, rounding as this reference does."""
+
+    scale: torch.Tensor | None = None
+    bias: torch.Tensor | None = None
+
+    def apply(self, acc: torch.Tensor) -> torch.Tensor:
+        out = acc.to(torch.float32)
+        if self.scale is not None:
+            out = out * self.scale.view(1, -1, 1, 1)
+        if self.bias is not None:
+            out = out + self.bias.view(1, -1, 1, 1)
+        return out
+
+    def arrays(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
+        scale = torch.ones(channels) if self.scale is None else self.scale
+        bias = torch.zeros(channels) if self.bias is None else self.bias
+        return (scale.detach().to(torch.float32).contiguous().numpy(),
+                bias.detach().to(torch.float32).contiguous().numpy())
+
+
+@dataclass(eq=False)
+class ThresholdEpilogue:
+    """What :func:`binary_conv2d` returns instead of the int32 product: the bits
+    ``sgn[o] * acc >= thr[o]`` (int32 per channel) packed along channels, a
+    :class:`PackedConv2dInput` for the next binary convolution (``bnn_lab.export.graph``)."""
+
+    sgn: torch.Tensor
+    thr: torch.Tensor
+
+    def apply(self, acc: torch.Tensor) -> PackedConv2dInput:
+        n, o, h, w = acc.shape
+        rows = acc.permute(0, 2, 3, 1).reshape(-1, o)
+        bits = pack_signs(rows * self.sgn.view(1, -1) - self.thr.view(1, -1))  # bit: x >= 0
+        bits = F.pad(bits, (0, words_per_pixel(o) - bits.shape[-1]))
+        return PackedConv2dInput(bits.reshape(n, h, w, -1), o)
+
+
 def pack_conv2d_input(x: torch.Tensor) -> PackedConv2dInput:
     """Pack the signs of ``x`` (N, C, H, W) along channels (see the module docstring)."""
     if x.dim() != 4:
@@ -262,7 +303,8 @@ def binary_conv2d(
     *,
     kernel_size=None,
     backend: str = "auto",
-) -> torch.Tensor:
+    epilogue: AffineEpilogue | ThresholdEpilogue | None = None,
+):
     """Exact ``F.conv2d(sign(x), sign(w), stride=, padding=, dilation=)`` as int32.
 
     Args:
@@ -281,6 +323,9 @@ def binary_conv2d(
         backend: ``binary_matmul`` backend (``auto``: numba on CPU, triton on CUDA).
             The ``cpu`` backend also packs the input with numba, and its GEMM reads the
             patches straight from the packed input (no im2col buffer).
+        epilogue: ``None`` (the int32 product), an :class:`AffineEpilogue` (float32) or a
+            :class:`ThresholdEpilogue` (packed bits); the ``cpu`` backend applies it in the
+            GEMM, the others after it.
 
     Returns:
         int32 (N, O, H_out, W_out) on the input's device, in ``torch.channels_last``
@@ -348,8 +393,18 @@ def binary_conv2d(
         src = xb.contiguous().numpy().view(np.uint64).reshape(-1)
         if corr is not None:  # only the border pixels' rows, kept with the weights
             corr = pw.cached(("cpu_corr", id(corr)), lambda c=corr: numba_cpu.compact_correction(c.numpy()))
-        out = torch.empty((n * p, o), dtype=torch.int32)
-        numba_cpu.gemm_into(src, offs, panels, geo, pw.k, out.numpy(), p, corr)
+        if isinstance(epilogue, ThresholdEpilogue):
+            bits = torch.zeros((n * p, words_per_pixel(o)), dtype=torch.int32)
+            numba_cpu.gemm_bits_into(src, offs, panels, geo, pw.k, bits.numpy().view(np.uint32),
+                                     epilogue.sgn.to(torch.int32).contiguous().numpy(),
+                                     epilogue.thr.to(torch.int32).contiguous().numpy(), p, corr)
+            return PackedConv2dInput(bits.reshape(n, h_out, w_out, -1), o)
+        if isinstance(epilogue, AffineEpilogue):
+            out = torch.empty((n * p, o), dtype=torch.float32)
+            numba_cpu.gemm_affine_into(src, offs, panels, geo, pw.k, out.numpy(), *epilogue.arrays(o), p, corr)
+        else:
+            out = torch.empty((n * p, o), dtype=torch.int32)
+            numba_cpu.gemm_into(src, offs, panels, geo, pw.k, out.numpy(), p, corr)
         return out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2)
 
     idx = _gather_index((hp, wp), pw.kernel_size, stride, dilation, (h_out, w_out), device)
@@ -357,4 +412,5 @@ def binary_conv2d(
     out = binary_matmul(cols, pw.rows, pw.k, backend=name)  # (N * P, O): NHWC order
     if corr is not None:
         out = out.reshape(n, p, o).add_(corr)
-    return out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2)
+    out = out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2)
+    return out if epilogue is None else epilogue.apply(out)

@@ -3,7 +3,9 @@ import torch
 import torch.nn.functional as F
 
 from bnn_lab.kernels import (
+    AffineEpilogue,
     PackedConv2dWeight,
+    ThresholdEpilogue,
     binary_conv2d,
     pack_conv2d_input,
     pack_conv2d_weight,
@@ -135,3 +137,32 @@ def test_matches_reference_against_fp_conv_on_pm1_values():
     assert out.shape == (1, 1, 3, 3)
     assert out[0, 0, 1, 1].item() == -2
     assert torch.equal(out, F.conv2d(x, wt, padding=1).to(torch.int32))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n,c,o,h,w,ks,s,p,d", [CASES[1], CASES[2], CASES[4], CASES[8], (1, 64, 70, 7, 7, 3, 1, 1, 1)])
+def test_epilogues_match_the_float_conv_followed_by_the_same_float_ops(backend, n, c, o, h, w, ks, s, p, d):
+    """Affine: float32 acc * scale + bias, rounded as torch does it (no fused multiply-add);
+    threshold: the bits [sgn * acc >= thr] packed along channels, as pack_signs packs them."""
+    gen = torch.Generator().manual_seed(o * 7 + c)
+    kh, kw = (ks, ks) if isinstance(ks, int) else ks
+    x = torch.randn(n, c, h, w, generator=gen)
+    wt = torch.randn(o, c, kh, kw, generator=gen)
+    ref = conv_ref(x, wt, stride=s, padding=p, dilation=d)  # float +-1 conv, as int32
+    scale, bias = torch.rand(o, generator=gen) + 0.1, torch.randn(o, generator=gen)
+    pw = pack_conv2d_weight(wt)
+    out = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend,
+                        epilogue=AffineEpilogue(scale, bias))
+    expect = ref.to(torch.float32) * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
+    assert out.dtype == torch.float32 and torch.equal(out, expect)
+    out = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend, epilogue=AffineEpilogue(None, bias))
+    assert torch.equal(out, ref.to(torch.float32) + bias.view(1, -1, 1, 1))
+    sgn = torch.where(torch.rand(o, generator=gen) < 0.5, 1, -1).to(torch.int32)
+    thr = torch.randint(-5, 6, (o,), generator=gen, dtype=torch.int32)
+    bits = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend,
+                         epilogue=ThresholdEpilogue(sgn, thr))
+    decided = ref * sgn.view(1, -1, 1, 1) >= thr.view(1, -1, 1, 1)  # (N, O, H', W') booleans
+    expect_bits = pack_conv2d_input(torch.where(decided, 1.0, -1.0)).bits
+    assert bits.channels == o and bits.bits.shape[-1] == 2 * ((o + 63) // 64)  # whole uint64 words per pixel
+    assert torch.equal(bits.bits[..., :expect_bits.shape[-1]], expect_bits)
+    assert not bits.bits[..., expect_bits.shape[-1]:].any()

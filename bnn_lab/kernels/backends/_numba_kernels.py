@@ -144,8 +144,9 @@ _tile_one = _make_tile(1, 1)
 
 
 @njit(inline="always", cache=True)
-def _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, i0, p0, buf):
-    """Compute and store the outputs of rows [i0, i0 + TILE_ROWS) x panels [p0, p0 + TILE_PANELS)."""
+def _tile_counts(src, offs, bp, geo, i0, p0, buf):
+    """``buf[r, c]``: popcounts of rows [i0, i0 + TILE_ROWS) x panels [p0, p0 + TILE_PANELS) (cut at the
+    edges); returns the (rows, panels) actually computed."""
     n_i, n_j, seg_len, st_i, st_j = geo
     nrows = min(TILE_ROWS, offs.shape[0] - i0)
     npan = min(TILE_PANELS, bp.shape[0] - p0)
@@ -161,19 +162,73 @@ def _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, i0, p0, bu
         for r in range(nrows):
             for c in range(npan):
                 _tile_one(src, offs, bp, i0 + r, p0 + c, buf[r:, c * LANES :], n_i, n_j, seg_len, st_i, st_j)
+    return nrows, npan
+
+
+@njit(inline="always", cache=True)
+def _exact_row(buf, r, k, ncols, corr_index, corr_rows, i, period, j0, vals):
+    """``vals[c] = k - 2 buf[r, c] (+ border correction of pixel i % period)``: the exact products."""
+    ci = corr_index[i % period] if corr_index.shape[0] > 0 else -1
+    if ci >= 0:
+        crow = corr_rows[ci]
+        for c in range(ncols):
+            vals[c] = k - 2 * np.int64(buf[r, c]) + crow[j0 + c]
+    else:
+        for c in range(ncols):
+            vals[c] = k - 2 * np.int64(buf[r, c])
+
+
+@njit(inline="always", cache=True)
+def _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, i0, p0, buf, vals):
+    """Compute and store the int32 outputs of rows [i0, i0 + TILE_ROWS) x panels [p0, p0 + TILE_PANELS)."""
+    nrows, npan = _tile_counts(src, offs, bp, geo, i0, p0, buf)
     j0 = p0 * LANES
     ncols = min(npan * LANES, out.shape[1] - j0)
     for r in range(nrows):
-        i = i0 + r
-        row = out[i]
-        ci = corr_index[i % period] if corr_index.shape[0] > 0 else -1
-        if ci >= 0:
-            crow = corr_rows[ci]
-            for c in range(ncols):
-                row[j0 + c] = k - 2 * np.int64(buf[r, c]) + crow[j0 + c]
-        else:
-            for c in range(ncols):
-                row[j0 + c] = k - 2 * np.int64(buf[r, c])
+        _exact_row(buf, r, k, ncols, corr_index, corr_rows, i0 + r, period, j0, vals)
+        row = out[i0 + r]
+        for c in range(ncols):
+            row[j0 + c] = vals[c]
+
+
+@njit(inline="always", cache=True)
+def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, i0, p0, buf, vals):
+    """The same block, stored as float32 ``acc * scale + bias`` (per output column)."""
+    nrows, npan = _tile_counts(src, offs, bp, geo, i0, p0, buf)
+    j0 = p0 * LANES
+    ncols = min(npan * LANES, out.shape[1] - j0)
+    for r in range(nrows):
+        _exact_row(buf, r, k, ncols, corr_index, corr_rows, i0 + r, period, j0, vals)
+        row = out[i0 + r]
+        for c in range(ncols):
+            row[j0 + c] = np.float32(vals[c]) * scale[j0 + c] + bias[j0 + c]
+
+
+@njit(inline="always", cache=True)
+def _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, i0, p0, buf, vals):
+    """The same block, stored as the bits ``acc * sgn >= thr`` packed along the columns: column ``j`` is
+    bit ``j % 32`` of uint32 word ``j // 32`` of the row (``out`` zero-filled by the caller)."""
+    nrows, npan = _tile_counts(src, offs, bp, geo, i0, p0, buf)
+    j0 = p0 * LANES
+    ncols = min(npan * LANES, sgn.shape[0] - j0)
+    for r in range(nrows):
+        _exact_row(buf, r, k, ncols, corr_index, corr_rows, i0 + r, period, j0, vals)
+        row = out[i0 + r]
+        if ncols == 32 and (j0 & 31) == 0:  # a whole word (the AVX-512 tile): fixed trip count, vectorised
+            word = np.uint32(0)
+            for b in range(32):
+                word |= np.uint32(vals[b] * sgn[j0 + b] >= thr[j0 + b]) << np.uint32(b)
+            row[j0 >> 5] = word
+            continue
+        c = 0
+        while c < ncols:
+            j = j0 + c
+            n = min(32 - (j & 31), ncols - c)
+            word = np.uint32(0)
+            for b in range(n):
+                word |= np.uint32(vals[c + b] * sgn[j + b] >= thr[j + b]) << np.uint32((j & 31) + b)
+            row[j >> 5] |= word
+            c += n
 
 
 def _gemm(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows, n_threads):
@@ -195,19 +250,64 @@ def _gemm(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, 
     if row_blocks >= 2 * n_threads or row_blocks >= col_blocks:
         for ib in prange(row_blocks):  # each thread streams B (panels; prefetch-friendly)
             buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
+            vals = np.empty(TILE_PANELS * LANES, np.int64)
             for jb in range(col_blocks):
-                _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, ib * TILE_ROWS, jb * TILE_PANELS, buf)
+                _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, ib * TILE_ROWS, jb * TILE_PANELS,
+                       buf, vals)
     else:  # few rows (small batch): split the columns between threads instead
         for jb in prange(col_blocks):
             buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
+            vals = np.empty(TILE_PANELS * LANES, np.int64)
             for ib in range(row_blocks):
-                _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, ib * TILE_ROWS, jb * TILE_PANELS, buf)
+                _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, ib * TILE_ROWS, jb * TILE_PANELS,
+                       buf, vals)
 
 
-_GEMM_SIG = (
-    "void(uint64[::1], int64[::1], uint64[:, :, ::1], int64, int64, int64, int64, int64,"
-    " int64, int32[:, ::1], int64, int32[::1], int32[:, ::1], int64)"
-)
+def _gemm_affine(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows,
+                 scale, bias, n_threads):
+    """:func:`_gemm` whose output is float32 ``acc * scale[j] + bias[j]``: a packed layer's epilogue
+    in the GEMM (no int32 product in memory). Compiled without fastmath: the float operations round
+    as torch's ``acc.float() * scale + bias`` does (no contraction into a fused multiply-add)."""
+    geo = (n_i, n_j, seg_len, stride_i, stride_j)
+    row_blocks = (offs.shape[0] + TILE_ROWS - 1) // TILE_ROWS
+    col_blocks = (bp.shape[0] + TILE_PANELS - 1) // TILE_PANELS
+    if row_blocks >= 2 * n_threads or row_blocks >= col_blocks:
+        for ib in prange(row_blocks):
+            buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
+            vals = np.empty(TILE_PANELS * LANES, np.int64)
+            for jb in range(col_blocks):
+                _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, ib * TILE_ROWS,
+                              jb * TILE_PANELS, buf, vals)
+    else:
+        for jb in prange(col_blocks):
+            buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
+            vals = np.empty(TILE_PANELS * LANES, np.int64)
+            for ib in range(row_blocks):
+                _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, ib * TILE_ROWS,
+                              jb * TILE_PANELS, buf, vals)
+
+
+def _gemm_bits(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows,
+               sgn, thr, n_threads):
+    """:func:`_gemm` whose output is the packed bits ``acc * sgn[j] >= thr[j]`` (uint32 (M, words),
+    zero-filled): a binary layer's output handed to the next one as bits. Split by rows only, so
+    that every output word is written by one thread."""
+    geo = (n_i, n_j, seg_len, stride_i, stride_j)
+    row_blocks = (offs.shape[0] + TILE_ROWS - 1) // TILE_ROWS
+    col_blocks = (bp.shape[0] + TILE_PANELS - 1) // TILE_PANELS
+    for ib in prange(row_blocks):
+        buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
+        vals = np.empty(TILE_PANELS * LANES, np.int64)
+        for jb in range(col_blocks):
+            _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, ib * TILE_ROWS,
+                        jb * TILE_PANELS, buf, vals)
+
+
+_GEMM_ARGS = "uint64[::1], int64[::1], uint64[:, :, ::1], int64, int64, int64, int64, int64, int64"
+_CORR_ARGS = "int64, int32[::1], int32[:, ::1]"
+_GEMM_SIG = f"void({_GEMM_ARGS}, int32[:, ::1], {_CORR_ARGS}, int64)"
+_GEMM_AFFINE_SIG = f"void({_GEMM_ARGS}, float32[:, ::1], {_CORR_ARGS}, float32[::1], float32[::1], int64)"
+_GEMM_BITS_SIG = f"void({_GEMM_ARGS}, uint32[:, ::1], {_CORR_ARGS}, int32[::1], int32[::1], int64)"
 
 
 def _to_panels(b, bp):
@@ -298,6 +398,16 @@ _OPTS = dict(parallel=True, fastmath=True, cache=True)
 @functools.cache
 def gemm_kernel():
     return njit(_GEMM_SIG, **_OPTS)(_gemm)
+
+
+@functools.cache
+def gemm_affine_kernel():
+    return njit(_GEMM_AFFINE_SIG, parallel=True, fastmath=False, cache=True)(_gemm_affine)
+
+
+@functools.cache
+def gemm_bits_kernel():
+    return njit(_GEMM_BITS_SIG, **_OPTS)(_gemm_bits)
 
 
 @functools.cache

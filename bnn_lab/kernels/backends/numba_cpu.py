@@ -107,6 +107,32 @@ def gemm_into(src: np.ndarray, offs: np.ndarray, bp: np.ndarray, geo, k: int, ou
     )
 
 
+def gemm_affine_into(src, offs, bp, geo, k: int, out: np.ndarray, scale: np.ndarray, bias: np.ndarray, period=1,
+                     corr=None):
+    """:func:`gemm_into` with the output in float32: ``out[i, j] = acc[i, j] * scale[j] + bias[j]``
+    (float32 (N,) each), rounded as torch's ``acc.float() * scale + bias``."""
+    kern = _kernels()
+    n_threads = _sync_threads()
+    if offs.shape[0] == 0 or out.shape[1] == 0:
+        return
+    index, rows = (_NO_INDEX, _NO_ROWS) if corr is None else corr
+    kern.gemm_affine_kernel()(src, offs, bp, *(int(v) for v in geo), int(k), out, int(period), index, rows, scale,
+                              bias, n_threads)
+
+
+def gemm_bits_into(src, offs, bp, geo, k: int, out: np.ndarray, sgn: np.ndarray, thr: np.ndarray, period=1,
+                   corr=None):
+    """:func:`gemm_into` with the output packed: bit ``j % 32`` of uint32 word ``out[i, j // 32]`` is
+    ``acc[i, j] * sgn[j] >= thr[j]`` (int32 (N,) each); ``out`` zero-filled, at least ceil(N / 32) words."""
+    kern = _kernels()
+    n_threads = _sync_threads()
+    if offs.shape[0] == 0 or sgn.shape[0] == 0:
+        return
+    index, rows = (_NO_INDEX, _NO_ROWS) if corr is None else corr
+    kern.gemm_bits_kernel()(src, offs, bp, *(int(v) for v in geo), int(k), out, int(period), index, rows, sgn, thr,
+                            n_threads)
+
+
 def binary_matmul_cpu(a_bits: torch.Tensor, b_bits: torch.Tensor, k: int) -> torch.Tensor:
     """``k - 2 * popcount(a XOR b)`` for all row pairs; int32 (M, N) on CPU.
 

@@ -1,0 +1,70 @@
+"""The float rewrites of the inference graph: a BatchNorm folded into the float convolution before
+it, residual additions and clamping activations in place only where nothing else reads the tensor."""
+import torch
+import torch.fx as fx
+from torch import nn
+
+from bnn_lab.export.float_rewrites import add_into, fold_float_batchnorms, inplace_float_ops
+
+
+class _Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn = nn.BatchNorm2d(8)
+        self.act = nn.Hardtanh()
+        self.shared = nn.Conv2d(8, 8, 1)  # its output is read twice: never overwritten
+        self.side = nn.Conv2d(8, 8, 1)
+        self.act2 = nn.ReLU()
+        self.view = nn.Identity()  # returns its input: not a fresh tensor
+
+    def forward(self, x):
+        x = self.act(self.bn(self.stem(x)))
+        s = self.shared(x)
+        y = self.act2(s + x)  # s has two readers: a new sum, which act2 may overwrite
+        z = self.side(x) + y  # side's output is read once: in place
+        v = self.view(z)
+        return torch.cat([self.act(v + s), z * 2], 1)  # v aliases z (read again): a new tensor
+
+
+def _trained_bn(net):
+    net.train()
+    with torch.no_grad():
+        net(torch.randn(16, 3, 6, 6) * 3 + 1)
+    return net.eval()
+
+
+def test_only_unshared_fresh_tensors_are_overwritten_and_the_output_is_unchanged():
+    torch.manual_seed(0)
+    net = _trained_bn(_Net())
+    x = torch.randn(4, 3, 6, 6)
+    with torch.no_grad():
+        ref = net(x)
+    gm = fx.symbolic_trace(net)
+    assert fold_float_batchnorms(gm) == 1
+    assert all(n.target != "bn" for n in gm.graph.nodes)
+    inplace = inplace_float_ops(gm)
+    gm.recompile()
+    adds = [n for n in gm.graph.nodes if n.target is add_into]
+    assert [n.args[0].target for n in adds] == ["side"]  # only the addition on side's output
+    # act2 overwrites the new sum s + x; act is called twice (once on the folded stem): not in place
+    assert inplace == 2 and gm.act2.inplace and not gm.act.inplace
+    with torch.no_grad():
+        out = gm(x)
+    # the folded BatchNorm changes float rounding only; every value the eager net gives, kept
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_a_folded_batchnorm_is_the_formula():
+    torch.manual_seed(1)
+    conv, bn = nn.Conv2d(2, 3, 3, bias=False), nn.BatchNorm2d(3)
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-1, 1)
+    gm = fx.symbolic_trace(nn.Sequential(conv, bn).eval())
+    assert fold_float_batchnorms(gm) == 1
+    g = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+    torch.testing.assert_close(gm.get_submodule("0").weight, conv.weight * g.view(-1, 1, 1, 1))
+    torch.testing.assert_close(gm.get_submodule("0").bias, bn.bias - bn.running_mean * g)
