@@ -4,7 +4,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from bnn_lab.export.float_rewrites import add_into, fold_float_batchnorms, inplace_float_ops
+from bnn_lab.export.float_rewrites import add_into, drop_identities, fold_float_batchnorms, inplace_float_ops
 
 
 class _Net(nn.Module):
@@ -53,6 +53,12 @@ def test_only_unshared_fresh_tensors_are_overwritten_and_the_output_is_unchanged
         out = gm(x)
     # the folded BatchNorm changes float rounding only; every value the eager net gives, kept
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    # without the Identity the sum v + s reads z directly: still not overwritten (z is read again)
+    gm = fx.symbolic_trace(net)
+    assert drop_identities(gm) == 1 and inplace_float_ops(gm) == 2
+    gm.recompile()
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), ref, atol=1e-5, rtol=1e-5)
 
 
 def test_a_folded_batchnorm_is_the_formula():

@@ -56,6 +56,9 @@ def test_resnet18_blocks_hand_bits_and_keep_the_packed_logits(estimator, scale, 
     assert ").bn1(" not in folded.code and ").bn2(" not in folded.code  # the blocks' BNs
     # the stem's and the three downsampling shortcuts' BNs, folded into their float convolutions
     assert folded_report.folded_float_batchnorms == 4 and "self.bn1(" not in folded.code
+    # every block's conv2 + shortcut addition (+ a clamping activation): one packed convolution's epilogue
+    assert folded_report.fused_residuals == 8
+    assert ("act2" in folded.code) == (activation not in ("hardtanh", "relu"))
     assert "downsample, \"1\")" not in folded.code
     with torch.no_grad():
         out = folded(x)

@@ -10,7 +10,8 @@ remove passes without changing what is computed beyond float rounding:
 * a residual addition ``a + b`` whose left operand is a fresh tensor (the output of a convolution,
   BatchNorm or another addition) used by nothing else is done in place, ``a.add_(b)``;
 * a clamping activation (Hardtanh, ReLU, ReLU6, LeakyReLU) whose input is such a fresh, unshared
-  tensor runs in place.
+  tensor runs in place;
+* Identity and Dropout modules (identities at inference) leave the graph.
 """
 from __future__ import annotations
 
@@ -62,6 +63,18 @@ def fold_float_batchnorms(gm: fx.GraphModule) -> int:
     return folded
 
 
+def drop_identities(gm: fx.GraphModule) -> int:
+    """Remove the calls of Identity and Dropout modules (their output is their input at inference)."""
+    modules, dropped = dict(gm.named_modules()), 0
+    for node in list(gm.graph.nodes):
+        if node.op == "call_module" and isinstance(modules[node.target], (nn.Identity, nn.Dropout)) \
+                and len(node.args) == 1 and not node.kwargs and isinstance(node.args[0], fx.Node):
+            node.replace_all_uses_with(node.args[0])
+            gm.graph.erase_node(node)
+            dropped += 1
+    return dropped
+
+
 def inplace_float_ops(gm: fx.GraphModule) -> int:
     """Residual additions and clamping activations in place where their input is fresh and unshared;
     returns the count of rewritten nodes."""
@@ -79,4 +92,4 @@ def inplace_float_ops(gm: fx.GraphModule) -> int:
     return count
 
 
-__all__ = ["INPLACE_ACTIVATIONS", "add_into", "fold_float_batchnorms", "inplace_float_ops"]
+__all__ = ["INPLACE_ACTIVATIONS", "add_into", "drop_identities", "fold_float_batchnorms", "inplace_float_ops"]

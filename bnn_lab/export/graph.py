@@ -33,8 +33,9 @@ from torch import nn
 from .. import kernels
 from ..kernels.conv import PackedConv2dInput
 from ..surgery.activations import RPReLU
-from .float_rewrites import fold_float_batchnorms, inplace_float_ops
+from .float_rewrites import drop_identities, fold_float_batchnorms, inplace_float_ops
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
+from .residual_fusion import fuse_residuals
 
 ELEMENTWISE = (nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Hardtanh, nn.ReLU, nn.ReLU6, nn.PReLU, nn.LeakyReLU,
                RPReLU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.GELU)
@@ -71,12 +72,14 @@ class GraphReport:
     not_linked: dict[str, str] = dataclasses.field(default_factory=dict)
     folded_batchnorms: int = 0
     folded_float_batchnorms: int = 0
+    fused_residuals: int = 0
     inplace_ops: int = 0
 
     def __str__(self) -> str:
         lines = [f"{len(self.bit_links)} binary convolutions hand packed bits to the next one, "
                  f"{self.folded_batchnorms} BatchNorms folded into binary convolutions, "
-                 f"{self.folded_float_batchnorms} into float ones, {self.inplace_ops} float ops in place"]
+                 f"{self.folded_float_batchnorms} into float ones, {self.fused_residuals} residual additions "
+                 f"(and activations) in binary convolutions' epilogues, {self.inplace_ops} float ops in place"]
         lines += [f"  float between {n} and the next binary layer: {why}" for n, why in self.not_linked.items()]
         return "\n".join(lines)
 
@@ -130,8 +133,9 @@ def build_inference_graph(packed: nn.Module, channels_last: bool = True,
                           fold_bn: bool = True) -> tuple[nn.Module, GraphReport]:
     """A copy of a packed model (``pack_model``) traced with torch.fx, in which every packed
     convolution that feeds only another one through elementwise modules hands it packed bits,
-    BatchNorms after packed and float convolutions are folded into them and residual additions and
-    clamping activations run in place (``fold_bn``; ``bnn_lab.export.float_rewrites``), and the
+    BatchNorms after packed and float convolutions are folded into them, the residual addition and
+    clamping activation after a packed convolution join its epilogue (``residual_fusion``), the other
+    additions and activations run in place (``fold_bn``; ``float_rewrites``), and the
     network runs channels-last (``channels_last``). The model itself is not changed; a model
     torch.fx cannot trace is returned as a copy."""
     report = GraphReport()
@@ -185,7 +189,9 @@ def build_inference_graph(packed: nn.Module, channels_last: bool = True,
             gm.graph.erase_node(user)
             report.folded_batchnorms += 1
     if fold_bn:
+        drop_identities(gm)
         report.folded_float_batchnorms = fold_float_batchnorms(gm)
+        report.fused_residuals = fuse_residuals(gm)
         report.inplace_ops = inplace_float_ops(gm)
     if channels_last:
         for node in gm.graph.nodes:

@@ -67,11 +67,15 @@ class PackedConv2dInput:
 @dataclass(eq=False)
 class AffineEpilogue:
     """What :func:`binary_conv2d` returns instead of the int32 product: float32
-    ``acc * scale[o] + bias[o]`` (a packed layer's per-channel scale and bias; either may be None).
-    The ``cpu`` backend computes it inside the GEMM, rounding as this reference does."""
+    ``clamp(acc * scale[o] + bias[o] + residual, lo, hi)``: a packed layer's per-channel scale and
+    bias (either may be None), then optionally a residual addition (a float32 tensor of the output's
+    shape) and a clamping activation (``clamp = (lo, hi)``, Hardtanh or ReLU). The ``cpu`` backend
+    computes it inside the GEMM, rounding as this reference does."""
 
     scale: torch.Tensor | None = None
     bias: torch.Tensor | None = None
+    residual: torch.Tensor | None = None
+    clamp: tuple[float, float] | None = None
 
     def apply(self, acc: torch.Tensor) -> torch.Tensor:
         out = acc.to(torch.float32)
@@ -79,6 +83,10 @@ class AffineEpilogue:
             out = out * self.scale.view(1, -1, 1, 1)
         if self.bias is not None:
             out = out + self.bias.view(1, -1, 1, 1)
+        if self.residual is not None:
+            out = out + self.residual
+        if self.clamp is not None:
+            out = out.clamp(*self.clamp)
         return out
 
     def arrays(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -86,6 +94,15 @@ class AffineEpilogue:
         bias = torch.zeros(channels) if self.bias is None else self.bias
         return (scale.detach().to(torch.float32).contiguous().numpy(),
                 bias.detach().to(torch.float32).contiguous().numpy())
+
+    def residual_rows(self, shape) -> np.ndarray | None:
+        """The residual as (N * H * W, O) float32 rows in the kernels' pixel-major order (None without)."""
+        if self.residual is None:
+            return None
+        r = self.residual
+        if tuple(r.shape) != tuple(shape) or r.dtype != torch.float32:
+            raise ValueError(f"the residual must be float32 {tuple(shape)}, got {r.dtype} {tuple(r.shape)}")
+        return r.permute(0, 2, 3, 1).contiguous().reshape(-1, shape[1]).numpy()
 
 
 @dataclass(eq=False)
@@ -401,7 +418,9 @@ def binary_conv2d(
             return PackedConv2dInput(bits.reshape(n, h_out, w_out, -1), o)
         if isinstance(epilogue, AffineEpilogue):
             out = torch.empty((n * p, o), dtype=torch.float32)
-            numba_cpu.gemm_affine_into(src, offs, panels, geo, pw.k, out.numpy(), *epilogue.arrays(o), p, corr)
+            lo, hi = epilogue.clamp if epilogue.clamp is not None else (-np.inf, np.inf)
+            numba_cpu.gemm_affine_into(src, offs, panels, geo, pw.k, out.numpy(), *epilogue.arrays(o), p, corr,
+                                       epilogue.residual_rows((n, o, h_out, w_out)), lo, hi)
         else:
             out = torch.empty((n * p, o), dtype=torch.int32)
             numba_cpu.gemm_into(src, offs, panels, geo, pw.k, out.numpy(), p, corr)

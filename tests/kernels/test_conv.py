@@ -157,6 +157,15 @@ def test_epilogues_match_the_float_conv_followed_by_the_same_float_ops(backend, 
     assert out.dtype == torch.float32 and torch.equal(out, expect)
     out = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend, epilogue=AffineEpilogue(None, bias))
     assert torch.equal(out, ref.to(torch.float32) + bias.view(1, -1, 1, 1))
+    # a residual added and a Hardtanh after it, as the modules do it: F.hardtanh(conv * s + b + r)
+    res = torch.randn(ref.shape, generator=gen).contiguous(memory_format=torch.channels_last) * 3
+    out = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend,
+                        epilogue=AffineEpilogue(scale, bias, res, (-1.0, 1.0)))
+    assert torch.equal(out, F.hardtanh(expect + res))
+    assert (out == 1).any() and (out == -1).any() and ((out > -1) & (out < 1)).any()  # every branch taken
+    out = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend,
+                        epilogue=AffineEpilogue(scale, bias, res.contiguous(), (0.0, float("inf"))))  # NCHW residual
+    assert torch.equal(out, F.relu(expect + res))
     sgn = torch.where(torch.rand(o, generator=gen) < 0.5, 1, -1).to(torch.int32)
     thr = torch.randint(-5, 6, (o,), generator=gen, dtype=torch.int32)
     bits = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend,

@@ -192,16 +192,26 @@ def _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, i0, p0, bu
 
 
 @njit(inline="always", cache=True)
-def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, i0, p0, buf, vals):
-    """The same block, stored as float32 ``acc * scale + bias`` (per output column)."""
+def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi, i0, p0, buf,
+                  vals):
+    """The same block, stored as float32 ``min(max(acc * scale + bias (+ res), lo), hi)`` (per output
+    column; ``res`` (M, N) or empty: a residual added before the clamp)."""
     nrows, npan = _tile_counts(src, offs, bp, geo, i0, p0, buf)
     j0 = p0 * LANES
     ncols = min(npan * LANES, out.shape[1] - j0)
     for r in range(nrows):
-        _exact_row(buf, r, k, ncols, corr_index, corr_rows, i0 + r, period, j0, vals)
-        row = out[i0 + r]
-        for c in range(ncols):
-            row[j0 + c] = np.float32(vals[c]) * scale[j0 + c] + bias[j0 + c]
+        i = i0 + r
+        _exact_row(buf, r, k, ncols, corr_index, corr_rows, i, period, j0, vals)
+        row = out[i]
+        if res.shape[0] > 0:
+            rrow = res[i]
+            for c in range(ncols):
+                y = np.float32(vals[c]) * scale[j0 + c] + bias[j0 + c] + rrow[j0 + c]
+                row[j0 + c] = min(max(y, lo), hi)
+        else:
+            for c in range(ncols):
+                y = np.float32(vals[c]) * scale[j0 + c] + bias[j0 + c]
+                row[j0 + c] = min(max(y, lo), hi)
 
 
 @njit(inline="always", cache=True)
@@ -264,10 +274,11 @@ def _gemm(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, 
 
 
 def _gemm_affine(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows,
-                 scale, bias, n_threads):
-    """:func:`_gemm` whose output is float32 ``acc * scale[j] + bias[j]``: a packed layer's epilogue
-    in the GEMM (no int32 product in memory). Compiled without fastmath: the float operations round
-    as torch's ``acc.float() * scale + bias`` does (no contraction into a fused multiply-add)."""
+                 scale, bias, res, lo, hi, n_threads):
+    """:func:`_gemm` whose output is float32 ``clamp(acc * scale[j] + bias[j] (+ res[i, j]), lo, hi)``:
+    a packed layer's epilogue, the residual addition and the clamping activation after it in the
+    GEMM (no int32 product in memory). Compiled without fastmath: the float operations round as
+    torch's ``(acc.float() * scale + bias) + res`` does (no contraction into a fused multiply-add)."""
     geo = (n_i, n_j, seg_len, stride_i, stride_j)
     row_blocks = (offs.shape[0] + TILE_ROWS - 1) // TILE_ROWS
     col_blocks = (bp.shape[0] + TILE_PANELS - 1) // TILE_PANELS
@@ -276,14 +287,16 @@ def _gemm_affine(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, p
             buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
             vals = np.empty(TILE_PANELS * LANES, np.int64)
             for jb in range(col_blocks):
-                _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, ib * TILE_ROWS,
+                _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi,
+                              ib * TILE_ROWS,
                               jb * TILE_PANELS, buf, vals)
     else:
         for jb in prange(col_blocks):
             buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
             vals = np.empty(TILE_PANELS * LANES, np.int64)
             for ib in range(row_blocks):
-                _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, ib * TILE_ROWS,
+                _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi,
+                              ib * TILE_ROWS,
                               jb * TILE_PANELS, buf, vals)
 
 
@@ -306,7 +319,8 @@ def _gemm_bits(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, per
 _GEMM_ARGS = "uint64[::1], int64[::1], uint64[:, :, ::1], int64, int64, int64, int64, int64, int64"
 _CORR_ARGS = "int64, int32[::1], int32[:, ::1]"
 _GEMM_SIG = f"void({_GEMM_ARGS}, int32[:, ::1], {_CORR_ARGS}, int64)"
-_GEMM_AFFINE_SIG = f"void({_GEMM_ARGS}, float32[:, ::1], {_CORR_ARGS}, float32[::1], float32[::1], int64)"
+_GEMM_AFFINE_SIG = (f"void({_GEMM_ARGS}, float32[:, ::1], {_CORR_ARGS}, float32[::1], float32[::1], float32[:, ::1],"
+                    " float32, float32, int64)")
 _GEMM_BITS_SIG = f"void({_GEMM_ARGS}, uint32[:, ::1], {_CORR_ARGS}, int32[::1], int32[::1], int64)"
 
 

@@ -16,6 +16,7 @@ HAS_NUMBA = importlib.util.find_spec("numba") is not None
 
 _NO_INDEX = np.zeros(0, dtype=np.int32)
 _NO_ROWS = np.zeros((0, 0), dtype=np.int32)
+_NO_FLOATS = np.zeros((0, 0), dtype=np.float32)
 
 
 def _kernels():
@@ -108,16 +109,17 @@ def gemm_into(src: np.ndarray, offs: np.ndarray, bp: np.ndarray, geo, k: int, ou
 
 
 def gemm_affine_into(src, offs, bp, geo, k: int, out: np.ndarray, scale: np.ndarray, bias: np.ndarray, period=1,
-                     corr=None):
-    """:func:`gemm_into` with the output in float32: ``out[i, j] = acc[i, j] * scale[j] + bias[j]``
-    (float32 (N,) each), rounded as torch's ``acc.float() * scale + bias``."""
+                     corr=None, res: np.ndarray | None = None, lo: float = -np.inf, hi: float = np.inf):
+    """:func:`gemm_into` with the output in float32: ``out[i, j] = clamp(acc[i, j] * scale[j] + bias[j]
+    (+ res[i, j]), lo, hi)`` (``scale``, ``bias`` float32 (N,); ``res`` float32 (M, N) or None),
+    rounded as the same torch operations."""
     kern = _kernels()
     n_threads = _sync_threads()
     if offs.shape[0] == 0 or out.shape[1] == 0:
         return
     index, rows = (_NO_INDEX, _NO_ROWS) if corr is None else corr
     kern.gemm_affine_kernel()(src, offs, bp, *(int(v) for v in geo), int(k), out, int(period), index, rows, scale,
-                              bias, n_threads)
+                              bias, _NO_FLOATS if res is None else res, np.float32(lo), np.float32(hi), n_threads)
 
 
 def gemm_bits_into(src, offs, bp, geo, k: int, out: np.ndarray, sgn: np.ndarray, thr: np.ndarray, period=1,
