@@ -175,3 +175,15 @@ def test_epilogues_match_the_float_conv_followed_by_the_same_float_ops(backend, 
     assert bits.channels == o and bits.bits.shape[-1] == 2 * ((o + 63) // 64)  # whole uint64 words per pixel
     assert torch.equal(bits.bits[..., :expect_bits.shape[-1]], expect_bits)
     assert not bits.bits[..., expect_bits.shape[-1]:].any()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_channels_last_signs_of_zero_in_whole_words(backend):
+    # 64 channels: two whole words per pixel, packed with one vector comparison each on the cpu backend
+    x = torch.where(torch.randn(2, 64, 5, 5) >= 0, 1.0, -1.0)
+    x[0, :, 1, 1], x[1, :, 2, 3], x[1, 5:40, 0, 0] = 0.0, -0.0, -0.0  # sign(+-0) = +1
+    wt = torch.randn(8, 64, 3, 3)
+    ref = conv_ref(torch.where(x >= 0, 1.0, -1.0), wt, padding=1)
+    out = binary_conv2d(x.contiguous(memory_format=torch.channels_last), pack_conv2d_weight(wt), padding=1,
+                        backend=backend)
+    assert torch.equal(out, ref)

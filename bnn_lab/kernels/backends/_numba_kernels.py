@@ -137,6 +137,22 @@ def _make_tile(rows: int, panels: int):
     return tile
 
 
+@intrinsic
+def _sign_word(typingctx, flat, start):
+    """uint32 whose bit ``b`` is ``flat[start + b] >= 0`` for 32 consecutive float32 values: one vector
+    comparison (a mask register with AVX-512) instead of 32 scalar tests. NaN gives 0 (as ``>=``)."""
+    sig = types.uint32(flat, start)
+
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[0])(context, builder, args[0])
+        off = context.cast(builder, args[1], signature.args[1], types.int64)
+        vec = ir.VectorType(ir.FloatType(), 32)
+        values = builder.load(builder.bitcast(builder.gep(arr.data, [off]), vec.as_pointer()), align=4)
+        return builder.bitcast(builder.fcmp_ordered(">=", values, ir.Constant(vec, [0.0] * 32)), ir.IntType(32))
+
+    return sig, codegen
+
+
 _tile_full = _make_tile(TILE_ROWS, TILE_PANELS)
 _tile_row = _make_tile(1, TILE_PANELS)
 _tile_panel = _make_tile(TILE_ROWS, 1)
@@ -365,25 +381,30 @@ def _pack_channels(x, xb, pad_top, pad_left, w):
             xb[ni, pad_top + hi, pad_left + s - hi * w, cw] = acc[s]
 
 
-def _pack_pixels(x, xb, pad_top, pad_left, h, w):
+def _pack_pixels(x, xb, pad_top, pad_left, h, w, full):
     """Signs of a channels-last activation ``x`` (N * H * W, C) packed along channels into ``xb``
     (N, Hp, Wp, CW) (uint32, zero-filled by the caller) at offset (``pad_top``, ``pad_left``).
-    One task per pixel: its C values are contiguous, no layout conversion."""
+    One task per pixel: its C values are contiguous, no layout conversion; the first ``full`` words
+    (``C // 32`` for float32 ``x``, else 0) with one vector comparison each."""
     rows, c = x.shape
     cw_n = xb.shape[3]
     hw = h * w
+    flat = x.reshape(-1)
     for r in prange(rows):
         ni = r // hw
         s = r - ni * hw
         hi = s // w
         wi = s - hi * w
-        for cw in range(cw_n):
+        out = xb[ni, pad_top + hi, pad_left + wi]
+        for cw in range(full):
+            out[cw] = _sign_word(flat, r * c + cw * 32)
+        for cw in range(full, cw_n):
             word = np.uint32(0)
             c0 = cw * 32
             for b in range(min(32, max(c - c0, 0))):
                 if x[r, c0 + b] >= 0:
                     word |= np.uint32(1) << np.uint32(b)
-            xb[ni, pad_top + hi, pad_left + wi, cw] = word
+            out[cw] = word
 
 
 def _threshold_pack(acc, sgn, thr, xb):

@@ -173,7 +173,8 @@ def pack_channels(x: torch.Tensor, pads: tuple[int, int, int, int], words: int) 
         _sync_threads()
         if x.dim() == 4 and x.permute(0, 2, 3, 1).is_contiguous():  # channels_last: read it as it lies
             pixels = x.detach().permute(0, 2, 3, 1).reshape(n * h * w, c).numpy()
-            kern.pack_pixels_kernel()(pixels, xb.numpy().view(np.uint32), top, left, h, w)
+            full = c // 32 if pixels.dtype == np.float32 and pixels.flags.c_contiguous else 0
+            kern.pack_pixels_kernel()(pixels, xb.numpy().view(np.uint32), top, left, h, w, full)
         else:
             arr = x.detach().contiguous().reshape(n, c, h * w).numpy()
             kern.pack_channels_kernel()(arr, xb.numpy().view(np.uint32), top, left, w)
