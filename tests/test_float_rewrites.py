@@ -4,7 +4,8 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from bnn_lab.export.float_rewrites import add_into, drop_identities, fold_float_batchnorms, inplace_float_ops
+from bnn_lab.export.float_rewrites import (add_into, drop_identities, fold_float_batchnorms, inplace_float_ops,
+                                           pool_before_activation)
 
 
 class _Net(nn.Module):
@@ -74,3 +75,33 @@ def test_a_folded_batchnorm_is_the_formula():
     g = bn.weight / torch.sqrt(bn.running_var + bn.eps)
     torch.testing.assert_close(gm.get_submodule("0").weight, conv.weight * g.view(-1, 1, 1, 1))
     torch.testing.assert_close(gm.get_submodule("0").bias, bn.bias - bn.running_mean * g)
+
+
+class _Stem(nn.Module):
+    def __init__(self, act: nn.Module, read_twice: bool) -> None:
+        super().__init__()
+        self.conv, self.act, self.pool, self.read_twice = nn.Conv2d(3, 4, 3), act, nn.MaxPool2d(3, 2, 1), read_twice
+
+    def forward(self, x):
+        a = self.act(self.conv(x) - 0.5)
+        p = self.pool(a)
+        return (p, a.sum()) if self.read_twice else p
+
+
+def test_a_max_pooling_moves_before_its_clamping_activation_exactly():
+    torch.manual_seed(2)
+    x = torch.randn(2, 3, 11, 9)
+    for act in (nn.Hardtanh(-0.5, 0.25), nn.ReLU(), nn.ReLU6()):
+        net = _Stem(act, read_twice=False).eval()
+        gm = fx.symbolic_trace(net)
+        assert pool_before_activation(gm) == 1
+        gm.recompile()
+        order = [n.target for n in gm.graph.nodes if n.op == "call_module"]
+        assert order == ["conv", "pool", "act"]
+        with torch.no_grad():
+            ref = net(x)
+            assert torch.equal(gm(x), ref)  # exact, clamped values at the border windows included
+            lo, hi = act(torch.tensor(-9.0)), act(torch.tensor(9.0))
+            assert ((ref == lo) | (ref == hi)).any() and ((ref > lo) & (ref < hi)).any()  # both branches
+    gm = fx.symbolic_trace(_Stem(nn.ReLU(), read_twice=True))  # the activation's output is read again
+    assert pool_before_activation(gm) == 0

@@ -11,7 +11,10 @@ remove passes without changing what is computed beyond float rounding:
   BatchNorm or another addition) used by nothing else is done in place, ``a.add_(b)``;
 * a clamping activation (Hardtanh, ReLU, ReLU6, LeakyReLU) whose input is such a fresh, unshared
   tensor runs in place;
-* Identity and Dropout modules (identities at inference) leave the graph.
+* Identity and Dropout modules (identities at inference) leave the graph;
+* a max-pooling after a clamping activation runs before it: ``maxpool(clamp(x)) = clamp(maxpool(x))``
+  exactly (a non-decreasing function commutes with max; the -inf padding is never the maximum), and
+  the activation then reads a tensor a quarter of the size (3x3 stride-2 stem pooling).
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ from torch.nn.utils.fusion import fuse_conv_bn_eval
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
 
 INPLACE_ACTIVATIONS = (nn.Hardtanh, nn.ReLU, nn.ReLU6, nn.LeakyReLU)
-_FRESH_MODULES = (PackedBinaryConv2d, PackedBinaryLinear, nn.Conv2d, nn.Linear, nn.BatchNorm2d)
+_FRESH_MODULES = (PackedBinaryConv2d, PackedBinaryLinear, nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.MaxPool2d)
 _ADDS = (operator.add, torch.add)
 
 
@@ -75,6 +78,27 @@ def drop_identities(gm: fx.GraphModule) -> int:
     return dropped
 
 
+def pool_before_activation(gm: fx.GraphModule) -> int:
+    """Swap ``maxpool(act(x))`` into ``act(maxpool(x))`` for clamping activations read only by the pooling."""
+    modules, swapped = dict(gm.named_modules()), 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], INPLACE_ACTIVATIONS) \
+                or isinstance(modules[node.target], nn.LeakyReLU) or len(node.args) != 1 or len(node.users) != 1:
+            continue
+        pool = next(iter(node.users))
+        if pool.op != "call_module" or not isinstance(modules[pool.target], nn.MaxPool2d) or pool.args != (node,) \
+                or modules[pool.target].return_indices or pool.kwargs or sum(n.target == node.target for n in gm.graph.nodes) != 1:
+            continue
+        pool.args = node.args
+        with gm.graph.inserting_after(pool):
+            act = gm.graph.call_module(node.target, (pool,))
+        pool.replace_all_uses_with(act)
+        act.args = (pool,)
+        gm.graph.erase_node(node)
+        swapped += 1
+    return swapped
+
+
 def inplace_float_ops(gm: fx.GraphModule) -> int:
     """Residual additions and clamping activations in place where their input is fresh and unshared;
     returns the count of rewritten nodes."""
@@ -92,4 +116,5 @@ def inplace_float_ops(gm: fx.GraphModule) -> int:
     return count
 
 
-__all__ = ["INPLACE_ACTIVATIONS", "add_into", "drop_identities", "fold_float_batchnorms", "inplace_float_ops"]
+__all__ = ["INPLACE_ACTIVATIONS", "add_into", "drop_identities", "fold_float_batchnorms", "inplace_float_ops",
+           "pool_before_activation"]

@@ -33,7 +33,7 @@ from torch import nn
 from .. import kernels
 from ..kernels.conv import PackedConv2dInput
 from ..surgery.activations import RPReLU
-from .float_rewrites import drop_identities, fold_float_batchnorms, inplace_float_ops
+from .float_rewrites import drop_identities, fold_float_batchnorms, inplace_float_ops, pool_before_activation
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
 from .residual_fusion import fuse_residuals
 
@@ -73,13 +73,15 @@ class GraphReport:
     folded_batchnorms: int = 0
     folded_float_batchnorms: int = 0
     fused_residuals: int = 0
+    pools_first: int = 0
     inplace_ops: int = 0
 
     def __str__(self) -> str:
         lines = [f"{len(self.bit_links)} binary convolutions hand packed bits to the next one, "
                  f"{self.folded_batchnorms} BatchNorms folded into binary convolutions, "
                  f"{self.folded_float_batchnorms} into float ones, {self.fused_residuals} residual additions "
-                 f"(and activations) in binary convolutions' epilogues, {self.inplace_ops} float ops in place"]
+                 f"(and activations) in binary convolutions' epilogues, {self.pools_first} max-poolings moved before "
+                 f"their activation, {self.inplace_ops} float ops in place"]
         lines += [f"  float between {n} and the next binary layer: {why}" for n, why in self.not_linked.items()]
         return "\n".join(lines)
 
@@ -191,6 +193,7 @@ def build_inference_graph(packed: nn.Module, channels_last: bool = True,
     if fold_bn:
         drop_identities(gm)
         report.folded_float_batchnorms = fold_float_batchnorms(gm)
+        report.pools_first = pool_before_activation(gm)
         report.fused_residuals = fuse_residuals(gm)
         report.inplace_ops = inplace_float_ops(gm)
     if channels_last:
