@@ -155,6 +155,7 @@ def bench_model(packed: nn.Module, floating: nn.Module, input_shape, info: dict,
 
         packed, report = build_inference_graph(packed)
         info["bit_links"] = len(report.bit_links)
+        info["graph_rewrites"] = str(report).splitlines()[0]
     fdtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     packed = packed.to(dev).eval()
     floating = floating.to(dev, fdtype).eval()
@@ -186,7 +187,7 @@ def _table(res: dict) -> str:
              f"x{res['threads']} threads; float = same net in {res['float_dtype']}; medians of alternating "
              f"blocks [25th-75th percentile]"]
     if res.get("graph"):
-        lines.append(f"  inference graph: {res['bit_links']} packed convolutions hand packed bits to the next one")
+        lines.append(f"  inference graph: {res.get('graph_rewrites', res['bit_links'])}")
     if "same_predictions" in res:
         lines.append(f"  packed layers {res['packed_layers']}, kept float {res['kept_float']}, "
                      f"packed predicts as the binary float model: {res['same_predictions']}")
