@@ -310,6 +310,54 @@ def _gather_index(padded_hw, kernel_size, stride, dilation, out_hw, device) -> t
     return idx
 
 
+def _hashable(v):
+    return tuple(v) if isinstance(v, list) else v
+
+
+@dataclass(eq=False)
+class _ConvPlan:
+    """What one geometry of a convolution needs besides the input, computed once per weight and
+    input size (cached with the weight): the geometry, the border correction and, for the ``cpu``
+    backend, the GEMM's row offsets, segment layout and weight panels."""
+
+    backend: str
+    stride: tuple[int, int]
+    dilation: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    out_hw: tuple[int, int]
+    corr: object = None
+    geo: tuple = ()
+    offs: np.ndarray | None = None
+    panels: np.ndarray | None = None
+
+    @classmethod
+    def make(cls, pw: PackedConv2dWeight, n, h, w, stride, padding, dilation, backend, device) -> _ConvPlan:
+        stride = _pair(stride, "stride")
+        dilation = _pair(dilation, "dilation")
+        pads, out_hw = _conv_geometry((h, w), pw.kernel_size, stride, padding, dilation)
+        name = resolve_backend(backend, device)
+        if name == "cpu" and device.type != "cpu":
+            raise ValueError(f"the 'cpu' backend needs CPU tensors, got {device}")
+        corr = pw.border_correction((h, w), stride, pads, dilation)
+        plan = cls(name, stride, dilation, pads, out_hw, corr)
+        if name == "cpu":
+            from .backends import numba_cpu
+
+            # The GEMM reads each patch straight from the packed input: per kernel row, one run
+            # of kw pixels x pw64 words (dw == 1), or one segment per tap (dilated rows).
+            pw64 = pw.words_per_tap // 2
+            kh, kw = pw.kernel_size
+            dh, dw = dilation
+            wp = w + pads[2] + pads[3]
+            plan.geo = (kh, 1, kw * pw64, dh * wp * pw64, 0) if dw == 1 else (kh, kw, pw64, dh * wp * pw64, dw * pw64)
+            plan.panels = pw.cached("cpu_panels", lambda: numba_cpu.to_panels(
+                numba_cpu.as_u64_rows(pw.rows, kh * kw * pw64)))
+            plan.offs = numba_cpu.conv_row_offsets(n, (h + pads[0] + pads[1], wp), pw64, stride, out_hw)
+            if corr is not None:  # only the border pixels' rows
+                plan.corr = numba_cpu.compact_correction(corr.numpy())
+        return plan
+
+
 def binary_conv2d(
     x,
     weight,
@@ -366,66 +414,54 @@ def binary_conv2d(
         raise ValueError(f"input has {c} channels but the weight expects {pw.in_channels}")
     if pw.device != device:
         raise ValueError(f"input is on {device} but the weight is on {pw.device}")
-    stride = _pair(stride, "stride")
-    dilation = _pair(dilation, "dilation")
-    pads, (h_out, w_out) = _conv_geometry((h, w), pw.kernel_size, stride, padding, dilation)
-    top, bottom, left, right = pads
-    name = resolve_backend(backend, device)
-    if name == "cpu" and device.type != "cpu":
-        raise ValueError(f"the 'cpu' backend needs CPU tensors, got {device}")
-    o = pw.out_channels
+    key = ("plan", n, h, w, _hashable(stride), _hashable(padding), _hashable(dilation), backend, device)
+    plan = pw._cache.get(key)
+    if plan is None:
+        plans = [k for k in pw._cache if k[0] == "plan"]
+        for k in plans[: max(len(plans) - 15, 0)]:  # a few input sizes per weight (the last batch of an epoch...)
+            del pw._cache[k]
+        plan = pw._cache[key] = _ConvPlan.make(pw, n, h, w, stride, padding, dilation, backend, device)
+    name, (top, bottom, left, right), o, words = plan.backend, plan.pads, pw.out_channels, pw.words_per_tap
+    h_out, w_out = plan.out_hw
     p = h_out * w_out
-    corr = pw.border_correction((h, w), stride, pads, dilation)
 
     # 1. channel-packed input, padded with -1 (zero bits), pw.words_per_tap words a pixel
-    words = pw.words_per_tap
     if isinstance(x, PackedConv2dInput):
         xb = F.pad(x.bits, (0, words - x.bits.shape[-1], left, right, top, bottom))
     elif name == "cpu":
         from .backends import numba_cpu
 
-        xb = numba_cpu.pack_channels(x, pads, words)
+        xb = numba_cpu.pack_channels(x, plan.pads, words)
     else:
         if not x.is_floating_point():
             x = x.to(torch.float32)
         xb = pack_signs(F.pad(x, (left, right, top, bottom), value=-1.0).permute(0, 2, 3, 1))
         xb = F.pad(xb, (0, words - xb.shape[-1]))
     hp, wp = h + top + bottom, w + left + right
+    corr = plan.corr
 
     # 2. the binary matmul over patches (+ border correction); rows = output pixels (NHWC)
     if name == "cpu":
         from .backends import numba_cpu
 
-        # The GEMM reads each patch straight from the packed input: per kernel row, one run
-        # of kw pixels x pw64 words (dw == 1), or one segment per tap (dilated rows).
-        pw64 = words // 2
-        kh, kw = pw.kernel_size
-        dh, dw = dilation
-        if dw == 1:
-            geo = (kh, 1, kw * pw64, dh * wp * pw64, 0)
-        else:
-            geo = (kh, kw, pw64, dh * wp * pw64, dw * pw64)
-        panels = pw.cached("cpu_panels", lambda: numba_cpu.to_panels(numba_cpu.as_u64_rows(pw.rows, kh * kw * pw64)))
-        offs = numba_cpu.conv_row_offsets(n, (hp, wp), pw64, stride, (h_out, w_out))
         src = xb.contiguous().numpy().view(np.uint64).reshape(-1)
-        if corr is not None:  # only the border pixels' rows, kept with the weights
-            corr = pw.cached(("cpu_corr", id(corr)), lambda c=corr: numba_cpu.compact_correction(c.numpy()))
         if isinstance(epilogue, ThresholdEpilogue):
             bits = torch.zeros((n * p, words_per_pixel(o)), dtype=torch.int32)
-            numba_cpu.gemm_bits_into(src, offs, panels, geo, pw.k, bits.numpy().view(np.uint32),
+            numba_cpu.gemm_bits_into(src, plan.offs, plan.panels, plan.geo, pw.k, bits.numpy().view(np.uint32),
                                      epilogue.sgn.to(torch.int32).contiguous().numpy(),
                                      epilogue.thr.to(torch.int32).contiguous().numpy(), p, corr)
             return PackedConv2dInput(bits.reshape(n, h_out, w_out, -1), o)
         if isinstance(epilogue, AffineEpilogue):
             out = torch.empty((n * p, o), dtype=torch.float32)
             lo, hi = epilogue.clamp if epilogue.clamp is not None else (-np.inf, np.inf)
-            numba_cpu.gemm_affine_into(src, offs, panels, geo, pw.k, out.numpy(), *epilogue.arrays(o), p, corr,
-                                       epilogue.residual_rows((n, o, h_out, w_out)), lo, hi)
+            numba_cpu.gemm_affine_into(src, plan.offs, plan.panels, plan.geo, pw.k, out.numpy(), *epilogue.arrays(o),
+                                       p, corr, epilogue.residual_rows((n, o, h_out, w_out)), lo, hi)
         else:
             out = torch.empty((n * p, o), dtype=torch.int32)
-            numba_cpu.gemm_into(src, offs, panels, geo, pw.k, out.numpy(), p, corr)
+            numba_cpu.gemm_into(src, plan.offs, plan.panels, plan.geo, pw.k, out.numpy(), p, corr)
         return out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2)
 
+    stride, dilation = plan.stride, plan.dilation
     idx = _gather_index((hp, wp), pw.kernel_size, stride, dilation, (h_out, w_out), device)
     cols = xb.reshape(n, hp * wp, words)[:, idx].reshape(n * p, -1)
     out = binary_matmul(cols, pw.rows, pw.k, backend=name)  # (N * P, O): NHWC order
