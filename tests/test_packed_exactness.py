@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from bnn_lab.export import pack_model
+from bnn_lab.export.graph import build_inference_graph
 from trained_digits import digits_splits, logits, trained_digits_model
 
 CASES = [("ste", "none", "hardtanh"), ("ste", "xnor", "hardtanh"), ("ste", "learned", "hardtanh"),
@@ -23,5 +24,11 @@ def test_packed_and_float_agree_on_every_test_image(estimator, scale, activation
     packed, report = pack_model(model, backend="cpu")
     assert len(report.packed) == 20 and not report.kept_float
     out = logits(packed, x)
+    assert torch.equal(out.argmax(1), ref.argmax(1))
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    # the inference graph (bits between convolutions, folded BatchNorms, fused residual epilogues)
+    graph, graph_report = build_inference_graph(packed)
+    assert (graph_report.fused_residuals > 0) == (scale != "gating")  # a gating scale keeps its modules
+    out = logits(graph, x)
     assert torch.equal(out.argmax(1), ref.argmax(1))
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)

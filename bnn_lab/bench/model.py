@@ -101,8 +101,9 @@ def _quartiles(times: list[float]) -> tuple[float, float, float]:
 def _is_leaf(module: nn.Module) -> bool:
     from ..export import PackedBinaryConv2d, PackedBinaryLinear
     from ..export.graph import PackedConv2dToBits
+    from ..export.residual_fusion import PackedConv2dResidual
 
-    return isinstance(module, (PackedBinaryConv2d, PackedBinaryLinear, PackedConv2dToBits)) or \
+    return isinstance(module, (PackedBinaryConv2d, PackedBinaryLinear, PackedConv2dToBits, PackedConv2dResidual)) or \
         not any(True for _ in module.children())
 
 
