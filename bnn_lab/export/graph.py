@@ -35,7 +35,7 @@ from ..kernels.conv import PackedConv2dInput
 from ..surgery.activations import RPReLU
 from .float_rewrites import drop_identities, fold_float_batchnorms, inplace_float_ops, pool_before_activation
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
-from .residual_fusion import fuse_residuals
+from .residual_fusion import fuse_residuals, hand_bits_to_next
 
 ELEMENTWISE = (nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Hardtanh, nn.ReLU, nn.ReLU6, nn.PReLU, nn.LeakyReLU,
                RPReLU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.GELU)
@@ -73,6 +73,7 @@ class GraphReport:
     folded_batchnorms: int = 0
     folded_float_batchnorms: int = 0
     fused_residuals: int = 0
+    residual_bits: int = 0
     pools_first: int = 0
     inplace_ops: int = 0
 
@@ -80,7 +81,8 @@ class GraphReport:
         lines = [f"{len(self.bit_links)} binary convolutions hand packed bits to the next one, "
                  f"{self.folded_batchnorms} BatchNorms folded into binary convolutions, "
                  f"{self.folded_float_batchnorms} into float ones, {self.fused_residuals} residual additions "
-                 f"(and activations) in binary convolutions' epilogues, {self.pools_first} max-poolings moved before "
+                 f"(and activations) in binary convolutions' epilogues ({self.residual_bits} of them also packing "
+                 f"the next binary layer's input), {self.pools_first} max-poolings moved before "
                  f"their activation, {self.inplace_ops} float ops in place"]
         lines += [f"  float between {n} and the next binary layer: {why}" for n, why in self.not_linked.items()]
         return "\n".join(lines)
@@ -195,6 +197,7 @@ def build_inference_graph(packed: nn.Module, channels_last: bool = True,
         report.folded_float_batchnorms = fold_float_batchnorms(gm)
         report.pools_first = pool_before_activation(gm)
         report.fused_residuals = fuse_residuals(gm)
+        report.residual_bits = hand_bits_to_next(gm)
         report.inplace_ops = inplace_float_ops(gm)
     if channels_last:
         for node in gm.graph.nodes:

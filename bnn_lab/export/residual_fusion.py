@@ -6,6 +6,10 @@ between binary layers: ``y = act(bn(conv(x)) + shortcut)``. With the BatchNorm f
 convolution's scale and bias (``bnn_lab.export.graph``), ``clamp(acc * s + b + shortcut, lo, hi)``
 is the packed convolution's epilogue (``kernels.AffineEpilogue``): the ``cpu`` backend computes it
 inside its GEMM, in the same float operations and order as the modules it replaces.
+
+Where the result is also the input of one binary convolution (the next block's first conv), the
+same epilogue packs its signs for that convolution: ``sign(y - t) = +1`` exactly when ``y >= t``,
+so the next layer reads bits and the float stream is not read again to pack it.
 """
 from __future__ import annotations
 
@@ -27,12 +31,15 @@ _ADDS = (operator.add, torch.add, add_into)
 
 
 class PackedConv2dResidual(nn.Module):
-    """``clamp(conv(x) + residual, lo, hi)`` (``clamp`` None: no activation) as one packed convolution."""
+    """``clamp(conv(x) + residual, lo, hi)`` (``clamp`` None: no activation) as one packed convolution;
+    with ``bits_threshold`` set (the next binary layer's input threshold, or 0.0) it returns the pair
+    (that float output, the packed signs of ``output - bits_threshold``)."""
 
     def __init__(self, conv: PackedBinaryConv2d, clamp: tuple[float, float] | None) -> None:
         super().__init__()
         self.conv = conv
         self.clamp = clamp
+        self.bits_threshold: torch.Tensor | float | None = None
 
     def _out_shape(self, x) -> tuple[int, ...]:
         c = self.conv
@@ -46,14 +53,18 @@ class PackedConv2dResidual(nn.Module):
         if (isinstance(residual, torch.Tensor) and residual.dtype == torch.float32 and c.gate is None
                 and (packed_in or x.dtype == torch.float32) and tuple(residual.shape) == self._out_shape(x)):
             u = x if packed_in or c.threshold is None else x - c.threshold.view(1, -1, 1, 1)
-            epilogue = kernels.AffineEpilogue(c.scale, c.bias, residual, self.clamp)
+            epilogue = kernels.AffineEpilogue(c.scale, c.bias, residual, self.clamp, self.bits_threshold)
             return kernels.binary_conv2d(u, c.packed_weight(), c.stride, c.padding, c.dilation, backend=c.backend,
                                          epilogue=epilogue)
         out = c(x) + residual
-        return out if self.clamp is None else out.clamp(*self.clamp)
+        out = out if self.clamp is None else out.clamp(*self.clamp)
+        if self.bits_threshold is None:
+            return out
+        return out, kernels.AffineEpilogue(bits_threshold=self.bits_threshold).apply(out)[1]
 
     def extra_repr(self) -> str:
-        return f"+ residual, clamp={self.clamp}"
+        bits = "" if self.bits_threshold is None else ", also packed bits for the next binary layer"
+        return f"+ residual, clamp={self.clamp}{bits}"
 
 
 def _single_user(node: fx.Node) -> fx.Node | None:
@@ -94,4 +105,37 @@ def fuse_residuals(gm: fx.GraphModule) -> int:
     return count
 
 
-__all__ = ["CLAMPS", "PackedConv2dResidual", "fuse_residuals"]
+def _input_threshold(module: nn.Module):
+    """The input threshold of a packed convolution module (fused or not), 0.0 without one; None when
+    the module is not a packed convolution."""
+    from .graph import PackedConv2dToBits
+
+    conv = module.conv if isinstance(module, (PackedConv2dToBits, PackedConv2dResidual)) else module
+    if not isinstance(conv, PackedBinaryConv2d):
+        return None
+    return 0.0 if conv.threshold is None else conv.threshold
+
+
+def hand_bits_to_next(gm: fx.GraphModule) -> int:
+    """Where a fused residual convolution's output is the input of exactly one packed convolution,
+    let it also emit that convolution's packed input bits; returns the count."""
+    modules, count = dict(gm.named_modules()), 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or not isinstance(modules[node.target], PackedConv2dResidual):
+            continue
+        readers = [u for u in node.users if u.op == "call_module" and u.args and u.args[0] is node
+                   and _input_threshold(modules[u.target]) is not None]
+        if len(readers) != 1:
+            continue
+        modules[node.target].bits_threshold = _input_threshold(modules[readers[0].target])
+        with gm.graph.inserting_after(node):
+            bits = gm.graph.call_function(operator.getitem, (node, 1))
+        with gm.graph.inserting_after(node):
+            value = gm.graph.call_function(operator.getitem, (node, 0))
+        node.replace_all_uses_with(value, delete_user_cb=lambda user: user not in (value, bits))
+        readers[0].args = (bits,) + tuple(readers[0].args[1:])
+        count += 1
+    return count
+
+
+__all__ = ["CLAMPS", "PackedConv2dResidual", "fuse_residuals", "hand_bits_to_next"]

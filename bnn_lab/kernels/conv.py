@@ -69,15 +69,31 @@ class AffineEpilogue:
     """What :func:`binary_conv2d` returns instead of the int32 product: float32
     ``clamp(acc * scale[o] + bias[o] + residual, lo, hi)``: a packed layer's per-channel scale and
     bias (either may be None), then optionally a residual addition (a float32 tensor of the output's
-    shape) and a clamping activation (``clamp = (lo, hi)``, Hardtanh or ReLU). The ``cpu`` backend
-    computes it inside the GEMM, rounding as this reference does."""
+    shape) and a clamping activation (``clamp = (lo, hi)``, Hardtanh or ReLU). With
+    ``bits_threshold`` (per channel, or 0) the result is a pair: the float32 output and the signs of
+    ``output - bits_threshold`` packed for the next binary convolution (a :class:`PackedConv2dInput`).
+    The ``cpu`` backend computes it inside the GEMM, rounding as this reference does."""
 
     scale: torch.Tensor | None = None
     bias: torch.Tensor | None = None
     residual: torch.Tensor | None = None
     clamp: tuple[float, float] | None = None
+    bits_threshold: torch.Tensor | float | None = None
 
-    def apply(self, acc: torch.Tensor) -> torch.Tensor:
+    def threshold_array(self, channels: int) -> np.ndarray:
+        t = self.bits_threshold
+        t = torch.full((channels,), float(t)) if not isinstance(t, torch.Tensor) else t.detach().reshape(-1)
+        return t.to(torch.float32).contiguous().numpy()
+
+    def apply(self, acc: torch.Tensor):
+        out = self._apply_float(acc)
+        if self.bits_threshold is None:
+            return out
+        t = torch.from_numpy(self.threshold_array(out.shape[1])).to(out.device)
+        bits = pack_signs((out - t.view(1, -1, 1, 1)).permute(0, 2, 3, 1))
+        return out, PackedConv2dInput(F.pad(bits, (0, words_per_pixel(out.shape[1]) - bits.shape[-1])), out.shape[1])
+
+    def _apply_float(self, acc: torch.Tensor) -> torch.Tensor:
         out = acc.to(torch.float32)
         if self.scale is not None:
             out = out * self.scale.view(1, -1, 1, 1)
@@ -454,8 +470,15 @@ def binary_conv2d(
         if isinstance(epilogue, AffineEpilogue):
             out = torch.empty((n * p, o), dtype=torch.float32)
             lo, hi = epilogue.clamp if epilogue.clamp is not None else (-np.inf, np.inf)
+            bits = None if epilogue.bits_threshold is None else torch.zeros((n * p, words_per_pixel(o)),
+                                                                            dtype=torch.int32)
             numba_cpu.gemm_affine_into(src, plan.offs, plan.panels, plan.geo, pw.k, out.numpy(), *epilogue.arrays(o),
-                                       p, corr, epilogue.residual_rows((n, o, h_out, w_out)), lo, hi)
+                                       p, corr, epilogue.residual_rows((n, o, h_out, w_out)), lo, hi,
+                                       None if bits is None else bits.numpy().view(np.uint32),
+                                       None if bits is None else epilogue.threshold_array(o))
+            if bits is not None:
+                return (out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2),
+                        PackedConv2dInput(bits.reshape(n, h_out, w_out, -1), o))
         else:
             out = torch.empty((n * p, o), dtype=torch.int32)
             numba_cpu.gemm_into(src, plan.offs, plan.panels, plan.geo, pw.k, out.numpy(), p, corr)

@@ -166,6 +166,14 @@ def test_epilogues_match_the_float_conv_followed_by_the_same_float_ops(backend, 
     out = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend,
                         epilogue=AffineEpilogue(scale, bias, res.contiguous(), (0.0, float("inf"))))  # NCHW residual
     assert torch.equal(out, F.relu(expect + res))
+    # and the signs of (output - t) packed for the next binary layer, from the same epilogue
+    t = torch.randn(o, generator=gen) * 0.3
+    out, nxt = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend,
+                             epilogue=AffineEpilogue(scale, bias, res, (-1.0, 1.0), bits_threshold=t))
+    assert torch.equal(out, F.hardtanh(expect + res))
+    want = pack_conv2d_input(out - t.view(1, -1, 1, 1)).bits
+    assert nxt.channels == o and torch.equal(nxt.bits[..., :want.shape[-1]], want)
+    assert not nxt.bits[..., want.shape[-1]:].any()
     sgn = torch.where(torch.rand(o, generator=gen) < 0.5, 1, -1).to(torch.int32)
     thr = torch.randint(-5, 6, (o,), generator=gen, dtype=torch.int32)
     bits = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend,

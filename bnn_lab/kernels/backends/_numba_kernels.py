@@ -208,10 +208,12 @@ def _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, i0, p0, bu
 
 
 @njit(inline="always", cache=True)
-def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi, i0, p0, buf,
-                  vals):
+def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi, bits, tb, i0,
+                  p0, buf, vals):
     """The same block, stored as float32 ``min(max(acc * scale + bias (+ res), lo), hi)`` (per output
-    column; ``res`` (M, N) or empty: a residual added before the clamp)."""
+    column; ``res`` (M, N) or empty: a residual added before the clamp); with ``bits`` (M, words) not
+    empty, also the bits ``y >= tb[j]`` of those values packed along the columns (the next binary
+    layer's input: ``sign(y - t)`` is +1 exactly when ``y >= t``)."""
     nrows, npan = _tile_counts(src, offs, bp, geo, i0, p0, buf)
     j0 = p0 * LANES
     ncols = min(npan * LANES, out.shape[1] - j0)
@@ -228,6 +230,11 @@ def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sca
             for c in range(ncols):
                 y = np.float32(vals[c]) * scale[j0 + c] + bias[j0 + c]
                 row[j0 + c] = min(max(y, lo), hi)
+        if bits.shape[0] > 0:
+            brow = bits[i]
+            for c in range(ncols):
+                j = j0 + c
+                brow[j >> 5] |= np.uint32(row[j] >= tb[j]) << np.uint32(j & 31)
 
 
 @njit(inline="always", cache=True)
@@ -290,21 +297,23 @@ def _gemm(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, 
 
 
 def _gemm_affine(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows,
-                 scale, bias, res, lo, hi, n_threads):
+                 scale, bias, res, lo, hi, bits, tb, n_threads):
     """:func:`_gemm` whose output is float32 ``clamp(acc * scale[j] + bias[j] (+ res[i, j]), lo, hi)``:
     a packed layer's epilogue, the residual addition and the clamping activation after it in the
     GEMM (no int32 product in memory). Compiled without fastmath: the float operations round as
-    torch's ``(acc.float() * scale + bias) + res`` does (no contraction into a fused multiply-add)."""
+    torch's ``(acc.float() * scale + bias) + res`` does (no contraction into a fused multiply-add).
+    With ``bits`` (zero-filled, see :func:`_block_affine`) the split is by rows only: one thread
+    per output word."""
     geo = (n_i, n_j, seg_len, stride_i, stride_j)
     row_blocks = (offs.shape[0] + TILE_ROWS - 1) // TILE_ROWS
     col_blocks = (bp.shape[0] + TILE_PANELS - 1) // TILE_PANELS
-    if row_blocks >= 2 * n_threads or row_blocks >= col_blocks:
+    if bits.shape[0] > 0 or row_blocks >= 2 * n_threads or row_blocks >= col_blocks:
         for ib in prange(row_blocks):
             buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
             vals = np.empty(TILE_PANELS * LANES, np.int64)
             for jb in range(col_blocks):
                 _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi,
-                              ib * TILE_ROWS,
+                              bits, tb, ib * TILE_ROWS,
                               jb * TILE_PANELS, buf, vals)
     else:
         for jb in prange(col_blocks):
@@ -312,7 +321,7 @@ def _gemm_affine(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, p
             vals = np.empty(TILE_PANELS * LANES, np.int64)
             for ib in range(row_blocks):
                 _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi,
-                              ib * TILE_ROWS,
+                              bits, tb, ib * TILE_ROWS,
                               jb * TILE_PANELS, buf, vals)
 
 
@@ -336,7 +345,7 @@ _GEMM_ARGS = "uint64[::1], int64[::1], uint64[:, :, ::1], int64, int64, int64, i
 _CORR_ARGS = "int64, int32[::1], int32[:, ::1]"
 _GEMM_SIG = f"void({_GEMM_ARGS}, int32[:, ::1], {_CORR_ARGS}, int64)"
 _GEMM_AFFINE_SIG = (f"void({_GEMM_ARGS}, float32[:, ::1], {_CORR_ARGS}, float32[::1], float32[::1], float32[:, ::1],"
-                    " float32, float32, int64)")
+                    " float32, float32, uint32[:, ::1], float32[::1], int64)")
 _GEMM_BITS_SIG = f"void({_GEMM_ARGS}, uint32[:, ::1], {_CORR_ARGS}, int32[::1], int32[::1], int64)"
 
 

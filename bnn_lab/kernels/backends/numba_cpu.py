@@ -17,6 +17,8 @@ HAS_NUMBA = importlib.util.find_spec("numba") is not None
 _NO_INDEX = np.zeros(0, dtype=np.int32)
 _NO_ROWS = np.zeros((0, 0), dtype=np.int32)
 _NO_FLOATS = np.zeros((0, 0), dtype=np.float32)
+_NO_WORDS = np.zeros((0, 0), dtype=np.uint32)
+_NO_THRESHOLDS = np.zeros(0, dtype=np.float32)
 
 
 def _kernels():
@@ -109,17 +111,21 @@ def gemm_into(src: np.ndarray, offs: np.ndarray, bp: np.ndarray, geo, k: int, ou
 
 
 def gemm_affine_into(src, offs, bp, geo, k: int, out: np.ndarray, scale: np.ndarray, bias: np.ndarray, period=1,
-                     corr=None, res: np.ndarray | None = None, lo: float = -np.inf, hi: float = np.inf):
+                     corr=None, res: np.ndarray | None = None, lo: float = -np.inf, hi: float = np.inf,
+                     bits: np.ndarray | None = None, bits_threshold: np.ndarray | None = None):
     """:func:`gemm_into` with the output in float32: ``out[i, j] = clamp(acc[i, j] * scale[j] + bias[j]
     (+ res[i, j]), lo, hi)`` (``scale``, ``bias`` float32 (N,); ``res`` float32 (M, N) or None),
-    rounded as the same torch operations."""
+    rounded as the same torch operations; with ``bits`` (uint32 (M, words), zero-filled) also the
+    bits ``out[i, j] >= bits_threshold[j]`` packed along j."""
     kern = _kernels()
     n_threads = _sync_threads()
     if offs.shape[0] == 0 or out.shape[1] == 0:
         return
     index, rows = (_NO_INDEX, _NO_ROWS) if corr is None else corr
     kern.gemm_affine_kernel()(src, offs, bp, *(int(v) for v in geo), int(k), out, int(period), index, rows, scale,
-                              bias, _NO_FLOATS if res is None else res, np.float32(lo), np.float32(hi), n_threads)
+                              bias, _NO_FLOATS if res is None else res, np.float32(lo), np.float32(hi),
+                              _NO_WORDS if bits is None else bits,
+                              _NO_THRESHOLDS if bits_threshold is None else bits_threshold, n_threads)
 
 
 def gemm_bits_into(src, offs, bp, geo, k: int, out: np.ndarray, sgn: np.ndarray, thr: np.ndarray, period=1,
