@@ -153,6 +153,24 @@ def _sign_word(typingctx, flat, start):
     return sig, codegen
 
 
+@intrinsic
+def _ge_word(typingctx, a, a_start, b, b_start):
+    """uint32 whose bit ``i`` is ``a[a_start + i] >= b[b_start + i]`` for 32 consecutive float32 pairs
+    (one vector comparison)."""
+    sig = types.uint32(a, a_start, b, b_start)
+
+    def codegen(context, builder, signature, args):
+        vec = ir.VectorType(ir.FloatType(), 32)
+        loaded = []
+        for arr_i, off_i in ((0, 1), (2, 3)):
+            arr = context.make_array(signature.args[arr_i])(context, builder, args[arr_i])
+            off = context.cast(builder, args[off_i], signature.args[off_i], types.int64)
+            loaded.append(builder.load(builder.bitcast(builder.gep(arr.data, [off]), vec.as_pointer()), align=4))
+        return builder.bitcast(builder.fcmp_ordered(">=", loaded[0], loaded[1]), ir.IntType(32))
+
+    return sig, codegen
+
+
 _tile_full = _make_tile(TILE_ROWS, TILE_PANELS)
 _tile_row = _make_tile(1, TILE_PANELS)
 _tile_panel = _make_tile(TILE_ROWS, 1)
@@ -232,9 +250,12 @@ def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sca
                 row[j0 + c] = min(max(y, lo), hi)
         if bits.shape[0] > 0:
             brow = bits[i]
-            for c in range(ncols):
-                j = j0 + c
-                brow[j >> 5] |= np.uint32(row[j] >= tb[j]) << np.uint32(j & 31)
+            if ncols == 32 and (j0 & 31) == 0:  # a whole word (the AVX-512 tile): one vector comparison
+                brow[j0 >> 5] = _ge_word(row, j0, tb, j0)
+            else:
+                for c in range(ncols):
+                    j = j0 + c
+                    brow[j >> 5] |= np.uint32(row[j] >= tb[j]) << np.uint32(j & 31)
 
 
 @njit(inline="always", cache=True)
