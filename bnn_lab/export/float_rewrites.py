@@ -25,11 +25,12 @@ import torch.fx as fx
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from .fx_nodes import module_calls, single_user
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
 
 INPLACE_ACTIVATIONS = (nn.Hardtanh, nn.ReLU, nn.ReLU6, nn.LeakyReLU)
 _FRESH_MODULES = (PackedBinaryConv2d, PackedBinaryLinear, nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.MaxPool2d)
-_ADDS = (operator.add, torch.add)
+ADDS = (operator.add, torch.add)
 
 
 def add_into(a: torch.Tensor, b):
@@ -45,19 +46,19 @@ def _fresh(node, modules: dict) -> bool:
         return False
     if node.op == "call_module":
         return isinstance(modules[node.target], _FRESH_MODULES)
-    return node.op == "call_function" and (node.target in _ADDS or node.target is add_into)
+    return node.op == "call_function" and (node.target in ADDS or node.target is add_into)
 
 
 def fold_float_batchnorms(gm: fx.GraphModule) -> int:
     """Fold every eval BatchNorm2d that only follows a float ``nn.Conv2d`` into it; returns the count."""
-    modules, folded = dict(gm.named_modules()), 0
+    modules, calls, folded = dict(gm.named_modules()), module_calls(gm), 0
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or type(modules[node.target]) is not nn.Conv2d or len(node.users) != 1:
+        user = single_user(node)
+        if node.op != "call_module" or type(modules[node.target]) is not nn.Conv2d or user is None:
             continue
-        user = next(iter(node.users))
         bn = modules.get(user.target) if user.op == "call_module" else None
         if not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats or bn.running_mean is None \
-                or user.args != (node,) or sum(n.target == node.target for n in gm.graph.nodes) != 1:
+                or user.args != (node,) or calls[node.target] != 1:
             continue
         gm.add_submodule(node.target, fuse_conv_bn_eval(modules[node.target].eval(), bn.eval()))
         user.replace_all_uses_with(node)
@@ -80,14 +81,14 @@ def drop_identities(gm: fx.GraphModule) -> int:
 
 def pool_before_activation(gm: fx.GraphModule) -> int:
     """Swap ``maxpool(act(x))`` into ``act(maxpool(x))`` for clamping activations read only by the pooling."""
-    modules, swapped = dict(gm.named_modules()), 0
+    modules, calls, swapped = dict(gm.named_modules()), module_calls(gm), 0
     for node in list(gm.graph.nodes):
+        pool = single_user(node)
         if node.op != "call_module" or not isinstance(modules[node.target], INPLACE_ACTIVATIONS) \
-                or isinstance(modules[node.target], nn.LeakyReLU) or len(node.args) != 1 or len(node.users) != 1:
+                or isinstance(modules[node.target], nn.LeakyReLU) or len(node.args) != 1 or pool is None:
             continue
-        pool = next(iter(node.users))
         if pool.op != "call_module" or not isinstance(modules[pool.target], nn.MaxPool2d) or pool.args != (node,) \
-                or modules[pool.target].return_indices or pool.kwargs or sum(n.target == node.target for n in gm.graph.nodes) != 1:
+                or modules[pool.target].return_indices or pool.kwargs or calls[node.target] != 1:
             continue
         pool.args = node.args
         with gm.graph.inserting_after(pool):
@@ -102,19 +103,18 @@ def pool_before_activation(gm: fx.GraphModule) -> int:
 def inplace_float_ops(gm: fx.GraphModule) -> int:
     """Residual additions and clamping activations in place where their input is fresh and unshared;
     returns the count of rewritten nodes."""
-    modules, count = dict(gm.named_modules()), 0
+    modules, calls, count = dict(gm.named_modules()), module_calls(gm), 0
     for node in list(gm.graph.nodes):
-        if node.op == "call_function" and node.target in _ADDS and len(node.args) == 2 and not node.kwargs \
+        if node.op == "call_function" and node.target in ADDS and len(node.args) == 2 and not node.kwargs \
                 and _fresh(node.args[0], modules):
             node.target = add_into
             count += 1
         elif node.op == "call_module" and isinstance(modules[node.target], INPLACE_ACTIVATIONS) \
-                and len(node.args) == 1 and _fresh(node.args[0], modules) \
-                and sum(n.target == node.target for n in gm.graph.nodes if n.op == "call_module") == 1:
+                and len(node.args) == 1 and _fresh(node.args[0], modules) and calls[node.target] == 1:
             modules[node.target].inplace = True
             count += 1
     return count
 
 
-__all__ = ["INPLACE_ACTIVATIONS", "add_into", "drop_identities", "fold_float_batchnorms", "inplace_float_ops",
+__all__ = ["ADDS", "INPLACE_ACTIVATIONS", "add_into", "drop_identities", "fold_float_batchnorms", "inplace_float_ops",
            "pool_before_activation"]

@@ -34,6 +34,7 @@ from .. import kernels
 from ..kernels.conv import PackedConv2dInput
 from ..surgery.activations import RPReLU
 from .float_rewrites import drop_identities, fold_float_batchnorms, inplace_float_ops, pool_before_activation
+from .fx_nodes import single_user
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
 from .residual_fusion import fuse_residuals, hand_bits_to_next
 
@@ -128,11 +129,6 @@ def fold_batchnorm(conv: PackedBinaryConv2d, bn: nn.BatchNorm2d) -> None:
     conv.scale, conv.bias = scale.float().contiguous(), bias.float().contiguous()
 
 
-def _single_user(node: fx.Node) -> fx.Node | None:
-    users = list(node.users)
-    return users[0] if len(users) == 1 else None
-
-
 def build_inference_graph(packed: nn.Module, channels_last: bool = True,
                           fold_bn: bool = True) -> tuple[nn.Module, GraphReport]:
     """A copy of a packed model (``pack_model``) traced with torch.fx, in which every packed
@@ -154,11 +150,11 @@ def build_inference_graph(packed: nn.Module, channels_last: bool = True,
         if node.op != "call_module" or not isinstance(modules[node.target], PackedBinaryConv2d):
             continue
         conv = modules[node.target]
-        chain, cur = [], _single_user(node)
+        chain, cur = [], single_user(node)
         while cur is not None and cur.op == "call_module" and isinstance(modules[cur.target], ELEMENTWISE) \
                 and len(cur.args) == 1:
             chain.append(cur)
-            cur = _single_user(cur)
+            cur = single_user(cur)
         if cur is None or cur.op != "call_module" or not isinstance(modules[cur.target], PackedBinaryConv2d) \
                 or cur.args[0] is not (chain[-1] if chain else node):
             continue
@@ -183,7 +179,7 @@ def build_inference_graph(packed: nn.Module, channels_last: bool = True,
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(modules.get(node.target), PackedBinaryConv2d):
             continue
-        conv, user = modules[node.target], _single_user(node)
+        conv, user = modules[node.target], single_user(node)
         if not fold_bn or conv.gate is not None or user is None or user.op != "call_module":
             continue
         bn = modules[user.target]

@@ -21,13 +21,14 @@ import torch.fx as fx
 from torch import nn
 
 from .. import kernels
-from ..kernels.conv import _conv_geometry
-from .float_rewrites import add_into
+from ..kernels.conv import _conv_geometry, next_layer_input
+from .float_rewrites import ADDS, add_into
+from .fx_nodes import module_calls, single_user
 from .packed_layers import PackedBinaryConv2d
 
 # clamping activations: (lo, hi) of the module
 CLAMPS = {nn.Hardtanh: lambda m: (float(m.min_val), float(m.max_val)), nn.ReLU: lambda m: (0.0, math.inf)}
-_ADDS = (operator.add, torch.add, add_into)
+_ADDS = (*ADDS, add_into)
 
 
 class PackedConv2dResidual(nn.Module):
@@ -60,37 +61,30 @@ class PackedConv2dResidual(nn.Module):
         out = out if self.clamp is None else out.clamp(*self.clamp)
         if self.bits_threshold is None:
             return out
-        return out, kernels.AffineEpilogue(bits_threshold=self.bits_threshold).apply(out)[1]
+        t = self.bits_threshold
+        return out, next_layer_input(out - (t.view(1, -1, 1, 1) if isinstance(t, torch.Tensor) else t))
 
     def extra_repr(self) -> str:
         bits = "" if self.bits_threshold is None else ", also packed bits for the next binary layer"
         return f"+ residual, clamp={self.clamp}{bits}"
 
 
-def _single_user(node: fx.Node) -> fx.Node | None:
-    return next(iter(node.users)) if len(node.users) == 1 else None
-
-
 def fuse_residuals(gm: fx.GraphModule) -> int:
     """Rewrite every ``act(conv(x) + r)`` (packed ``conv`` without a gating scale, its output read only
     by the addition, ``act`` a Hardtanh or ReLU called once, or absent) into one
     :class:`PackedConv2dResidual`; returns the count."""
-    modules, count = dict(gm.named_modules()), 0
-    calls: dict[str, int] = {}
-    for node in gm.graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
+    modules, calls, count = dict(gm.named_modules()), module_calls(gm), 0
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(modules[node.target], PackedBinaryConv2d) \
                 or modules[node.target].gate is not None or calls[node.target] != 1:
             continue
-        add = _single_user(node)
+        add = single_user(node)
         if add is None or add.op != "call_function" or add.target not in _ADDS or len(add.args) != 2 or add.kwargs:
             continue
         other = add.args[1] if add.args[0] is node else add.args[0]
         if other is node or not isinstance(other, fx.Node):
             continue
-        act, clamp, last = _single_user(add), None, add
+        act, clamp, last = single_user(add), None, add
         if act is not None and act.op == "call_module" and type(modules[act.target]) in CLAMPS \
                 and calls[act.target] == 1 and act.args == (add,):
             clamp, last = CLAMPS[type(modules[act.target])](modules[act.target]), act

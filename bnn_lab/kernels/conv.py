@@ -90,8 +90,7 @@ class AffineEpilogue:
         if self.bits_threshold is None:
             return out
         t = torch.from_numpy(self.threshold_array(out.shape[1])).to(out.device)
-        bits = pack_signs((out - t.view(1, -1, 1, 1)).permute(0, 2, 3, 1))
-        return out, PackedConv2dInput(F.pad(bits, (0, words_per_pixel(out.shape[1]) - bits.shape[-1])), out.shape[1])
+        return out, next_layer_input(out - t.view(1, -1, 1, 1))
 
     def _apply_float(self, acc: torch.Tensor) -> torch.Tensor:
         out = acc.to(torch.float32)
@@ -131,11 +130,7 @@ class ThresholdEpilogue:
     thr: torch.Tensor
 
     def apply(self, acc: torch.Tensor) -> PackedConv2dInput:
-        n, o, h, w = acc.shape
-        rows = acc.permute(0, 2, 3, 1).reshape(-1, o)
-        bits = pack_signs(rows * self.sgn.view(1, -1) - self.thr.view(1, -1))  # bit: x >= 0
-        bits = F.pad(bits, (0, words_per_pixel(o) - bits.shape[-1]))
-        return PackedConv2dInput(bits.reshape(n, h, w, -1), o)
+        return next_layer_input(acc * self.sgn.view(1, -1, 1, 1) - self.thr.view(1, -1, 1, 1))  # bit: >= 0
 
 
 def pack_conv2d_input(x: torch.Tensor) -> PackedConv2dInput:
@@ -143,6 +138,14 @@ def pack_conv2d_input(x: torch.Tensor) -> PackedConv2dInput:
     if x.dim() != 4:
         raise ValueError(f"expected an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
     return PackedConv2dInput(pack_signs(x.permute(0, 2, 3, 1)), x.shape[1])
+
+
+def next_layer_input(x: torch.Tensor) -> PackedConv2dInput:
+    """:func:`pack_conv2d_input` with the ``words_per_pixel`` words per pixel the kernels hand from
+    one binary convolution to the next (the extra word zero)."""
+    packed = pack_conv2d_input(x)
+    words = words_per_pixel(packed.channels)
+    return PackedConv2dInput(F.pad(packed.bits, (0, words - packed.bits.shape[-1])), packed.channels)
 
 
 @dataclass(eq=False)

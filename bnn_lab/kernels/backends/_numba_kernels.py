@@ -285,6 +285,28 @@ def _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, 
             c += n
 
 
+@njit(inline="always", cache=True)
+def _split(n_rows, n_cols, n_threads, rows_only):
+    """How a GEMM's tiles go to threads: ``(outer, inner, by_rows)``, the parallel loop over ``outer``
+    blocks. By row blocks (each thread streams B's panels; prefetch-friendly) unless there are few
+    rows (a small batch) and more column blocks: then by columns. ``rows_only``: always by rows
+    (one thread per output row, for outputs packed along the columns)."""
+    row_blocks = (n_rows + TILE_ROWS - 1) // TILE_ROWS
+    col_blocks = (n_cols + TILE_PANELS - 1) // TILE_PANELS
+    if rows_only or row_blocks >= 2 * n_threads or row_blocks >= col_blocks:
+        return row_blocks, col_blocks, True
+    return col_blocks, row_blocks, False
+
+
+@njit(inline="always", cache=True)
+def _tile_at(outer, inner, by_rows):
+    """(row block, column block) of iteration (outer, inner) of a :func:`_split` loop."""
+    a, b = np.int64(outer), np.int64(inner)
+    if by_rows:
+        return a, b
+    return b, a
+
+
 def _gemm(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows, n_threads):
     """``out[i, j] = k - 2 * popcount(A[i] ^ B[j]) (+ corr_rows[corr_index[i % P], j])``.
 
@@ -296,25 +318,17 @@ def _gemm(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, 
     for each pixel, its row in ``corr_rows`` (B, N) int32, or -1 for pixels that need
     none (the interior); empty arrays mean no correction. ``n_threads`` (numba's thread count; passed in because calling
     ``numba.get_num_threads()`` here would make the function uncacheable) picks the
-    parallel split. The epilogue writes contiguous runs of a row (vectorised).
+    parallel split (:func:`_split`). The epilogue writes contiguous runs of a row (vectorised).
     """
     geo = (n_i, n_j, seg_len, stride_i, stride_j)
-    row_blocks = (offs.shape[0] + TILE_ROWS - 1) // TILE_ROWS
-    col_blocks = (bp.shape[0] + TILE_PANELS - 1) // TILE_PANELS
-    if row_blocks >= 2 * n_threads or row_blocks >= col_blocks:
-        for ib in prange(row_blocks):  # each thread streams B (panels; prefetch-friendly)
-            buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
-            vals = np.empty(TILE_PANELS * LANES, np.int64)
-            for jb in range(col_blocks):
-                _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, ib * TILE_ROWS, jb * TILE_PANELS,
-                       buf, vals)
-    else:  # few rows (small batch): split the columns between threads instead
-        for jb in prange(col_blocks):
-            buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
-            vals = np.empty(TILE_PANELS * LANES, np.int64)
-            for ib in range(row_blocks):
-                _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, ib * TILE_ROWS, jb * TILE_PANELS,
-                       buf, vals)
+    outer, inner, by_rows = _split(offs.shape[0], bp.shape[0], n_threads, False)
+    for a in prange(outer):
+        buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
+        vals = np.empty(TILE_PANELS * LANES, np.int64)
+        for b in range(inner):
+            ib, jb = _tile_at(a, b, by_rows)
+            _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, ib * TILE_ROWS, jb * TILE_PANELS,
+                   buf, vals)
 
 
 def _gemm_affine(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows,
@@ -326,24 +340,14 @@ def _gemm_affine(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, p
     With ``bits`` (zero-filled, see :func:`_block_affine`) the split is by rows only: one thread
     per output word."""
     geo = (n_i, n_j, seg_len, stride_i, stride_j)
-    row_blocks = (offs.shape[0] + TILE_ROWS - 1) // TILE_ROWS
-    col_blocks = (bp.shape[0] + TILE_PANELS - 1) // TILE_PANELS
-    if bits.shape[0] > 0 or row_blocks >= 2 * n_threads or row_blocks >= col_blocks:
-        for ib in prange(row_blocks):
-            buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
-            vals = np.empty(TILE_PANELS * LANES, np.int64)
-            for jb in range(col_blocks):
-                _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi,
-                              bits, tb, ib * TILE_ROWS,
-                              jb * TILE_PANELS, buf, vals)
-    else:
-        for jb in prange(col_blocks):
-            buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
-            vals = np.empty(TILE_PANELS * LANES, np.int64)
-            for ib in range(row_blocks):
-                _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi,
-                              bits, tb, ib * TILE_ROWS,
-                              jb * TILE_PANELS, buf, vals)
+    outer, inner, by_rows = _split(offs.shape[0], bp.shape[0], n_threads, bits.shape[0] > 0)
+    for a in prange(outer):
+        buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
+        vals = np.empty(TILE_PANELS * LANES, np.int64)
+        for b in range(inner):
+            ib, jb = _tile_at(a, b, by_rows)
+            _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi,
+                          bits, tb, ib * TILE_ROWS, jb * TILE_PANELS, buf, vals)
 
 
 def _gemm_bits(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows,
@@ -352,12 +356,11 @@ def _gemm_bits(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, per
     zero-filled): a binary layer's output handed to the next one as bits. Split by rows only, so
     that every output word is written by one thread."""
     geo = (n_i, n_j, seg_len, stride_i, stride_j)
-    row_blocks = (offs.shape[0] + TILE_ROWS - 1) // TILE_ROWS
-    col_blocks = (bp.shape[0] + TILE_PANELS - 1) // TILE_PANELS
-    for ib in prange(row_blocks):
+    outer, inner, _ = _split(offs.shape[0], bp.shape[0], n_threads, True)
+    for ib in prange(outer):
         buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
         vals = np.empty(TILE_PANELS * LANES, np.int64)
-        for jb in range(col_blocks):
+        for jb in range(inner):
             _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, ib * TILE_ROWS,
                         jb * TILE_PANELS, buf, vals)
 
@@ -437,26 +440,6 @@ def _pack_pixels(x, xb, pad_top, pad_left, h, w, full):
             out[cw] = word
 
 
-def _threshold_pack(acc, sgn, thr, xb):
-    """Bits of ``acc * sgn >= thr`` per channel, packed along channels into ``xb``.
-
-    ``acc`` is the int32 (pixels, O) output of a binary convolution, ``sgn`` and ``thr`` int32
-    (O,); ``xb`` uint32 (pixels, CW), CW >= ceil(O / 32): bit ``b`` of word ``cw`` is channel
-    ``32 * cw + b``; words past the channels are 0. One task per pixel row.
-    """
-    rows, o = acc.shape
-    cw_n = xb.shape[1]
-    for r in prange(rows):
-        for cw in range(cw_n):
-            word = np.uint32(0)
-            c0 = cw * 32
-            for b in range(min(32, max(o - c0, 0))):
-                c = c0 + b
-                if acc[r, c] * sgn[c] >= thr[c]:
-                    word |= np.uint32(1) << np.uint32(b)
-            xb[r, cw] = word
-
-
 _OPTS = dict(parallel=True, fastmath=True, cache=True)
 
 
@@ -483,11 +466,6 @@ def to_panels_kernel():
 @functools.cache
 def pack_pixels_kernel():
     return njit(**_OPTS)(_pack_pixels)
-
-
-@functools.cache
-def threshold_pack_kernel():
-    return njit(**_OPTS)(_threshold_pack)
 
 
 @functools.cache

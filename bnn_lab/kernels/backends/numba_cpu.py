@@ -187,33 +187,12 @@ def pack_channels(x: torch.Tensor, pads: tuple[int, int, int, int], words: int) 
     return xb
 
 
-def threshold_pack(acc: torch.Tensor, sgn: torch.Tensor, thr: torch.Tensor, words: int) -> torch.Tensor:
-    """int32 (rows, words): the bits of ``acc * sgn >= thr`` (int32 (rows, O) against (O,)),
-    packed along O (channel ``c`` in bit ``c % 32`` of word ``c // 32``; extra bits 0)."""
-    kern = _kernels()
-    _require_cpu(acc, sgn, thr)
-    out = torch.empty((acc.shape[0], words), dtype=torch.int32)
-    if out.numel():
-        _sync_threads()
-        kern.threshold_pack_kernel()(acc.contiguous().numpy(), sgn.numpy(), thr.numpy(), out.numpy().view(np.uint32))
-    return out
-
-
-_CONV_OFFSETS: dict[tuple, np.ndarray] = {}
-
-
 def conv_row_offsets(n_img: int, padded_hw, pixel_words: int, stride, out_hw) -> np.ndarray:
     """uint64-word offset, in the flat padded packed input, of the top-left tap of each
-    output pixel ``(n, oh, ow)`` (row-major): one int64 per GEMM row (cached)."""
-    key = (n_img, tuple(padded_hw), pixel_words, tuple(stride), tuple(out_hw))
-    offs = _CONV_OFFSETS.get(key)
-    if offs is None:
-        hp, wp = padded_hw
-        n = np.arange(n_img, dtype=np.int64)[:, None, None]
-        oh = np.arange(out_hw[0], dtype=np.int64)[None, :, None] * stride[0]
-        ow = np.arange(out_hw[1], dtype=np.int64)[None, None, :] * stride[1]
-        offs = np.ascontiguousarray((((n * hp + oh) * wp + ow) * pixel_words).reshape(-1))
-        if len(_CONV_OFFSETS) > 64:
-            _CONV_OFFSETS.clear()
-        _CONV_OFFSETS[key] = offs
-    return offs
+    output pixel ``(n, oh, ow)`` (row-major): one int64 per GEMM row (kept in the
+    convolution's plan, ``bnn_lab.kernels.conv``)."""
+    hp, wp = padded_hw
+    n = np.arange(n_img, dtype=np.int64)[:, None, None]
+    oh = np.arange(out_hw[0], dtype=np.int64)[None, :, None] * stride[0]
+    ow = np.arange(out_hw[1], dtype=np.int64)[None, None, :] * stride[1]
+    return np.ascontiguousarray((((n * hp + oh) * wp + ow) * pixel_words).reshape(-1))
