@@ -12,6 +12,21 @@ os.environ.setdefault("WANDB_SILENT", "true")
 os.environ.pop("BNN_LAB_DATA", None)
 
 
+def _share_the_cores() -> None:
+    """Under pytest-xdist, each worker (and the runs it starts) gets cores / workers threads.
+
+    Otherwise every worker's torch and numba start one thread per core and the workers
+    oversubscribe the machine. A test that needs a thread count sets its own."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        threads = str(max(1, len(os.sched_getaffinity(0)) // workers))
+        for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+            os.environ.setdefault(var, threads)
+
+
+_share_the_cores()
+
+
 def bnn_lab_cli() -> list[str]:
     exe = shutil.which("bnn-lab", path=str(Path(sys.executable).parent))
     return [exe] if exe else [sys.executable, "-m", "bnn_lab.cli.train"]

@@ -111,6 +111,9 @@ def _train(model, opt, x, y, epochs: range, total_epochs: int, steps_per_epoch: 
             opt.step()
 
 
+STEPS = 25  # per epoch: at 10, accuracy after the 3 epochs ranged 0.26-0.57 with the seed and thread count
+
+
 def test_trained_past_the_floor_the_packed_model_is_the_float_model():
     """A tiny digits run (3 epochs of a 1W1A ResNet-20, T = 1, 0.01, then below the 0.05 floor):
     after the first epoch the weights are not +-1 and the packed export keeps the layers in
@@ -122,10 +125,10 @@ def test_trained_past_the_floor_the_packed_model_is_the_float_model():
              {"activation": "hardtanh"})
     binary = [n for n, m in model.named_modules() if isinstance(m, BinaryMixin)]
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    _train(model, opt, x, y, range(0, 1), 3)
+    _train(model, opt, x, y, range(0, 1), 3, STEPS)
     _, report = pack_model(model.eval())
     assert not report.packed and set(report.kept_float) == set(binary)
-    _train(model, opt, x, y, range(1, 3), 3)
+    _train(model, opt, x, y, range(1, 3), 3, STEPS)
     model.eval()
     assert all(m.weight_estimator.exact for m in model.modules() if isinstance(m, BinaryMixin))
     packed, report = pack_model(model)
@@ -133,7 +136,7 @@ def test_trained_past_the_floor_the_packed_model_is_the_float_model():
     float_logits, packed_logits = logits(model, x_test), logits(packed, x_test)
     torch.testing.assert_close(packed_logits, float_logits, rtol=1e-5, atol=1e-4)
     assert torch.equal(packed_logits.argmax(1), float_logits.argmax(1))
-    assert (float_logits.argmax(1) == y_test).float().mean() > 0.3  # chance: 0.1
+    assert (float_logits.argmax(1) == y_test).float().mean() > 0.5  # chance: 0.1; 0.66-0.81 over seeds and threads
 
 
 @pytest.mark.slow
