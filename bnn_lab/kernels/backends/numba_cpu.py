@@ -8,6 +8,7 @@ that they follow the same thread setting as torch.
 from __future__ import annotations
 
 import importlib.util
+import threading
 
 import numpy as np
 import torch
@@ -19,6 +20,7 @@ _NO_ROWS = np.zeros((0, 0), dtype=np.int32)
 _NO_FLOATS = np.zeros((0, 0), dtype=np.float32)
 _NO_WORDS = np.zeros((0, 0), dtype=np.uint32)
 _NO_THRESHOLDS = np.zeros(0, dtype=np.float32)
+_synced = threading.local()  # per calling thread: the torch thread count numba was last set to
 
 
 def _kernels():
@@ -34,15 +36,20 @@ def _sync_threads() -> int:
 
     With numba's ``omp`` threading layer, starting numba's threads calls
     ``omp_set_num_threads(NUMBA_NUM_THREADS)`` in the OpenMP runtime that torch shares,
-    which silently changes ``torch.get_num_threads()``: it is restored here.
+    which silently changes ``torch.get_num_threads()``: it is restored here. numba's
+    setting is per calling thread, so the last synced count is remembered per thread and
+    numba is only called again when torch's count changed.
     """
+    torch_threads = torch.get_num_threads()
+    if getattr(_synced, "torch_threads", None) == torch_threads:
+        return _synced.numba_threads
     import numba
 
-    torch_threads = torch.get_num_threads()
     n = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
     if torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)
+    _synced.torch_threads, _synced.numba_threads = torch_threads, n
     return n
 
 
