@@ -41,6 +41,7 @@ class PackedConv2dResidual(nn.Module):
         self.conv = conv
         self.clamp = clamp
         self.bits_threshold = None
+        self._out_shapes: dict[tuple, tuple] = {}  # input shape -> output shape
 
     @property
     def bits_threshold(self) -> torch.Tensor | float | None:
@@ -52,10 +53,14 @@ class PackedConv2dResidual(nn.Module):
         self._epilogue = None  # the kernel epilogue, made on the first call (constants converted once)
 
     def _out_shape(self, x) -> tuple[int, ...]:
-        c = self.conv
-        n, _, h, w = x.shape
-        _, (h_out, w_out) = _conv_geometry((h, w), c.kernel_size, c.stride, c.padding, c.dilation)
-        return (n, c.out_channels, h_out, w_out)
+        key = tuple(x.shape)
+        shape = self._out_shapes.get(key)
+        if shape is None:
+            c = self.conv
+            n, _, h, w = key
+            _, (h_out, w_out) = _conv_geometry((h, w), c.kernel_size, c.stride, c.padding, c.dilation)
+            shape = self._out_shapes[key] = (n, c.out_channels, h_out, w_out)
+        return shape
 
     def forward(self, x, residual):
         c = self.conv

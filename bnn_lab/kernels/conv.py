@@ -26,7 +26,6 @@ Channel-padding bits are 0 in both operands, so the matmul with the true
 
 from __future__ import annotations
 
-import copy
 import weakref
 from dataclasses import dataclass, field
 
@@ -85,8 +84,8 @@ class AffineEpilogue:
     def with_residual(self, residual: torch.Tensor | None) -> AffineEpilogue:
         """This epilogue with another residual; the constants' arrays (:meth:`arrays`) are shared,
         so a layer that keeps one epilogue converts its scale, bias and threshold once."""
-        ep = copy.copy(self)
-        ep.residual = residual
+        ep = object.__new__(AffineEpilogue)
+        ep.__dict__.update(self.__dict__, residual=residual)
         return ep
 
     def threshold_array(self, channels: int) -> np.ndarray:

@@ -20,15 +20,19 @@ _NO_ROWS = np.zeros((0, 0), dtype=np.int32)
 _NO_FLOATS = np.zeros((0, 0), dtype=np.float32)
 _NO_WORDS = np.zeros((0, 0), dtype=np.uint32)
 _NO_THRESHOLDS = np.zeros(0, dtype=np.float32)
+_loaded = None  # the kernels module, imported on first use
 _synced = threading.local()  # per calling thread: the torch thread count numba was last set to
 
 
 def _kernels():
-    if not HAS_NUMBA:
-        raise RuntimeError("the 'cpu' binary_matmul backend needs numba (pip install numba); use backend='torch'")
-    from . import _numba_kernels
+    global _loaded
+    if _loaded is None:
+        if not HAS_NUMBA:
+            raise RuntimeError("the 'cpu' binary_matmul backend needs numba (pip install numba); use backend='torch'")
+        from . import _numba_kernels
 
-    return _numba_kernels
+        _loaded = _numba_kernels
+    return _loaded
 
 
 def _sync_threads() -> int:
