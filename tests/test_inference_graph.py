@@ -1,5 +1,7 @@
 """The inference graph: packed convolutions hand packed bits to the next one (integer
 thresholds in place of epilogue, BatchNorm, activation and sign) and the logits do not change."""
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -7,6 +9,7 @@ from torch import nn
 from bnn_lab.estimators import build as build_estimator
 from bnn_lab.export import pack_model
 from bnn_lab.export.graph import PackedConv2dToBits, build_inference_graph
+from bnn_lab.export.packed_layers import PackedBinaryConv2d
 from bnn_lab.kernels import PackedConv2dInput, pack_conv2d_input
 from bnn_lab.layers import BinaryConv2d
 from bnn_lab.models import create
@@ -109,3 +112,33 @@ def test_a_sign_that_is_not_one_step_in_the_integer_output_is_not_folded():
     x = torch.randn(32, 4, 6, 6)
     with torch.no_grad():
         torch.testing.assert_close(graph(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+def test_fused_convolutions_follow_constants_replaced_after_their_first_call():
+    """The fused modules keep their kernel epilogue (constants converted once): a bias or threshold
+    replaced by a new tensor afterwards (as a reassignment or ``.to()`` gives) is used all the same,
+    as the torch backend, which reads the tensors on every call, computes it."""
+    torch.manual_seed(0)
+    model = create("resnet18", 3, 10, 32)
+    binarize(model, "ste", {"activation": "hardtanh", "keep_downsample": True})
+    packed, _ = pack_model(_with_statistics(model, (3, 32, 32)), backend="cpu")
+    graph, report = build_inference_graph(packed)
+    assert report.fused_residuals == 8 and len(report.bit_links) == 8
+    x = torch.randn(4, 3, 32, 32)
+    with torch.no_grad():
+        before = graph(x)
+        changed = 0
+        for m in graph.modules():
+            if isinstance(m, PackedBinaryConv2d) and m.bias is not None:  # the residual convs' folded BN
+                m.bias, changed = m.bias + 0.25, changed + 1
+            elif isinstance(m, PackedConv2dToBits):
+                m.thr, changed = m.thr + 3, changed + 1
+        assert changed == 16
+        after = graph(x)
+        reference = copy.deepcopy(graph)
+        for m in reference.modules():
+            if isinstance(m, PackedBinaryConv2d):
+                m.backend = "torch"
+        expected = reference(x)
+    assert not torch.allclose(after, before)
+    torch.testing.assert_close(after, expected, atol=1e-4, rtol=1e-4)

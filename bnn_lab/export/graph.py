@@ -55,13 +55,16 @@ class PackedConv2dToBits(nn.Module):
         self.conv = conv
         self.register_buffer("sgn", sgn.to(torch.int32).contiguous())
         self.register_buffer("thr", thr.to(torch.int32).contiguous())
+        self._epilogue: kernels.ThresholdEpilogue | None = None
 
     def forward(self, x) -> PackedConv2dInput:
         c = self.conv
         if isinstance(x, torch.Tensor) and c.threshold is not None:
             x = x - c.threshold.view(1, -1, 1, 1)
+        if self._epilogue is None or self._epilogue.sgn is not self.sgn or self._epilogue.thr is not self.thr:
+            self._epilogue = kernels.ThresholdEpilogue(self.sgn, self.thr)  # (constants converted once)
         return kernels.binary_conv2d(x, c.packed_weight(), c.stride, c.padding, c.dilation, backend=c.backend,
-                                     epilogue=kernels.ThresholdEpilogue(self.sgn, self.thr))
+                                     epilogue=self._epilogue)
 
     def extra_repr(self) -> str:
         return "output: packed bits (per-channel integer thresholds)"

@@ -40,13 +40,27 @@ class PackedConv2dResidual(nn.Module):
         super().__init__()
         self.conv = conv
         self.clamp = clamp
-        self.bits_threshold: torch.Tensor | float | None = None
+        self.bits_threshold = None
+        self._out_shapes: dict[tuple, tuple] = {}  # input shape -> output shape
+
+    @property
+    def bits_threshold(self) -> torch.Tensor | float | None:
+        return self._bits_threshold
+
+    @bits_threshold.setter
+    def bits_threshold(self, value: torch.Tensor | float | None) -> None:
+        self._bits_threshold = value
+        self._epilogue = None  # the kernel epilogue, made on the first call (constants converted once)
 
     def _out_shape(self, x) -> tuple[int, ...]:
-        c = self.conv
-        n, _, h, w = x.shape
-        _, (h_out, w_out) = _conv_geometry((h, w), c.kernel_size, c.stride, c.padding, c.dilation)
-        return (n, c.out_channels, h_out, w_out)
+        key = tuple(x.shape)
+        shape = self._out_shapes.get(key)
+        if shape is None:
+            c = self.conv
+            n, _, h, w = key
+            _, (h_out, w_out) = _conv_geometry((h, w), c.kernel_size, c.stride, c.padding, c.dilation)
+            shape = self._out_shapes[key] = (n, c.out_channels, h_out, w_out)
+        return shape
 
     def forward(self, x, residual):
         c = self.conv
@@ -54,9 +68,11 @@ class PackedConv2dResidual(nn.Module):
         if (isinstance(residual, torch.Tensor) and residual.dtype == torch.float32 and c.gate is None
                 and (packed_in or x.dtype == torch.float32) and tuple(residual.shape) == self._out_shape(x)):
             u = x if packed_in or c.threshold is None else x - c.threshold.view(1, -1, 1, 1)
-            epilogue = kernels.AffineEpilogue(c.scale, c.bias, residual, self.clamp, self.bits_threshold)
+            ep = self._epilogue
+            if ep is None or ep.scale is not c.scale or ep.bias is not c.bias:
+                self._epilogue = kernels.AffineEpilogue(c.scale, c.bias, None, self.clamp, self.bits_threshold)
             return kernels.binary_conv2d(u, c.packed_weight(), c.stride, c.padding, c.dilation, backend=c.backend,
-                                         epilogue=epilogue)
+                                         epilogue=self._epilogue.with_residual(residual))
         out = c(x) + residual
         out = out if self.clamp is None else out.clamp(*self.clamp)
         if self.bits_threshold is None:

@@ -79,6 +79,14 @@ class AffineEpilogue:
     residual: torch.Tensor | None = None
     clamp: tuple[float, float] | None = None
     bits_threshold: torch.Tensor | float | None = None
+    _arrays: dict = field(default_factory=dict, init=False, repr=False)
+
+    def with_residual(self, residual: torch.Tensor | None) -> AffineEpilogue:
+        """This epilogue with another residual; the constants' arrays (:meth:`arrays`) are shared,
+        so a layer that keeps one epilogue converts its scale, bias and threshold once."""
+        ep = object.__new__(AffineEpilogue)
+        ep.__dict__.update(self.__dict__, residual=residual)
+        return ep
 
     def threshold_array(self, channels: int) -> np.ndarray:
         t = self.bits_threshold
@@ -104,11 +112,17 @@ class AffineEpilogue:
             out = out.clamp(*self.clamp)
         return out
 
-    def arrays(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
-        scale = torch.ones(channels) if self.scale is None else self.scale
-        bias = torch.zeros(channels) if self.bias is None else self.bias
-        return (scale.detach().to(torch.float32).contiguous().numpy(),
-                bias.detach().to(torch.float32).contiguous().numpy())
+    def arrays(self, channels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """float32 (scale, bias, bits threshold or None) for ``channels`` outputs, converted once."""
+        got = self._arrays.get(channels)
+        if got is None:
+            scale = torch.ones(channels) if self.scale is None else self.scale
+            bias = torch.zeros(channels) if self.bias is None else self.bias
+            got = self._arrays[channels] = (
+                scale.detach().to(torch.float32).contiguous().numpy(),
+                bias.detach().to(torch.float32).contiguous().numpy(),
+                None if self.bits_threshold is None else self.threshold_array(channels))
+        return got
 
     def residual_rows(self, shape) -> np.ndarray | None:
         """The residual as (N * H * W, O) float32 rows in the kernels' pixel-major order (None without)."""
@@ -128,6 +142,13 @@ class ThresholdEpilogue:
 
     sgn: torch.Tensor
     thr: torch.Tensor
+    _arrays: tuple = field(default=(), init=False, repr=False)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """int32 (sgn, thr), converted once."""
+        if not self._arrays:
+            self._arrays = tuple(t.to(torch.int32).contiguous().numpy() for t in (self.sgn, self.thr))
+        return self._arrays
 
     def apply(self, acc: torch.Tensor) -> PackedConv2dInput:
         return next_layer_input(acc * self.sgn.view(1, -1, 1, 1) - self.thr.view(1, -1, 1, 1))  # bit: >= 0
@@ -467,18 +488,16 @@ def binary_conv2d(
         if isinstance(epilogue, ThresholdEpilogue):
             bits = torch.zeros((n * p, words_per_pixel(o)), dtype=torch.int32)
             numba_cpu.gemm_bits_into(src, plan.offs, plan.panels, plan.geo, pw.k, bits.numpy().view(np.uint32),
-                                     epilogue.sgn.to(torch.int32).contiguous().numpy(),
-                                     epilogue.thr.to(torch.int32).contiguous().numpy(), p, corr)
+                                     *epilogue.arrays(), p, corr)
             return PackedConv2dInput(bits.reshape(n, h_out, w_out, -1), o)
         if isinstance(epilogue, AffineEpilogue):
             out = torch.empty((n * p, o), dtype=torch.float32)
             lo, hi = epilogue.clamp if epilogue.clamp is not None else (-np.inf, np.inf)
-            bits = None if epilogue.bits_threshold is None else torch.zeros((n * p, words_per_pixel(o)),
-                                                                            dtype=torch.int32)
-            numba_cpu.gemm_affine_into(src, plan.offs, plan.panels, plan.geo, pw.k, out.numpy(), *epilogue.arrays(o),
+            scale, bias, threshold = epilogue.arrays(o)
+            bits = None if threshold is None else torch.zeros((n * p, words_per_pixel(o)), dtype=torch.int32)
+            numba_cpu.gemm_affine_into(src, plan.offs, plan.panels, plan.geo, pw.k, out.numpy(), scale, bias,
                                        p, corr, epilogue.residual_rows((n, o, h_out, w_out)), lo, hi,
-                                       None if bits is None else bits.numpy().view(np.uint32),
-                                       None if bits is None else epilogue.threshold_array(o))
+                                       None if bits is None else bits.numpy().view(np.uint32), threshold)
             if bits is not None:
                 return (out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2),
                         PackedConv2dInput(bits.reshape(n, h_out, w_out, -1), o))

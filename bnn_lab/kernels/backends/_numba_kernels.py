@@ -46,6 +46,7 @@ LANES = 8  # uint64 lanes per vector (one AVX-512 register, two AVX2 registers)
 # gives 16 accumulators of 8 x uint64 (of 32 zmm registers); AVX2 has 16 ymm
 # registers, half as wide, so the tile shrinks to 2 x 2 to avoid spills.
 TILE_ROWS, TILE_PANELS = (4, 4) if _host_has_avx512() else (2, 2)
+TILE_COLS = TILE_PANELS * LANES  # output columns of a tile
 
 _I64 = ir.IntType(64)
 _VEC = ir.VectorType(_I64, LANES)
@@ -226,6 +227,19 @@ def _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, i0, p0, bu
 
 
 @njit(inline="always", cache=True)
+def _affine_store(vals, scale, bias, rrow, with_res, lo, hi, row, j0, n):
+    """``row[j0 + c] = min(max(vals[c] * scale + bias (+ rrow), lo), hi)`` for c < n, in float32."""
+    if with_res:
+        for c in range(n):
+            y = np.float32(vals[c]) * scale[j0 + c] + bias[j0 + c] + rrow[j0 + c]
+            row[j0 + c] = min(max(y, lo), hi)
+    else:
+        for c in range(n):
+            y = np.float32(vals[c]) * scale[j0 + c] + bias[j0 + c]
+            row[j0 + c] = min(max(y, lo), hi)
+
+
+@njit(inline="always", cache=True)
 def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi, bits, tb, i0,
                   p0, buf, vals):
     """The same block, stored as float32 ``min(max(acc * scale + bias (+ res), lo), hi)`` (per output
@@ -239,15 +253,11 @@ def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sca
         i = i0 + r
         _exact_row(buf, r, k, ncols, corr_index, corr_rows, i, period, j0, vals)
         row = out[i]
-        if res.shape[0] > 0:
-            rrow = res[i]
-            for c in range(ncols):
-                y = np.float32(vals[c]) * scale[j0 + c] + bias[j0 + c] + rrow[j0 + c]
-                row[j0 + c] = min(max(y, lo), hi)
+        rrow = res[i] if res.shape[0] > 0 else row  # (row unused without a residual)
+        if ncols == TILE_COLS:  # a full tile: a fixed trip count, vectorised
+            _affine_store(vals, scale, bias, rrow, res.shape[0] > 0, lo, hi, row, j0, TILE_COLS)
         else:
-            for c in range(ncols):
-                y = np.float32(vals[c]) * scale[j0 + c] + bias[j0 + c]
-                row[j0 + c] = min(max(y, lo), hi)
+            _affine_store(vals, scale, bias, rrow, res.shape[0] > 0, lo, hi, row, j0, ncols)
         if bits.shape[0] > 0:
             brow = bits[i]
             if ncols == 32 and (j0 & 31) == 0:  # a whole word (the AVX-512 tile): one vector comparison
@@ -324,7 +334,7 @@ def _gemm(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, 
     outer, inner, by_rows = _split(offs.shape[0], bp.shape[0], n_threads, False)
     for a in prange(outer):
         buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
-        vals = np.empty(TILE_PANELS * LANES, np.int64)
+        vals = np.empty(TILE_COLS, np.int32)
         for b in range(inner):
             ib, jb = _tile_at(a, b, by_rows)
             _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, ib * TILE_ROWS, jb * TILE_PANELS,
@@ -343,7 +353,7 @@ def _gemm_affine(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, p
     outer, inner, by_rows = _split(offs.shape[0], bp.shape[0], n_threads, bits.shape[0] > 0)
     for a in prange(outer):
         buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
-        vals = np.empty(TILE_PANELS * LANES, np.int64)
+        vals = np.empty(TILE_COLS, np.int32)
         for b in range(inner):
             ib, jb = _tile_at(a, b, by_rows)
             _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi,
@@ -359,7 +369,7 @@ def _gemm_bits(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, per
     outer, inner, _ = _split(offs.shape[0], bp.shape[0], n_threads, True)
     for ib in prange(outer):
         buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
-        vals = np.empty(TILE_PANELS * LANES, np.int64)
+        vals = np.empty(TILE_COLS, np.int32)
         for jb in range(inner):
             _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, ib * TILE_ROWS,
                         jb * TILE_PANELS, buf, vals)

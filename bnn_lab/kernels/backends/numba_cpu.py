@@ -8,6 +8,7 @@ that they follow the same thread setting as torch.
 from __future__ import annotations
 
 import importlib.util
+import threading
 
 import numpy as np
 import torch
@@ -19,14 +20,19 @@ _NO_ROWS = np.zeros((0, 0), dtype=np.int32)
 _NO_FLOATS = np.zeros((0, 0), dtype=np.float32)
 _NO_WORDS = np.zeros((0, 0), dtype=np.uint32)
 _NO_THRESHOLDS = np.zeros(0, dtype=np.float32)
+_loaded = None  # the kernels module, imported on first use
+_synced = threading.local()  # per calling thread: the torch thread count numba was last set to
 
 
 def _kernels():
-    if not HAS_NUMBA:
-        raise RuntimeError("the 'cpu' binary_matmul backend needs numba (pip install numba); use backend='torch'")
-    from . import _numba_kernels
+    global _loaded
+    if _loaded is None:
+        if not HAS_NUMBA:
+            raise RuntimeError("the 'cpu' binary_matmul backend needs numba (pip install numba); use backend='torch'")
+        from . import _numba_kernels
 
-    return _numba_kernels
+        _loaded = _numba_kernels
+    return _loaded
 
 
 def _sync_threads() -> int:
@@ -34,15 +40,20 @@ def _sync_threads() -> int:
 
     With numba's ``omp`` threading layer, starting numba's threads calls
     ``omp_set_num_threads(NUMBA_NUM_THREADS)`` in the OpenMP runtime that torch shares,
-    which silently changes ``torch.get_num_threads()``: it is restored here.
+    which silently changes ``torch.get_num_threads()``: it is restored here. numba's
+    setting is per calling thread, so the last synced count is remembered per thread and
+    numba is only called again when torch's count changed.
     """
+    torch_threads = torch.get_num_threads()
+    if getattr(_synced, "torch_threads", None) == torch_threads:
+        return _synced.numba_threads
     import numba
 
-    torch_threads = torch.get_num_threads()
     n = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
     if torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)
+    _synced.torch_threads, _synced.numba_threads = torch_threads, n
     return n
 
 
