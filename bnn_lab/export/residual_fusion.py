@@ -40,17 +40,9 @@ class PackedConv2dResidual(nn.Module):
         super().__init__()
         self.conv = conv
         self.clamp = clamp
-        self.bits_threshold = None
+        self.bits_threshold: torch.Tensor | float | None = None
+        self._epilogue: kernels.AffineEpilogue | None = None  # made on the first call (constants converted once)
         self._out_shapes: dict[tuple, tuple] = {}  # input shape -> output shape
-
-    @property
-    def bits_threshold(self) -> torch.Tensor | float | None:
-        return self._bits_threshold
-
-    @bits_threshold.setter
-    def bits_threshold(self, value: torch.Tensor | float | None) -> None:
-        self._bits_threshold = value
-        self._epilogue = None  # the kernel epilogue, made on the first call (constants converted once)
 
     def _out_shape(self, x) -> tuple[int, ...]:
         key = tuple(x.shape)
@@ -69,7 +61,8 @@ class PackedConv2dResidual(nn.Module):
                 and (packed_in or x.dtype == torch.float32) and tuple(residual.shape) == self._out_shape(x)):
             u = x if packed_in or c.threshold is None else x - c.threshold.view(1, -1, 1, 1)
             ep = self._epilogue
-            if ep is None or ep.scale is not c.scale or ep.bias is not c.bias:
+            if ep is None or ep.scale is not c.scale or ep.bias is not c.bias \
+                    or ep.bits_threshold is not self.bits_threshold:
                 self._epilogue = kernels.AffineEpilogue(c.scale, c.bias, None, self.clamp, self.bits_threshold)
             return kernels.binary_conv2d(u, c.packed_weight(), c.stride, c.padding, c.dilation, backend=c.backend,
                                          epilogue=self._epilogue.with_residual(residual))
