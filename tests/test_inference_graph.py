@@ -50,8 +50,15 @@ def test_resnet18_blocks_hand_bits_and_keep_the_packed_logits(estimator, scale, 
         ref, plain, out = model(x), packed(x), graph(x)
     for name, bits in float_bits.items():
         assert isinstance(handed[name], PackedConv2dInput)
-        assert torch.equal(handed[name].bits[..., :bits.shape[-1]], bits), name
-        assert not handed[name].bits[..., bits.shape[-1]:].any()  # the padding words stay zero
+        inside = handed[name].unpadded()
+        assert torch.equal(inside[..., :bits.shape[-1]], bits), name
+        assert not inside[..., bits.shape[-1]:].any()  # the padding words stay zero
+        # written inside the next convolution's zero border (3x3, padding 1): the border is all zero bits
+        assert handed[name].pads == (1, 1, 1, 1)
+        assert handed[name].shape == (16, handed[name].channels, *inside.shape[1:3])
+        border = handed[name].bits.clone()
+        border[:, 1:-1, 1:-1] = 0
+        assert not border.any()
     assert torch.equal(out, plain)  # the same integers reach the same float tail
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
     # with the BatchNorms after the second convs folded into them: float rounding only

@@ -48,11 +48,15 @@ class _Tracer(fx.Tracer):
 
 
 class PackedConv2dToBits(nn.Module):
-    """A packed convolution whose output leaves as packed bits: ``[sgn * acc >= thr]`` per channel."""
+    """A packed convolution whose output leaves as packed bits: ``[sgn * acc >= thr]`` per channel,
+    written inside the zero border ``out_padding`` (the padding of the convolution that reads them,
+    which then takes them as they lie)."""
 
-    def __init__(self, conv: PackedBinaryConv2d, sgn: torch.Tensor, thr: torch.Tensor) -> None:
+    def __init__(self, conv: PackedBinaryConv2d, sgn: torch.Tensor, thr: torch.Tensor,
+                 out_padding: tuple[int, int, int, int] | None = None) -> None:
         super().__init__()
         self.conv = conv
+        self.out_padding = out_padding
         self.register_buffer("sgn", sgn.to(torch.int32).contiguous())
         self.register_buffer("thr", thr.to(torch.int32).contiguous())
         self._epilogue: kernels.ThresholdEpilogue | None = None
@@ -64,7 +68,7 @@ class PackedConv2dToBits(nn.Module):
         if self._epilogue is None or self._epilogue.sgn is not self.sgn or self._epilogue.thr is not self.thr:
             self._epilogue = kernels.ThresholdEpilogue(self.sgn, self.thr)  # (constants converted once)
         return kernels.binary_conv2d(x, c.packed_weight(), c.stride, c.padding, c.dilation, backend=c.backend,
-                                     epilogue=self._epilogue)
+                                     epilogue=self._epilogue, out_padding=self.out_padding)
 
     def extra_repr(self) -> str:
         return "output: packed bits (per-channel integer thresholds)"
@@ -170,7 +174,7 @@ def build_inference_graph(packed: nn.Module, channels_last: bool = True,
             report.not_linked[node.target] = "the float chain's sign is not one step in the integer output"
             continue
         name = node.target.replace(".", "_") + "_to_bits"
-        gm.add_submodule(name, PackedConv2dToBits(conv, *found))
+        gm.add_submodule(name, PackedConv2dToBits(conv, *found, nxt.input_pads()))
         with gm.graph.inserting_after(node):
             new = gm.graph.call_module(name, node.args, node.kwargs)
         cur.args = (new,) + tuple(cur.args[1:])

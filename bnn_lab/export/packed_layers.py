@@ -61,6 +61,10 @@ class PackedBinaryConv2d(_PackedMixin, nn.Module):
                                                                      self.kernel_size)
         return self._packed
 
+    def input_pads(self) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right): the zero border this convolution reads its input with."""
+        return kernels.conv_pads(self.kernel_size, self.stride, self.padding, self.dilation)
+
     def _load_from_state_dict(self, *args, **kwargs):
         self._packed = None  # new bits: rebuild the kernel layout
         return super()._load_from_state_dict(*args, **kwargs)

@@ -34,13 +34,15 @@ _ADDS = (*ADDS, add_into)
 class PackedConv2dResidual(nn.Module):
     """``clamp(conv(x) + residual, lo, hi)`` (``clamp`` None: no activation) as one packed convolution;
     with ``bits_threshold`` set (the next binary layer's input threshold, or 0.0) it returns the pair
-    (that float output, the packed signs of ``output - bits_threshold``)."""
+    (that float output, the packed signs of ``output - bits_threshold``, inside the zero border
+    ``bits_padding``: the next layer's padded input)."""
 
     def __init__(self, conv: PackedBinaryConv2d, clamp: tuple[float, float] | None) -> None:
         super().__init__()
         self.conv = conv
         self.clamp = clamp
         self.bits_threshold: torch.Tensor | float | None = None
+        self.bits_padding: tuple[int, int, int, int] | None = None
         self._epilogue: kernels.AffineEpilogue | None = None  # made on the first call (constants converted once)
         self._out_shapes: dict[tuple, tuple] = {}  # input shape -> output shape
 
@@ -65,7 +67,8 @@ class PackedConv2dResidual(nn.Module):
                     or ep.bits_threshold is not self.bits_threshold:
                 self._epilogue = kernels.AffineEpilogue(c.scale, c.bias, None, self.clamp, self.bits_threshold)
             return kernels.binary_conv2d(u, c.packed_weight(), c.stride, c.padding, c.dilation, backend=c.backend,
-                                         epilogue=self._epilogue.with_residual(residual))
+                                         epilogue=self._epilogue.with_residual(residual),
+                                         out_padding=None if self.bits_threshold is None else self.bits_padding)
         out = c(x) + residual
         out = out if self.clamp is None else out.clamp(*self.clamp)
         if self.bits_threshold is None:
@@ -108,20 +111,27 @@ def fuse_residuals(gm: fx.GraphModule) -> int:
     return count
 
 
-def _input_threshold(module: nn.Module):
-    """The input threshold of a packed convolution module (fused or not), 0.0 without one; None when
-    the module is not a packed convolution."""
+def _packed_conv(module: nn.Module) -> PackedBinaryConv2d | None:
+    """The packed convolution of a module (fused or not); None when it has none."""
     from .graph import PackedConv2dToBits
 
     conv = module.conv if isinstance(module, (PackedConv2dToBits, PackedConv2dResidual)) else module
-    if not isinstance(conv, PackedBinaryConv2d):
+    return conv if isinstance(conv, PackedBinaryConv2d) else None
+
+
+def _input_threshold(module: nn.Module):
+    """The input threshold of a packed convolution module (fused or not), 0.0 without one; None when
+    the module is not a packed convolution."""
+    conv = _packed_conv(module)
+    if conv is None:
         return None
     return 0.0 if conv.threshold is None else conv.threshold
 
 
 def hand_bits_to_next(gm: fx.GraphModule) -> int:
     """Where a fused residual convolution's output is the input of exactly one packed convolution,
-    let it also emit that convolution's packed input bits; returns the count."""
+    let it also emit that convolution's packed input bits (padded as that convolution reads them);
+    returns the count."""
     modules, count = dict(gm.named_modules()), 0
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(modules[node.target], PackedConv2dResidual):
@@ -130,7 +140,9 @@ def hand_bits_to_next(gm: fx.GraphModule) -> int:
                    and _input_threshold(modules[u.target]) is not None]
         if len(readers) != 1:
             continue
-        modules[node.target].bits_threshold = _input_threshold(modules[readers[0].target])
+        reader = modules[readers[0].target]
+        modules[node.target].bits_threshold = _input_threshold(reader)
+        modules[node.target].bits_padding = _packed_conv(reader).input_pads()
         with gm.graph.inserting_after(node):
             bits = gm.graph.call_function(operator.getitem, (node, 1))
         with gm.graph.inserting_after(node):

@@ -24,6 +24,7 @@ from .conv import (
     PackedConv2dWeight,
     ThresholdEpilogue,
     binary_conv2d,
+    conv_pads,
     pack_conv2d_input,
     pack_conv2d_weight,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "available_backends",
     "binary_conv2d",
     "binary_matmul",
+    "conv_pads",
     "num_words",
     "pack_conv2d_input",
     "pack_conv2d_weight",

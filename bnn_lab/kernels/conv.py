@@ -53,15 +53,26 @@ def _pair(v, name: str) -> tuple[int, int]:
 @dataclass(eq=False)
 class PackedConv2dInput:
     """Signs of an (N, C, H, W) activation packed along channels: ``bits`` is int32
-    (N, H, W, ceil(C / 32)); ``channels`` is the true C. Made by :func:`pack_conv2d_input`."""
+    (N, H + top + bottom, W + left + right, ceil(C / 32)), the image inside a border of zero bits
+    (-1 values) of ``pads = (top, bottom, left, right)`` pixels (none by default); ``channels`` is
+    the true C. Made by :func:`pack_conv2d_input`, or by a binary convolution that writes the next
+    one's padded input directly (``out_padding`` of :func:`binary_conv2d`)."""
 
     bits: torch.Tensor
     channels: int
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
         n, h, w, _ = self.bits.shape
-        return (n, self.channels, h, w)
+        top, bottom, left, right = self.pads
+        return (n, self.channels, h - top - bottom, w - left - right)
+
+    def unpadded(self) -> torch.Tensor:
+        """The bits of the image without the border: (N, H, W, words), a view."""
+        top, bottom, left, right = self.pads
+        _, h, w, _ = self.bits.shape
+        return self.bits[:, top:h - bottom, left:w - right]
 
 
 @dataclass(eq=False)
@@ -302,14 +313,16 @@ def _packed_weight(weight, in_channels: int, kernel_size) -> PackedConv2dWeight:
     return packed
 
 
-def _conv_geometry(in_hw, kernel_size, stride, padding, dilation):
+def conv_pads(kernel_size, stride, padding, dilation) -> tuple[int, int, int, int]:
+    """(top, bottom, left, right) zero padding of a convolution (``padding`` an int, a pair,
+    ``"valid"`` or ``"same"``, as in ``F.conv2d``); it does not depend on the input size."""
     kh, kw = kernel_size
     dh, dw = dilation
     if isinstance(padding, str):
         if padding == "valid":
             padding = (0, 0)
         elif padding == "same":
-            if stride != (1, 1):
+            if tuple(stride) != (1, 1):
                 raise ValueError("padding='same' needs stride 1 (as in torch)")
             th, tw = dh * (kh - 1), dw * (kw - 1)
             pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
@@ -321,6 +334,13 @@ def _conv_geometry(in_hw, kernel_size, stride, padding, dilation):
         pads = (ph, ph, pw, pw)
     if min(pads) < 0 or min(stride) < 1 or min(dilation) < 1:
         raise ValueError(f"invalid conv geometry: padding={pads}, stride={stride}, dilation={dilation}")
+    return pads
+
+
+def _conv_geometry(in_hw, kernel_size, stride, padding, dilation):
+    kh, kw = kernel_size
+    dh, dw = dilation
+    pads = conv_pads(kernel_size, stride, padding, dilation)
     h, w = in_hw
     hp, wp = h + pads[0] + pads[1], w + pads[2] + pads[3]
     h_out = (hp - dh * (kh - 1) - 1) // stride[0] + 1
@@ -350,6 +370,12 @@ def _gather_index(padded_hw, kernel_size, stride, dilation, out_hw, device) -> t
     return idx
 
 
+def _with_border(packed: PackedConv2dInput, pads) -> PackedConv2dInput:
+    """``packed`` (no border) inside a zero border of ``pads = (top, bottom, left, right)`` pixels."""
+    top, bottom, left, right = pads
+    return PackedConv2dInput(F.pad(packed.bits, (0, 0, left, right, top, bottom)), packed.channels, tuple(pads))
+
+
 def _hashable(v):
     return tuple(v) if isinstance(v, list) else v
 
@@ -369,6 +395,21 @@ class _ConvPlan:
     geo: tuple = ()
     offs: np.ndarray | None = None
     panels: np.ndarray | None = None
+    _bit_rows: dict = field(default_factory=dict, repr=False)
+
+    def bit_rows(self, n: int, pads) -> np.ndarray:
+        """int64 (N * H_out * W_out,): the row, in an output padded by ``pads = (top, bottom, left,
+        right)`` and flattened to (N * Hp * Wp, words), of each output pixel (cached per pads)."""
+        got = self._bit_rows.get((n, pads))
+        if got is None:
+            top, bottom, left, right = pads
+            h_out, w_out = self.out_hw
+            hp, wp = h_out + top + bottom, w_out + left + right
+            img = np.arange(n, dtype=np.int64)[:, None, None] * (hp * wp)
+            oh = (np.arange(h_out, dtype=np.int64)[None, :, None] + top) * wp
+            ow = np.arange(w_out, dtype=np.int64)[None, None, :] + left
+            got = self._bit_rows[(n, pads)] = np.ascontiguousarray((img + oh + ow).reshape(-1))
+        return got
 
     @classmethod
     def make(cls, pw: PackedConv2dWeight, n, h, w, stride, padding, dilation, backend, device) -> _ConvPlan:
@@ -409,6 +450,7 @@ def binary_conv2d(
     kernel_size=None,
     backend: str = "auto",
     epilogue: AffineEpilogue | ThresholdEpilogue | None = None,
+    out_padding: tuple[int, int, int, int] | None = None,
 ):
     """Exact ``F.conv2d(sign(x), sign(w), stride=, padding=, dilation=)`` as int32.
 
@@ -431,6 +473,10 @@ def binary_conv2d(
         epilogue: ``None`` (the int32 product), an :class:`AffineEpilogue` (float32) or a
             :class:`ThresholdEpilogue` (packed bits); the ``cpu`` backend applies it in the
             GEMM, the others after it.
+        out_padding: ``(top, bottom, left, right)``: packed bits outputs (a :class:`ThresholdEpilogue`
+            or an :class:`AffineEpilogue` with ``bits_threshold``) come inside a zero border of that
+            many pixels, the padded input of a next convolution with these pads (it then reads them
+            without a copy); the ``cpu`` backend writes the pixels in place.
 
     Returns:
         int32 (N, O, H_out, W_out) on the input's device, in ``torch.channels_last``
@@ -467,7 +513,10 @@ def binary_conv2d(
 
     # 1. channel-packed input, padded with -1 (zero bits), pw.words_per_tap words a pixel
     if isinstance(x, PackedConv2dInput):
-        xb = F.pad(x.bits, (0, words - x.bits.shape[-1], left, right, top, bottom))
+        if x.pads == plan.pads and x.bits.shape[-1] == words:  # written padded by the layer before
+            xb = x.bits
+        else:
+            xb = F.pad(x.unpadded(), (0, words - x.bits.shape[-1], left, right, top, bottom))
     elif name == "cpu":
         from .backends import numba_cpu
 
@@ -485,22 +534,26 @@ def binary_conv2d(
         from .backends import numba_cpu
 
         src = xb.contiguous().numpy().view(np.uint64).reshape(-1)
+        bit_pads = (0, 0, 0, 0) if out_padding is None else tuple(out_padding)
+        bit_rows = None if bit_pads == (0, 0, 0, 0) else plan.bit_rows(n, bit_pads)
+        bit_shape = (n, h_out + bit_pads[0] + bit_pads[1], w_out + bit_pads[2] + bit_pads[3], words_per_pixel(o))
         if isinstance(epilogue, ThresholdEpilogue):
-            bits = torch.zeros((n * p, words_per_pixel(o)), dtype=torch.int32)
-            numba_cpu.gemm_bits_into(src, plan.offs, plan.panels, plan.geo, pw.k, bits.numpy().view(np.uint32),
-                                     *epilogue.arrays(), p, corr)
-            return PackedConv2dInput(bits.reshape(n, h_out, w_out, -1), o)
+            bits = torch.zeros(bit_shape, dtype=torch.int32)
+            numba_cpu.gemm_bits_into(src, plan.offs, plan.panels, plan.geo, pw.k,
+                                     bits.numpy().view(np.uint32).reshape(-1, bit_shape[3]), *epilogue.arrays(), p,
+                                     corr, bit_rows)
+            return PackedConv2dInput(bits, o, bit_pads)
         if isinstance(epilogue, AffineEpilogue):
             out = torch.empty((n * p, o), dtype=torch.float32)
             lo, hi = epilogue.clamp if epilogue.clamp is not None else (-np.inf, np.inf)
             scale, bias, threshold = epilogue.arrays(o)
-            bits = None if threshold is None else torch.zeros((n * p, words_per_pixel(o)), dtype=torch.int32)
+            bits = None if threshold is None else torch.zeros(bit_shape, dtype=torch.int32)
             numba_cpu.gemm_affine_into(src, plan.offs, plan.panels, plan.geo, pw.k, out.numpy(), scale, bias,
                                        p, corr, epilogue.residual_rows((n, o, h_out, w_out)), lo, hi,
-                                       None if bits is None else bits.numpy().view(np.uint32), threshold)
+                                       None if bits is None else bits.numpy().view(np.uint32).reshape(-1, bit_shape[3]),
+                                       threshold, bit_rows)
             if bits is not None:
-                return (out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2),
-                        PackedConv2dInput(bits.reshape(n, h_out, w_out, -1), o))
+                return (out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2), PackedConv2dInput(bits, o, bit_pads))
         else:
             out = torch.empty((n * p, o), dtype=torch.int32)
             numba_cpu.gemm_into(src, plan.offs, plan.panels, plan.geo, pw.k, out.numpy(), p, corr)
@@ -513,4 +566,11 @@ def binary_conv2d(
     if corr is not None:
         out = out.reshape(n, p, o).add_(corr)
     out = out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2)
-    return out if epilogue is None else epilogue.apply(out)
+    if epilogue is None:
+        return out
+    result = epilogue.apply(out)
+    if out_padding is None or tuple(out_padding) == (0, 0, 0, 0):
+        return result
+    if isinstance(result, tuple):  # (float output, bits)
+        return result[0], _with_border(result[1], out_padding)
+    return _with_border(result, out_padding) if isinstance(result, PackedConv2dInput) else result

@@ -186,6 +186,46 @@ def test_epilogues_match_the_float_conv_followed_by_the_same_float_ops(backend, 
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("out_padding", [(1, 1, 1, 1), (2, 0, 1, 3)])
+def test_bits_written_inside_the_next_convolutions_border(backend, out_padding):
+    """With ``out_padding`` the packed bits come inside a zero border of that many pixels: the same
+    bits inside, nothing outside, and a next convolution with those pads reads them as they lie and
+    gives what it gives from the unpadded bits (and, through a copy, for other pads)."""
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 40, 7, 6, generator=gen)
+    wt, wt2 = torch.randn(70, 40, 3, 3, generator=gen), torch.randn(5, 70, 3, 3, generator=gen)
+    pw, pw2 = pack_conv2d_weight(wt), pack_conv2d_weight(wt2)
+    sgn = torch.where(torch.rand(70, generator=gen) < 0.5, 1, -1).to(torch.int32)
+    thr = torch.randint(-5, 6, (70,), generator=gen, dtype=torch.int32)
+    scale, bias, res = torch.rand(70, generator=gen) + 0.1, torch.randn(70, generator=gen), torch.randn(2, 70, 7, 6)
+    for epilogue in (ThresholdEpilogue(sgn, thr), AffineEpilogue(scale, bias, res, (-1.0, 1.0), bits_threshold=0.1)):
+        plain = binary_conv2d(x, pw, padding=1, backend=backend, epilogue=epilogue)
+        padded = binary_conv2d(x, pw, padding=1, backend=backend, epilogue=epilogue, out_padding=out_padding)
+        if isinstance(epilogue, AffineEpilogue):
+            assert torch.equal(padded[0], plain[0])
+            plain, padded = plain[1], padded[1]
+        top, bottom, left, right = out_padding
+        assert padded.pads == out_padding and padded.shape == plain.shape == (2, 70, 7, 6)
+        assert padded.bits.shape == (2, 7 + top + bottom, 6 + left + right, plain.bits.shape[-1])
+        assert torch.equal(padded.unpadded(), plain.bits)
+        border = padded.bits.clone()
+        border[:, top:top + 7, left:left + 6] = 0
+        assert not border.any()
+        for pad in (top, 1, 0):  # the next layer's own padding: read as it lies, or re-padded
+            want = binary_conv2d(plain, pw2, padding=(pad, pad), backend=backend)
+            assert torch.equal(binary_conv2d(padded, pw2, padding=(pad, pad), backend=backend), want)
+            assert torch.equal(want, conv_ref(torch.where(unpack_bits(plain), 1.0, -1.0), wt2, padding=pad))
+
+
+def unpack_bits(packed) -> torch.Tensor:
+    """(N, C, H, W) booleans from a PackedConv2dInput without a border."""
+    words = packed.bits
+    bit = torch.arange(32, dtype=torch.int32)
+    flat = ((words.unsqueeze(-1) >> bit) & 1).bool().reshape(*words.shape[:3], -1)[..., :packed.channels]
+    return flat.permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_channels_last_signs_of_zero_in_whole_words(backend):
     # 64 channels: two whole words per pixel, packed with one vector comparison each on the cpu backend
     x = torch.where(torch.randn(2, 64, 5, 5) >= 0, 1.0, -1.0)

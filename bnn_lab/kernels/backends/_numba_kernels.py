@@ -240,12 +240,13 @@ def _affine_store(vals, scale, bias, rrow, with_res, lo, hi, row, j0, n):
 
 
 @njit(inline="always", cache=True)
-def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi, bits, tb, i0,
-                  p0, buf, vals):
+def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi, bits, tb,
+                  bit_rows, i0, p0, buf, vals):
     """The same block, stored as float32 ``min(max(acc * scale + bias (+ res), lo), hi)`` (per output
     column; ``res`` (M, N) or empty: a residual added before the clamp); with ``bits`` (M, words) not
     empty, also the bits ``y >= tb[j]`` of those values packed along the columns (the next binary
-    layer's input: ``sign(y - t)`` is +1 exactly when ``y >= t``)."""
+    layer's input: ``sign(y - t)`` is +1 exactly when ``y >= t``), in row ``bit_rows[i]`` of ``bits``
+    (:func:`_bit_row`)."""
     nrows, npan = _tile_counts(src, offs, bp, geo, i0, p0, buf)
     j0 = p0 * LANES
     ncols = min(npan * LANES, out.shape[1] - j0)
@@ -259,7 +260,7 @@ def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sca
         else:
             _affine_store(vals, scale, bias, rrow, res.shape[0] > 0, lo, hi, row, j0, ncols)
         if bits.shape[0] > 0:
-            brow = bits[i]
+            brow = bits[_bit_row(bit_rows, i)]
             if ncols == 32 and (j0 & 31) == 0:  # a whole word (the AVX-512 tile): one vector comparison
                 brow[j0 >> 5] = _ge_word(row, j0, tb, j0)
             else:
@@ -269,15 +270,26 @@ def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sca
 
 
 @njit(inline="always", cache=True)
-def _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, i0, p0, buf, vals):
+def _bit_row(bit_rows, i):
+    """The row of a bits output that GEMM row ``i`` goes to: ``bit_rows[i]``, or ``i`` when ``bit_rows``
+    is empty. A map lets the output pixels land inside a zero border: the next convolution's padded
+    input, written in place (no padding copy)."""
+    if bit_rows.shape[0] > 0:
+        return bit_rows[i]
+    return i
+
+
+@njit(inline="always", cache=True)
+def _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, bit_rows, i0, p0, buf, vals):
     """The same block, stored as the bits ``acc * sgn >= thr`` packed along the columns: column ``j`` is
-    bit ``j % 32`` of uint32 word ``j // 32`` of the row (``out`` zero-filled by the caller)."""
+    bit ``j % 32`` of uint32 word ``j // 32`` of row ``bit_rows[i]`` (:func:`_bit_row`; ``out``
+    zero-filled by the caller)."""
     nrows, npan = _tile_counts(src, offs, bp, geo, i0, p0, buf)
     j0 = p0 * LANES
     ncols = min(npan * LANES, sgn.shape[0] - j0)
     for r in range(nrows):
         _exact_row(buf, r, k, ncols, corr_index, corr_rows, i0 + r, period, j0, vals)
-        row = out[i0 + r]
+        row = out[_bit_row(bit_rows, i0 + r)]
         if ncols == 32 and (j0 & 31) == 0:  # a whole word (the AVX-512 tile): fixed trip count, vectorised
             word = np.uint32(0)
             for b in range(32):
@@ -342,13 +354,13 @@ def _gemm(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, 
 
 
 def _gemm_affine(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows,
-                 scale, bias, res, lo, hi, bits, tb, n_threads):
+                 scale, bias, res, lo, hi, bits, tb, bit_rows, n_threads):
     """:func:`_gemm` whose output is float32 ``clamp(acc * scale[j] + bias[j] (+ res[i, j]), lo, hi)``:
     a packed layer's epilogue, the residual addition and the clamping activation after it in the
     GEMM (no int32 product in memory). Compiled without fastmath: the float operations round as
     torch's ``(acc.float() * scale + bias) + res`` does (no contraction into a fused multiply-add).
     With ``bits`` (zero-filled, see :func:`_block_affine`) the split is by rows only: one thread
-    per output word."""
+    per output word; ``bit_rows`` (int64, M, or empty): the row of ``bits`` each GEMM row goes to."""
     geo = (n_i, n_j, seg_len, stride_i, stride_j)
     outer, inner, by_rows = _split(offs.shape[0], bp.shape[0], n_threads, bits.shape[0] > 0)
     for a in prange(outer):
@@ -357,21 +369,22 @@ def _gemm_affine(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, p
         for b in range(inner):
             ib, jb = _tile_at(a, b, by_rows)
             _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi,
-                          bits, tb, ib * TILE_ROWS, jb * TILE_PANELS, buf, vals)
+                          bits, tb, bit_rows, ib * TILE_ROWS, jb * TILE_PANELS, buf, vals)
 
 
 def _gemm_bits(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows,
-               sgn, thr, n_threads):
+               sgn, thr, bit_rows, n_threads):
     """:func:`_gemm` whose output is the packed bits ``acc * sgn[j] >= thr[j]`` (uint32 (M, words),
-    zero-filled): a binary layer's output handed to the next one as bits. Split by rows only, so
-    that every output word is written by one thread."""
+    zero-filled): a binary layer's output handed to the next one as bits, GEMM row ``i`` in row
+    ``bit_rows[i]`` (or ``i`` when empty). Split by rows only, so that every output word is written
+    by one thread."""
     geo = (n_i, n_j, seg_len, stride_i, stride_j)
     outer, inner, _ = _split(offs.shape[0], bp.shape[0], n_threads, True)
     for ib in prange(outer):
         buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
         vals = np.empty(TILE_COLS, np.int32)
         for jb in range(inner):
-            _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, ib * TILE_ROWS,
+            _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, bit_rows, ib * TILE_ROWS,
                         jb * TILE_PANELS, buf, vals)
 
 
@@ -379,8 +392,8 @@ _GEMM_ARGS = "uint64[::1], int64[::1], uint64[:, :, ::1], int64, int64, int64, i
 _CORR_ARGS = "int64, int32[::1], int32[:, ::1]"
 _GEMM_SIG = f"void({_GEMM_ARGS}, int32[:, ::1], {_CORR_ARGS}, int64)"
 _GEMM_AFFINE_SIG = (f"void({_GEMM_ARGS}, float32[:, ::1], {_CORR_ARGS}, float32[::1], float32[::1], float32[:, ::1],"
-                    " float32, float32, uint32[:, ::1], float32[::1], int64)")
-_GEMM_BITS_SIG = f"void({_GEMM_ARGS}, uint32[:, ::1], {_CORR_ARGS}, int32[::1], int32[::1], int64)"
+                    " float32, float32, uint32[:, ::1], float32[::1], int64[::1], int64)")
+_GEMM_BITS_SIG = f"void({_GEMM_ARGS}, uint32[:, ::1], {_CORR_ARGS}, int32[::1], int32[::1], int64[::1], int64)"
 
 
 def _to_panels(b, bp):

@@ -20,6 +20,7 @@ _NO_ROWS = np.zeros((0, 0), dtype=np.int32)
 _NO_FLOATS = np.zeros((0, 0), dtype=np.float32)
 _NO_WORDS = np.zeros((0, 0), dtype=np.uint32)
 _NO_THRESHOLDS = np.zeros(0, dtype=np.float32)
+_NO_ROW_MAP = np.zeros(0, dtype=np.int64)
 _loaded = None  # the kernels module, imported on first use
 _synced = threading.local()  # per calling thread: the torch thread count numba was last set to
 
@@ -123,11 +124,13 @@ def gemm_into(src: np.ndarray, offs: np.ndarray, bp: np.ndarray, geo, k: int, ou
 
 def gemm_affine_into(src, offs, bp, geo, k: int, out: np.ndarray, scale: np.ndarray, bias: np.ndarray, period=1,
                      corr=None, res: np.ndarray | None = None, lo: float = -np.inf, hi: float = np.inf,
-                     bits: np.ndarray | None = None, bits_threshold: np.ndarray | None = None):
+                     bits: np.ndarray | None = None, bits_threshold: np.ndarray | None = None,
+                     bit_rows: np.ndarray | None = None):
     """:func:`gemm_into` with the output in float32: ``out[i, j] = clamp(acc[i, j] * scale[j] + bias[j]
     (+ res[i, j]), lo, hi)`` (``scale``, ``bias`` float32 (N,); ``res`` float32 (M, N) or None),
     rounded as the same torch operations; with ``bits`` (uint32 (M, words), zero-filled) also the
-    bits ``out[i, j] >= bits_threshold[j]`` packed along j."""
+    bits ``out[i, j] >= bits_threshold[j]`` packed along j, in row ``bit_rows[i]`` of ``bits`` (int64
+    (M,); None: row i)."""
     kern = _kernels()
     n_threads = _sync_threads()
     if offs.shape[0] == 0 or out.shape[1] == 0:
@@ -136,20 +139,22 @@ def gemm_affine_into(src, offs, bp, geo, k: int, out: np.ndarray, scale: np.ndar
     kern.gemm_affine_kernel()(src, offs, bp, *(int(v) for v in geo), int(k), out, int(period), index, rows, scale,
                               bias, _NO_FLOATS if res is None else res, np.float32(lo), np.float32(hi),
                               _NO_WORDS if bits is None else bits,
-                              _NO_THRESHOLDS if bits_threshold is None else bits_threshold, n_threads)
+                              _NO_THRESHOLDS if bits_threshold is None else bits_threshold,
+                              _NO_ROW_MAP if bit_rows is None else bit_rows, n_threads)
 
 
 def gemm_bits_into(src, offs, bp, geo, k: int, out: np.ndarray, sgn: np.ndarray, thr: np.ndarray, period=1,
-                   corr=None):
-    """:func:`gemm_into` with the output packed: bit ``j % 32`` of uint32 word ``out[i, j // 32]`` is
-    ``acc[i, j] * sgn[j] >= thr[j]`` (int32 (N,) each); ``out`` zero-filled, at least ceil(N / 32) words."""
+                   corr=None, bit_rows: np.ndarray | None = None):
+    """:func:`gemm_into` with the output packed: bit ``j % 32`` of uint32 word ``out[r, j // 32]`` is
+    ``acc[i, j] * sgn[j] >= thr[j]`` (int32 (N,) each), ``r = bit_rows[i]`` (int64 (M,); None: ``r = i``);
+    ``out`` zero-filled, at least ceil(N / 32) words."""
     kern = _kernels()
     n_threads = _sync_threads()
     if offs.shape[0] == 0 or sgn.shape[0] == 0:
         return
     index, rows = (_NO_INDEX, _NO_ROWS) if corr is None else corr
     kern.gemm_bits_kernel()(src, offs, bp, *(int(v) for v in geo), int(k), out, int(period), index, rows, sgn, thr,
-                            n_threads)
+                            _NO_ROW_MAP if bit_rows is None else bit_rows, n_threads)
 
 
 def binary_matmul_cpu(a_bits: torch.Tensor, b_bits: torch.Tensor, k: int) -> torch.Tensor:
