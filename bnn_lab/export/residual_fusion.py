@@ -68,7 +68,7 @@ class PackedConv2dResidual(nn.Module):
                 self._epilogue = kernels.AffineEpilogue(c.scale, c.bias, None, self.clamp, self.bits_threshold)
             return kernels.binary_conv2d(u, c.packed_weight(), c.stride, c.padding, c.dilation, backend=c.backend,
                                          epilogue=self._epilogue.with_residual(residual),
-                                         out_padding=None if self.bits_threshold is None else self.bits_padding)
+                                         out_padding=self.bits_padding)
         out = c(x) + residual
         out = out if self.clamp is None else out.clamp(*self.clamp)
         if self.bits_threshold is None:

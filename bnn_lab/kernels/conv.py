@@ -373,7 +373,7 @@ def _gather_index(padded_hw, kernel_size, stride, dilation, out_hw, device) -> t
 def _with_border(packed: PackedConv2dInput, pads) -> PackedConv2dInput:
     """``packed`` (no border) inside a zero border of ``pads = (top, bottom, left, right)`` pixels."""
     top, bottom, left, right = pads
-    return PackedConv2dInput(F.pad(packed.bits, (0, 0, left, right, top, bottom)), packed.channels, tuple(pads))
+    return PackedConv2dInput(F.pad(packed.bits, (0, 0, left, right, top, bottom)), packed.channels, pads)
 
 
 def _hashable(v):
@@ -395,21 +395,26 @@ class _ConvPlan:
     geo: tuple = ()
     offs: np.ndarray | None = None
     panels: np.ndarray | None = None
-    _bit_rows: dict = field(default_factory=dict, repr=False)
+    _bits_out: dict = field(default_factory=dict, repr=False)
 
-    def bit_rows(self, n: int, pads) -> np.ndarray:
-        """int64 (N * H_out * W_out,): the row, in an output padded by ``pads = (top, bottom, left,
-        right)`` and flattened to (N * Hp * Wp, words), of each output pixel (cached per pads)."""
-        got = self._bit_rows.get((n, pads))
-        if got is None:
-            top, bottom, left, right = pads
-            h_out, w_out = self.out_hw
-            hp, wp = h_out + top + bottom, w_out + left + right
-            img = np.arange(n, dtype=np.int64)[:, None, None] * (hp * wp)
-            oh = (np.arange(h_out, dtype=np.int64)[None, :, None] + top) * wp
-            ow = np.arange(w_out, dtype=np.int64)[None, None, :] + left
-            got = self._bit_rows[(n, pads)] = np.ascontiguousarray((img + oh + ow).reshape(-1))
-        return got
+    def bits_output(self, n: int, channels: int, pads):
+        """A zero-filled packed output of ``channels`` inside the zero border ``pads`` (top, bottom,
+        left, right): the int32 (N, Hp, Wp, words) tensor, its (N * Hp * Wp, words) uint32 view for the
+        ``cpu`` kernels, and the row of that view each output pixel goes to (None without a border;
+        the row map is cached per border: the offsets of an unstrided 1x1 convolution, shifted)."""
+        top, bottom, left, right = pads
+        h_out, w_out = self.out_hw
+        hp, wp = h_out + top + bottom, w_out + left + right
+        rows = None
+        if pads != (0, 0, 0, 0):
+            rows = self._bits_out.get(pads)
+            if rows is None:
+                from .backends import numba_cpu
+
+                rows = self._bits_out[pads] = numba_cpu.conv_row_offsets(n, (hp, wp), 1, (1, 1), self.out_hw) \
+                    + (top * wp + left)
+        bits = torch.zeros((n, hp, wp, words_per_pixel(channels)), dtype=torch.int32)
+        return bits, bits.numpy().view(np.uint32).reshape(n * hp * wp, -1), rows
 
     @classmethod
     def make(cls, pw: PackedConv2dWeight, n, h, w, stride, padding, dilation, backend, device) -> _ConvPlan:
@@ -510,6 +515,7 @@ def binary_conv2d(
     name, (top, bottom, left, right), o, words = plan.backend, plan.pads, pw.out_channels, pw.words_per_tap
     h_out, w_out = plan.out_hw
     p = h_out * w_out
+    bit_pads = (0, 0, 0, 0) if out_padding is None else tuple(out_padding)
 
     # 1. channel-packed input, padded with -1 (zero bits), pw.words_per_tap words a pixel
     if isinstance(x, PackedConv2dInput):
@@ -534,23 +540,18 @@ def binary_conv2d(
         from .backends import numba_cpu
 
         src = xb.contiguous().numpy().view(np.uint64).reshape(-1)
-        bit_pads = (0, 0, 0, 0) if out_padding is None else tuple(out_padding)
-        bit_rows = None if bit_pads == (0, 0, 0, 0) else plan.bit_rows(n, bit_pads)
-        bit_shape = (n, h_out + bit_pads[0] + bit_pads[1], w_out + bit_pads[2] + bit_pads[3], words_per_pixel(o))
         if isinstance(epilogue, ThresholdEpilogue):
-            bits = torch.zeros(bit_shape, dtype=torch.int32)
-            numba_cpu.gemm_bits_into(src, plan.offs, plan.panels, plan.geo, pw.k,
-                                     bits.numpy().view(np.uint32).reshape(-1, bit_shape[3]), *epilogue.arrays(), p,
+            bits, words_view, bit_rows = plan.bits_output(n, o, bit_pads)
+            numba_cpu.gemm_bits_into(src, plan.offs, plan.panels, plan.geo, pw.k, words_view, *epilogue.arrays(), p,
                                      corr, bit_rows)
             return PackedConv2dInput(bits, o, bit_pads)
         if isinstance(epilogue, AffineEpilogue):
             out = torch.empty((n * p, o), dtype=torch.float32)
             lo, hi = epilogue.clamp if epilogue.clamp is not None else (-np.inf, np.inf)
             scale, bias, threshold = epilogue.arrays(o)
-            bits = None if threshold is None else torch.zeros(bit_shape, dtype=torch.int32)
+            bits, words_view, bit_rows = (None, None, None) if threshold is None else plan.bits_output(n, o, bit_pads)
             numba_cpu.gemm_affine_into(src, plan.offs, plan.panels, plan.geo, pw.k, out.numpy(), scale, bias,
-                                       p, corr, epilogue.residual_rows((n, o, h_out, w_out)), lo, hi,
-                                       None if bits is None else bits.numpy().view(np.uint32).reshape(-1, bit_shape[3]),
+                                       p, corr, epilogue.residual_rows((n, o, h_out, w_out)), lo, hi, words_view,
                                        threshold, bit_rows)
             if bits is not None:
                 return (out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2), PackedConv2dInput(bits, o, bit_pads))
@@ -569,8 +570,8 @@ def binary_conv2d(
     if epilogue is None:
         return out
     result = epilogue.apply(out)
-    if out_padding is None or tuple(out_padding) == (0, 0, 0, 0):
+    if bit_pads == (0, 0, 0, 0):
         return result
     if isinstance(result, tuple):  # (float output, bits)
-        return result[0], _with_border(result[1], out_padding)
-    return _with_border(result, out_padding) if isinstance(result, PackedConv2dInput) else result
+        return result[0], _with_border(result[1], bit_pads)
+    return _with_border(result, bit_pads) if isinstance(result, PackedConv2dInput) else result
