@@ -18,6 +18,16 @@ schedule from scalar code, so the tile is written as LLVM IR (a numba
 with AVX512-VPOPCNTDQ (or expands on older CPUs). Measured on a 2-core AMD EPYC
 (docs/performance.md): about 2x faster than a 4x4 register tile that reduces along
 K, on the ResNet conv shape (M=1568, N=256, K=2304).
+
+Epilogues. A whole tile (``TILE_ROWS`` rows x ``8 * TILE_PANELS`` columns) is finished
+on its accumulators while they are still in registers: the exact products
+``k - 2 count`` (+ the border correction), then either the float epilogue (scale,
+bias, residual, clamp; a multiply then adds, never contracted into a fused
+multiply-add, so it rounds as torch does) with the next layer's bits from vector
+comparisons (:func:`_tile_affine`), or the integer thresholds packed to bits
+(:func:`_tile_bits`), all as 8-lane vector operations. Tiles cut by the matrix edges
+go through a small buffer and scalar loops with the same arithmetic. Each thread
+takes one contiguous share of the tiles and allocates its scratch once.
 """
 
 from __future__ import annotations
@@ -64,8 +74,99 @@ def _swar_popcount(b: ir.IRBuilder, x):
     return b.lshr(b.mul(x, _splat(0x0101010101010101)), _splat(56))
 
 
+def _broadcast(builder, value, vec_type):
+    """``value`` in every lane of a ``vec_type``."""
+    undef = ir.Constant(vec_type, ir.Undefined)
+    lane0 = builder.insert_element(undef, value, ir.Constant(ir.IntType(32), 0))
+    zeros = ir.Constant(ir.VectorType(ir.IntType(32), vec_type.count), [0] * vec_type.count)
+    return builder.shuffle_vector(lane0, undef, zeros)
+
+
+def _count_tile(context, builder, arrays, i0_v, p0_v, geo, rows: int, panels: int):
+    """Emit the popcount loop of a ``rows`` x ``panels`` tile (see :func:`_make_tile`); returns the
+    accumulators ``acc[r][c]`` (``<8 x i64>`` values) after the whole reduction."""
+    arr_s, arr_f, arr_b = arrays
+    n_i_v, n_j_v, len_v, st_i_v, st_j_v = geo
+    n_words = builder.mul(builder.mul(n_i_v, n_j_v), len_v)
+    panel_stride = builder.mul(n_words, ir.Constant(_I64, LANES))
+    b_rows = [
+        builder.gep(arr_b.data, [builder.mul(builder.add(p0_v, ir.Constant(_I64, c)), panel_stride)])
+        for c in range(panels)
+    ]
+    row_offs = [builder.load(builder.gep(arr_f.data, [builder.add(i0_v, ir.Constant(_I64, r))])) for r in range(rows)]
+    a_rows = [builder.gep(arr_s.data, [row_offs[r]]) for r in range(rows)]
+    acc = [[cgutils.alloca_once_value(builder, _splat(0)) for _ in range(panels)] for _ in range(rows)]
+    with cgutils.for_range(builder, n_i_v) as loop_i:
+        with cgutils.for_range(builder, n_j_v) as loop_j:
+            seg_off = builder.add(builder.mul(loop_i.index, st_i_v), builder.mul(loop_j.index, st_j_v))
+            seg_start = builder.mul(builder.add(builder.mul(loop_i.index, n_j_v), loop_j.index), len_v)
+            seg_a = [builder.gep(a_rows[r], [seg_off]) for r in range(rows)]
+            b_off = builder.mul(seg_start, ir.Constant(_I64, LANES))
+            seg_b = [builder.gep(b_rows[c], [b_off]) for c in range(panels)]
+            with cgutils.for_range(builder, len_v) as loop:
+                w = loop.index
+                off = builder.mul(w, ir.Constant(_I64, LANES))
+                bv = [
+                    builder.load(builder.bitcast(builder.gep(seg_b[c], [off]), _VEC.as_pointer()), align=8)
+                    for c in range(panels)
+                ]
+                for r in range(rows):
+                    a_vec = _broadcast(builder, builder.load(builder.gep(seg_a[r], [w])), _VEC)
+                    for c in range(panels):
+                        count = _swar_popcount(builder, builder.xor(a_vec, bv[c]))
+                        builder.store(builder.add(builder.load(acc[r][c]), count), acc[r][c])
+    return [[builder.load(acc[r][c]) for c in range(panels)] for r in range(rows)]
+
+
+def _i64(context, builder, args, tys, idx):
+    return context.cast(builder, args[idx], tys[idx], types.int64)
+
+
+def _count_args(context, builder, signature, args):
+    """The arrays (src, offs, bp), i0, p0 and the segment geometry: the first ten intrinsic arguments."""
+    tys = signature.args
+    arrays = tuple(context.make_array(tys[i])(context, builder, args[i]) for i in range(3))
+    i0_v, p0_v = (_i64(context, builder, args, tys, i) for i in (3, 4))
+    geo = tuple(_i64(context, builder, args, tys, i) for i in range(5, 10))
+    return arrays, i0_v, p0_v, geo
+
+
+def _vec_ptr(builder, base, index, vec_type):
+    return builder.bitcast(builder.gep(base, [index]), vec_type.as_pointer())
+
+
+def _exact_products(builder, counts, k32, corr, ci, row_len, j0):
+    """``k - 2 count (+ corr_rows[ci, j0 + 8 c ...] when ci >= 0)`` as ``<8 x i32>`` per panel."""
+    i32v = ir.VectorType(ir.IntType(32), LANES)
+    k_vec = _broadcast(builder, k32, i32v)
+    slots = []
+    for c, cnt in enumerate(counts):
+        v = builder.sub(k_vec, builder.shl(builder.trunc(cnt, i32v), ir.Constant(i32v, [1] * LANES)))
+        slots.append(cgutils.alloca_once_value(builder, v))
+    with builder.if_then(builder.icmp_signed(">=", ci, ir.Constant(_I64, 0)), likely=False):
+        base = builder.add(builder.mul(ci, row_len), j0)
+        for c, slot in enumerate(slots):
+            cv = builder.load(_vec_ptr(builder, corr.data, builder.add(base, ir.Constant(_I64, c * LANES)), i32v),
+                              align=4)
+            builder.store(builder.add(builder.load(slot), cv), slot)
+    return [builder.load(slot) for slot in slots]
+
+
+def _or_bits(builder, bits, brow, words, j0, masks):
+    """OR the ``<8 x i1>`` ``masks`` (columns j0, j0 + 8, ...; one word's worth at most) into word
+    ``j0 // 32`` of row ``brow`` of the uint32 ``bits``."""
+    word = ir.Constant(ir.IntType(32), 0)
+    shift0 = builder.trunc(builder.and_(j0, ir.Constant(_I64, 31)), ir.IntType(32))
+    for c, m in enumerate(masks):
+        part = builder.zext(builder.bitcast(m, ir.IntType(LANES)), ir.IntType(32))
+        part = builder.shl(part, builder.add(shift0, ir.Constant(ir.IntType(32), c * LANES)))
+        word = builder.or_(word, part)
+    ptr = builder.gep(bits.data, [builder.add(builder.mul(brow, words), builder.lshr(j0, ir.Constant(_I64, 5)))])
+    builder.store(builder.or_(builder.load(ptr), word), ptr)
+
+
 def _make_tile(rows: int, panels: int):
-    """Intrinsic ``tile(src, offs, bp, i0, p0, buf, n_i, n_j, seg_len, stride_i, stride_j)``.
+    """Intrinsic ``tile(src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, stride_j, buf)``.
 
     Row ``i`` of A is not stored as such: it is the concatenation, for ``si < n_i`` and
     ``sj < n_j`` (row-major), of the ``seg_len`` words
@@ -81,61 +182,117 @@ def _make_tile(rows: int, panels: int):
     """
 
     @intrinsic
-    def tile(typingctx, src, offs, bp, i0, p0, buf, n_i, n_j, seg_len, stride_i, stride_j):
-        sig = types.void(src, offs, bp, i0, p0, buf, n_i, n_j, seg_len, stride_i, stride_j)
+    def tile(typingctx, src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, stride_j, buf):
+        sig = types.void(src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, stride_j, buf)
 
         def codegen(context, builder, signature, args):
-            tys = signature.args
-            arr_s = context.make_array(tys[0])(context, builder, args[0])
-            arr_f = context.make_array(tys[1])(context, builder, args[1])
-            arr_b = context.make_array(tys[2])(context, builder, args[2])
-            arr_o = context.make_array(tys[5])(context, builder, args[5])
-            i0_v, p0_v, n_i_v, n_j_v, len_v, st_i_v, st_j_v = (
-                context.cast(builder, args[idx], tys[idx], types.int64) for idx in (3, 4, 6, 7, 8, 9, 10)
-            )
-            n_words = builder.mul(builder.mul(n_i_v, n_j_v), len_v)
-            panel_stride = builder.mul(n_words, ir.Constant(_I64, LANES))
-            b_rows = [
-                builder.gep(arr_b.data, [builder.mul(builder.add(p0_v, ir.Constant(_I64, c)), panel_stride)])
-                for c in range(panels)
-            ]
-            row_offs = [
-                builder.load(builder.gep(arr_f.data, [builder.add(i0_v, ir.Constant(_I64, r))])) for r in range(rows)
-            ]
-            a_rows = [builder.gep(arr_s.data, [row_offs[r]]) for r in range(rows)]
-            acc = [[cgutils.alloca_once_value(builder, _splat(0)) for _ in range(panels)] for _ in range(rows)]
-            undef = ir.Constant(_VEC, ir.Undefined)
-            zero_mask = ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES)
-            with cgutils.for_range(builder, n_i_v) as loop_i:
-                with cgutils.for_range(builder, n_j_v) as loop_j:
-                    seg_off = builder.add(builder.mul(loop_i.index, st_i_v), builder.mul(loop_j.index, st_j_v))
-                    seg_start = builder.mul(builder.add(builder.mul(loop_i.index, n_j_v), loop_j.index), len_v)
-                    seg_a = [builder.gep(a_rows[r], [seg_off]) for r in range(rows)]
-                    b_off = builder.mul(seg_start, ir.Constant(_I64, LANES))
-                    seg_b = [builder.gep(b_rows[c], [b_off]) for c in range(panels)]
-                    with cgutils.for_range(builder, len_v) as loop:
-                        w = loop.index
-                        off = builder.mul(w, ir.Constant(_I64, LANES))
-                        bv = [
-                            builder.load(builder.bitcast(builder.gep(seg_b[c], [off]), _VEC.as_pointer()), align=8)
-                            for c in range(panels)
-                        ]
-                        for r in range(rows):
-                            a_word = builder.load(builder.gep(seg_a[r], [w]))
-                            a_vec = builder.insert_element(undef, a_word, ir.Constant(ir.IntType(32), 0))
-                            a_vec = builder.shuffle_vector(a_vec, undef, zero_mask)  # broadcast
-                            for c in range(panels):
-                                count = _swar_popcount(builder, builder.xor(a_vec, bv[c]))
-                                builder.store(builder.add(builder.load(acc[r][c]), count), acc[r][c])
+            arrays, i0_v, p0_v, geo = _count_args(context, builder, signature, args)
+            acc = _count_tile(context, builder, arrays, i0_v, p0_v, geo, rows, panels)
+            arr_o = context.make_array(signature.args[10])(context, builder, args[10])
             for r in range(rows):
                 for c in range(panels):
                     ptr = builder.gep(arr_o.data, [ir.Constant(_I64, r * LANES * TILE_PANELS + c * LANES)])
-                    builder.store(builder.load(acc[r][c]), builder.bitcast(ptr, _VEC.as_pointer()), align=8)
+                    builder.store(acc[r][c], builder.bitcast(ptr, _VEC.as_pointer()), align=8)
             return context.get_dummy_value()
 
         return sig, codegen
 
     return tile
+
+
+@intrinsic
+def _tile_affine(typingctx, src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, stride_j, meta, k, corr_rows, scale,
+                 bias, res, lo, hi, out, bits, tb):
+    """A full tile (TILE_ROWS x TILE_PANELS) with the float epilogue done on the accumulators in
+    registers: for each row ``r`` (``i = i0 + r``) and the ``8 * TILE_PANELS`` columns ``j`` from
+    ``j0 = 8 p0``, ``y = clamp(float(k - 2 count (+ corr_rows[meta[r], j])) * scale[j] + bias[j]
+    (+ res[i, j]), lo, hi)`` (the correction when ``meta[r] >= 0``, the residual when ``res`` has rows;
+    a multiply then adds, no contraction: torch's rounding), stored in ``out[i, j]``; when ``bits`` has
+    rows, also bit ``j % 32`` of ``bits[meta[TILE_ROWS + r], j // 32]`` ORed with ``y >= tb[j]``.
+    ``clamp`` propagates NaN as torch's does."""
+    sig = types.void(src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, stride_j, meta, k, corr_rows, scale, bias,
+                     res, lo, hi, out, bits, tb)
+
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        arrays, i0_v, p0_v, geo = _count_args(context, builder, signature, args)
+        acc = _count_tile(context, builder, arrays, i0_v, p0_v, geo, TILE_ROWS, TILE_PANELS)
+        meta_a, corr, scale_a, bias_a, res_a, out_a, bits_a, tb_a = (
+            context.make_array(tys[i])(context, builder, args[i]) for i in (10, 12, 13, 14, 15, 18, 19, 20))
+        k32 = builder.trunc(_i64(context, builder, args, tys, 11), ir.IntType(32))
+        f32v = ir.VectorType(ir.FloatType(), LANES)
+        lo_v, hi_v = _broadcast(builder, args[16], f32v), _broadcast(builder, args[17], f32v)
+        n_cols = builder.extract_value(out_a.shape, 1)
+        corr_len = builder.extract_value(corr.shape, 1)
+        words = builder.extract_value(bits_a.shape, 1)
+        with_res = builder.icmp_signed(">", builder.extract_value(res_a.shape, 0), ir.Constant(_I64, 0))
+        with_bits = builder.icmp_signed(">", builder.extract_value(bits_a.shape, 0), ir.Constant(_I64, 0))
+        j0 = builder.mul(p0_v, ir.Constant(_I64, LANES))
+        cols = [builder.add(j0, ir.Constant(_I64, c * LANES)) for c in range(TILE_PANELS)]
+        scales = [builder.load(_vec_ptr(builder, scale_a.data, j, f32v), align=4) for j in cols]
+        biases = [builder.load(_vec_ptr(builder, bias_a.data, j, f32v), align=4) for j in cols]
+        for r in range(TILE_ROWS):
+            i = builder.add(i0_v, ir.Constant(_I64, r))
+            ci = builder.load(builder.gep(meta_a.data, [ir.Constant(_I64, r)]))
+            vals = _exact_products(builder, acc[r], k32, corr, ci, corr_len, j0)
+            row = builder.mul(i, n_cols)
+            ys = []
+            for c in range(TILE_PANELS):
+                y = builder.fadd(builder.fmul(builder.sitofp(vals[c], f32v), scales[c]), biases[c])
+                ys.append(cgutils.alloca_once_value(builder, y))
+            with builder.if_then(with_res):
+                for c in range(TILE_PANELS):
+                    rv = builder.load(_vec_ptr(builder, res_a.data, builder.add(row, cols[c]), f32v), align=4)
+                    builder.store(builder.fadd(builder.load(ys[c]), rv), ys[c])
+            outs = []
+            for c in range(TILE_PANELS):
+                y = builder.load(ys[c])
+                y = builder.select(builder.fcmp_ordered("<", y, lo_v), lo_v, y)
+                y = builder.select(builder.fcmp_ordered(">", y, hi_v), hi_v, y)
+                builder.store(y, _vec_ptr(builder, out_a.data, builder.add(row, cols[c]), f32v), align=4)
+                outs.append(y)
+            with builder.if_then(with_bits):
+                tbs = [builder.load(_vec_ptr(builder, tb_a.data, j, f32v), align=4) for j in cols]
+                masks = [builder.fcmp_ordered(">=", outs[c], tbs[c]) for c in range(TILE_PANELS)]
+                brow = builder.load(builder.gep(meta_a.data, [ir.Constant(_I64, TILE_ROWS + r)]))
+                _or_bits(builder, bits_a, brow, words, j0, masks)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def _tile_bits(typingctx, src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, stride_j, meta, k, corr_rows, sgn, thr,
+               bits):
+    """A full tile (TILE_ROWS x TILE_PANELS) stored as bits on the accumulators in registers: bit
+    ``j % 32`` of ``bits[meta[TILE_ROWS + r], j // 32]`` ORed with ``(k - 2 count (+ corr_rows[meta[r],
+    j])) * sgn[j] >= thr[j]`` (int32 operands, an int64 product)."""
+    sig = types.void(src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, stride_j, meta, k, corr_rows, sgn, thr, bits)
+
+    def codegen(context, builder, signature, args):
+        tys = signature.args
+        arrays, i0_v, p0_v, geo = _count_args(context, builder, signature, args)
+        acc = _count_tile(context, builder, arrays, i0_v, p0_v, geo, TILE_ROWS, TILE_PANELS)
+        meta_a, corr, sgn_a, thr_a, bits_a = (
+            context.make_array(tys[i])(context, builder, args[i]) for i in (10, 12, 13, 14, 15))
+        k32 = builder.trunc(_i64(context, builder, args, tys, 11), ir.IntType(32))
+        i32v = ir.VectorType(ir.IntType(32), LANES)
+        corr_len = builder.extract_value(corr.shape, 1)
+        words = builder.extract_value(bits_a.shape, 1)
+        j0 = builder.mul(p0_v, ir.Constant(_I64, LANES))
+        cols = [builder.add(j0, ir.Constant(_I64, c * LANES)) for c in range(TILE_PANELS)]
+        sgns = [builder.load(_vec_ptr(builder, sgn_a.data, j, i32v), align=4) for j in cols]
+        thrs = [builder.load(_vec_ptr(builder, thr_a.data, j, i32v), align=4) for j in cols]
+        for r in range(TILE_ROWS):
+            ci = builder.load(builder.gep(meta_a.data, [ir.Constant(_I64, r)]))
+            vals = _exact_products(builder, acc[r], k32, corr, ci, corr_len, j0)
+            masks = [builder.icmp_signed(">=", builder.mul(builder.sext(vals[c], _VEC), builder.sext(sgns[c], _VEC)),
+                                         builder.sext(thrs[c], _VEC)) for c in range(TILE_PANELS)]
+            brow = builder.load(builder.gep(meta_a.data, [ir.Constant(_I64, TILE_ROWS + r)]))
+            _or_bits(builder, bits_a, brow, words, j0, masks)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 @intrinsic
@@ -186,18 +343,34 @@ def _tile_counts(src, offs, bp, geo, i0, p0, buf):
     nrows = min(TILE_ROWS, offs.shape[0] - i0)
     npan = min(TILE_PANELS, bp.shape[0] - p0)
     if nrows == TILE_ROWS and npan == TILE_PANELS:
-        _tile_full(src, offs, bp, i0, p0, buf, n_i, n_j, seg_len, st_i, st_j)
+        _tile_full(src, offs, bp, i0, p0, n_i, n_j, seg_len, st_i, st_j, buf)
     elif nrows == TILE_ROWS:
         for c in range(npan):
-            _tile_panel(src, offs, bp, i0, p0 + c, buf[:, c * LANES :], n_i, n_j, seg_len, st_i, st_j)
+            _tile_panel(src, offs, bp, i0, p0 + c, n_i, n_j, seg_len, st_i, st_j, buf[:, c * LANES :])
     elif npan == TILE_PANELS:
         for r in range(nrows):
-            _tile_row(src, offs, bp, i0 + r, p0, buf[r:, :], n_i, n_j, seg_len, st_i, st_j)
+            _tile_row(src, offs, bp, i0 + r, p0, n_i, n_j, seg_len, st_i, st_j, buf[r:, :])
     else:
         for r in range(nrows):
             for c in range(npan):
-                _tile_one(src, offs, bp, i0 + r, p0 + c, buf[r:, c * LANES :], n_i, n_j, seg_len, st_i, st_j)
+                _tile_one(src, offs, bp, i0 + r, p0 + c, n_i, n_j, seg_len, st_i, st_j, buf[r:, c * LANES :])
     return nrows, npan
+
+
+@njit(inline="always", cache=True)
+def _whole_tile(offs, bp, i0, p0, n_cols):
+    """Whether the tile at (i0, p0) is whole: TILE_ROWS rows and TILE_PANELS panels of real columns."""
+    return i0 + TILE_ROWS <= offs.shape[0] and p0 + TILE_PANELS <= bp.shape[0] and p0 * LANES + TILE_COLS <= n_cols
+
+
+@njit(inline="always", cache=True)
+def _tile_meta(meta, corr_index, period, bit_rows, i0):
+    """``meta[r]``: the border-correction row of GEMM row ``i0 + r`` (-1: none); ``meta[TILE_ROWS + r]``:
+    the row of the bits output it goes to (:func:`_bit_row`)."""
+    for r in range(TILE_ROWS):
+        i = i0 + r
+        meta[r] = corr_index[i % period] if corr_index.shape[0] > 0 else -1
+        meta[TILE_ROWS + r] = _bit_row(bit_rows, i)
 
 
 @njit(inline="always", cache=True)
@@ -241,12 +414,18 @@ def _affine_store(vals, scale, bias, rrow, with_res, lo, hi, row, j0, n):
 
 @njit(inline="always", cache=True)
 def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi, bits, tb,
-                  bit_rows, i0, p0, buf, vals):
+                  bit_rows, i0, p0, buf, vals, meta):
     """The same block, stored as float32 ``min(max(acc * scale + bias (+ res), lo), hi)`` (per output
     column; ``res`` (M, N) or empty: a residual added before the clamp); with ``bits`` (M, words) not
     empty, also the bits ``y >= tb[j]`` of those values packed along the columns (the next binary
     layer's input: ``sign(y - t)`` is +1 exactly when ``y >= t``), in row ``bit_rows[i]`` of ``bits``
-    (:func:`_bit_row`)."""
+    (:func:`_bit_row`). A whole tile does all of it on the accumulators in registers (:func:`_tile_affine`)."""
+    if _whole_tile(offs, bp, i0, p0, out.shape[1]):
+        _tile_meta(meta, corr_index, period, bit_rows, i0)
+        n_i, n_j, seg_len, st_i, st_j = geo
+        _tile_affine(src, offs, bp, i0, p0, n_i, n_j, seg_len, st_i, st_j, meta, k, corr_rows, scale, bias, res, lo,
+                     hi, out, bits, tb)
+        return
     nrows, npan = _tile_counts(src, offs, bp, geo, i0, p0, buf)
     j0 = p0 * LANES
     ncols = min(npan * LANES, out.shape[1] - j0)
@@ -280,10 +459,16 @@ def _bit_row(bit_rows, i):
 
 
 @njit(inline="always", cache=True)
-def _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, bit_rows, i0, p0, buf, vals):
+def _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, bit_rows, i0, p0, buf, vals,
+                meta):
     """The same block, stored as the bits ``acc * sgn >= thr`` packed along the columns: column ``j`` is
     bit ``j % 32`` of uint32 word ``j // 32`` of row ``bit_rows[i]`` (:func:`_bit_row`; ``out``
-    zero-filled by the caller)."""
+    zero-filled by the caller). A whole tile packs on the accumulators in registers (:func:`_tile_bits`)."""
+    if _whole_tile(offs, bp, i0, p0, sgn.shape[0]):
+        _tile_meta(meta, corr_index, period, bit_rows, i0)
+        n_i, n_j, seg_len, st_i, st_j = geo
+        _tile_bits(src, offs, bp, i0, p0, n_i, n_j, seg_len, st_i, st_j, meta, k, corr_rows, sgn, thr, out)
+        return
     nrows, npan = _tile_counts(src, offs, bp, geo, i0, p0, buf)
     j0 = p0 * LANES
     ncols = min(npan * LANES, sgn.shape[0] - j0)
@@ -329,6 +514,14 @@ def _tile_at(outer, inner, by_rows):
     return b, a
 
 
+@njit(inline="always", cache=True)
+def _scratch():
+    """A thread's scratch for its share of the tiles: the counts of an edge tile, their exact products and a
+    whole tile's row metadata (allocated once per share, not per tile)."""
+    return (np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64), np.empty(TILE_COLS, np.int32),
+            np.empty(2 * TILE_ROWS, np.int64))
+
+
 def _gemm(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows, n_threads):
     """``out[i, j] = k - 2 * popcount(A[i] ^ B[j]) (+ corr_rows[corr_index[i % P], j])``.
 
@@ -344,13 +537,14 @@ def _gemm(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, 
     """
     geo = (n_i, n_j, seg_len, stride_i, stride_j)
     outer, inner, by_rows = _split(offs.shape[0], bp.shape[0], n_threads, False)
-    for a in prange(outer):
-        buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
-        vals = np.empty(TILE_COLS, np.int32)
-        for b in range(inner):
-            ib, jb = _tile_at(a, b, by_rows)
-            _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, ib * TILE_ROWS, jb * TILE_PANELS,
-                   buf, vals)
+    chunks = min(outer, n_threads)
+    for t in prange(chunks):
+        buf, vals, _ = _scratch()
+        for a in range(t * outer // chunks, (t + 1) * outer // chunks):
+            for b in range(inner):
+                ib, jb = _tile_at(a, b, by_rows)
+                _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, ib * TILE_ROWS, jb * TILE_PANELS,
+                       buf, vals)
 
 
 def _gemm_affine(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows,
@@ -363,13 +557,14 @@ def _gemm_affine(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, p
     per output word; ``bit_rows`` (int64, M, or empty): the row of ``bits`` each GEMM row goes to."""
     geo = (n_i, n_j, seg_len, stride_i, stride_j)
     outer, inner, by_rows = _split(offs.shape[0], bp.shape[0], n_threads, bits.shape[0] > 0)
-    for a in prange(outer):
-        buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
-        vals = np.empty(TILE_COLS, np.int32)
-        for b in range(inner):
-            ib, jb = _tile_at(a, b, by_rows)
-            _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi,
-                          bits, tb, bit_rows, ib * TILE_ROWS, jb * TILE_PANELS, buf, vals)
+    chunks = min(outer, n_threads)
+    for t in prange(chunks):
+        buf, vals, meta = _scratch()
+        for a in range(t * outer // chunks, (t + 1) * outer // chunks):
+            for b in range(inner):
+                ib, jb = _tile_at(a, b, by_rows)
+                _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi,
+                              bits, tb, bit_rows, ib * TILE_ROWS, jb * TILE_PANELS, buf, vals, meta)
 
 
 def _gemm_bits(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows,
@@ -380,12 +575,13 @@ def _gemm_bits(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, per
     by one thread."""
     geo = (n_i, n_j, seg_len, stride_i, stride_j)
     outer, inner, _ = _split(offs.shape[0], bp.shape[0], n_threads, True)
-    for ib in prange(outer):
-        buf = np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64)
-        vals = np.empty(TILE_COLS, np.int32)
-        for jb in range(inner):
-            _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, bit_rows, ib * TILE_ROWS,
-                        jb * TILE_PANELS, buf, vals)
+    chunks = min(outer, n_threads)
+    for t in prange(chunks):
+        buf, vals, meta = _scratch()
+        for ib in range(t * outer // chunks, (t + 1) * outer // chunks):
+            for jb in range(inner):
+                _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, bit_rows,
+                            ib * TILE_ROWS, jb * TILE_PANELS, buf, vals, meta)
 
 
 _GEMM_ARGS = "uint64[::1], int64[::1], uint64[:, :, ::1], int64, int64, int64, int64, int64, int64"
