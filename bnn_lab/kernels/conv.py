@@ -61,6 +61,7 @@ class PackedConv2dInput:
     bits: torch.Tensor
     channels: int
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    _flat64: np.ndarray | None = field(default=None, repr=False)  # the cpu kernels' view of ``bits``, when they wrote it
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -142,7 +143,10 @@ class AffineEpilogue:
         r = self.residual
         if tuple(r.shape) != tuple(shape) or r.dtype != torch.float32:
             raise ValueError(f"the residual must be float32 {tuple(shape)}, got {r.dtype} {tuple(r.shape)}")
-        return r.permute(0, 2, 3, 1).contiguous().reshape(-1, shape[1]).numpy()
+        rows = r.permute(0, 2, 3, 1)
+        if not rows.is_contiguous():
+            rows = rows.contiguous()
+        return rows.numpy().reshape(-1, shape[1])
 
 
 @dataclass(eq=False)
@@ -400,8 +404,9 @@ class _ConvPlan:
     def bits_output(self, n: int, channels: int, pads):
         """A zero-filled packed output of ``channels`` inside the zero border ``pads`` (top, bottom,
         left, right): the int32 (N, Hp, Wp, words) tensor, its (N * Hp * Wp, words) uint32 view for the
-        ``cpu`` kernels, and the row of that view each output pixel goes to (None without a border;
-        the row map is cached per border: the offsets of an unstrided 1x1 convolution, shifted)."""
+        ``cpu`` kernels, the row of that view each output pixel goes to (None without a border;
+        the row map is cached per border: the offsets of an unstrided 1x1 convolution, shifted) and
+        its flat uint64 view (what a next convolution's kernel reads)."""
         top, bottom, left, right = pads
         h_out, w_out = self.out_hw
         hp, wp = h_out + top + bottom, w_out + left + right
@@ -413,8 +418,8 @@ class _ConvPlan:
 
                 rows = self._bits_out[pads] = numba_cpu.conv_row_offsets(n, (hp, wp), 1, (1, 1), self.out_hw) \
                     + (top * wp + left)
-        bits = torch.zeros((n, hp, wp, words_per_pixel(channels)), dtype=torch.int32)
-        return bits, bits.numpy().view(np.uint32).reshape(n * hp * wp, -1), rows
+        arr = np.zeros((n, hp, wp, words_per_pixel(channels)), dtype=np.int32)
+        return torch.from_numpy(arr), arr.view(np.uint32).reshape(n * hp * wp, -1), rows, arr.view(np.uint64).reshape(-1)
 
     @classmethod
     def make(cls, pw: PackedConv2dWeight, n, h, w, stride, padding, dilation, backend, device) -> _ConvPlan:
@@ -505,8 +510,12 @@ def binary_conv2d(
         raise ValueError(f"input has {c} channels but the weight expects {pw.in_channels}")
     if pw.device != device:
         raise ValueError(f"input is on {device} but the weight is on {pw.device}")
-    key = ("plan", n, h, w, _hashable(stride), _hashable(padding), _hashable(dilation), backend, device)
-    plan = pw._cache.get(key)
+    try:
+        key = ("plan", n, h, w, stride, padding, dilation, backend, device)
+        plan = pw._cache.get(key)
+    except TypeError:  # lists
+        key = ("plan", n, h, w, _hashable(stride), _hashable(padding), _hashable(dilation), backend, device)
+        plan = pw._cache.get(key)
     if plan is None:
         plans = [k for k in pw._cache if k[0] == "plan"]
         for k in plans[: max(len(plans) - 15, 0)]:  # a few input sizes per weight (the last batch of an epoch...)
@@ -518,9 +527,12 @@ def binary_conv2d(
     bit_pads = (0, 0, 0, 0) if out_padding is None else tuple(out_padding)
 
     # 1. channel-packed input, padded with -1 (zero bits), pw.words_per_tap words a pixel
+    src = None
     if isinstance(x, PackedConv2dInput):
         if x.pads == plan.pads and x.bits.shape[-1] == words:  # written padded by the layer before
-            xb = x.bits
+            xb, src = x.bits, x._flat64
+            if src is not None and src.ctypes.data != xb.data_ptr():  # bits replaced since the kernel wrote them
+                src = None
         else:
             xb = F.pad(x.unpadded(), (0, words - x.bits.shape[-1], left, right, top, bottom))
     elif name == "cpu":
@@ -539,26 +551,31 @@ def binary_conv2d(
     if name == "cpu":
         from .backends import numba_cpu
 
-        src = xb.contiguous().numpy().view(np.uint64).reshape(-1)
+        if src is None:
+            src = xb.contiguous().numpy().view(np.uint64).reshape(-1)
         if isinstance(epilogue, ThresholdEpilogue):
-            bits, words_view, bit_rows = plan.bits_output(n, o, bit_pads)
+            bits, words_view, bit_rows, flat = plan.bits_output(n, o, bit_pads)
             numba_cpu.gemm_bits_into(src, plan.offs, plan.panels, plan.geo, pw.k, words_view, *epilogue.arrays(), p,
                                      corr, bit_rows)
-            return PackedConv2dInput(bits, o, bit_pads)
+            return PackedConv2dInput(bits, o, bit_pads, flat)
+        dtype = np.float32 if isinstance(epilogue, AffineEpilogue) else np.int32
+        out = np.empty((n * p, o), dtype=dtype)
+        result = torch.from_numpy(out.reshape(n, h_out, w_out, o).transpose(0, 3, 1, 2))  # NCHW, channels-last memory
         if isinstance(epilogue, AffineEpilogue):
-            out = torch.empty((n * p, o), dtype=torch.float32)
             lo, hi = epilogue.clamp if epilogue.clamp is not None else (-np.inf, np.inf)
             scale, bias, threshold = epilogue.arrays(o)
-            bits, words_view, bit_rows = (None, None, None) if threshold is None else plan.bits_output(n, o, bit_pads)
-            numba_cpu.gemm_affine_into(src, plan.offs, plan.panels, plan.geo, pw.k, out.numpy(), scale, bias,
-                                       p, corr, epilogue.residual_rows((n, o, h_out, w_out)), lo, hi, words_view,
-                                       threshold, bit_rows)
+            bits = None
+            if threshold is not None:
+                bits, words_view, bit_rows, flat = plan.bits_output(n, o, bit_pads)
+            numba_cpu.gemm_affine_into(src, plan.offs, plan.panels, plan.geo, pw.k, out, scale, bias,
+                                       p, corr, epilogue.residual_rows((n, o, h_out, w_out)), lo, hi,
+                                       None if bits is None else words_view, threshold,
+                                       None if bits is None else bit_rows)
             if bits is not None:
-                return (out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2), PackedConv2dInput(bits, o, bit_pads))
+                return result, PackedConv2dInput(bits, o, bit_pads, flat)
         else:
-            out = torch.empty((n * p, o), dtype=torch.int32)
-            numba_cpu.gemm_into(src, plan.offs, plan.panels, plan.geo, pw.k, out.numpy(), p, corr)
-        return out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2)
+            numba_cpu.gemm_into(src, plan.offs, plan.panels, plan.geo, pw.k, out, p, corr)
+        return result
 
     stride, dilation = plan.stride, plan.dilation
     idx = _gather_index((hp, wp), pw.kernel_size, stride, dilation, (h_out, w_out), device)

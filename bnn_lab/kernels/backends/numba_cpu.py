@@ -136,7 +136,8 @@ def gemm_affine_into(src, offs, bp, geo, k: int, out: np.ndarray, scale: np.ndar
     if offs.shape[0] == 0 or out.shape[1] == 0:
         return
     index, rows = (_NO_INDEX, _NO_ROWS) if corr is None else corr
-    kern.gemm_affine_kernel()(src, offs, bp, *(int(v) for v in geo), int(k), out, int(period), index, rows, scale,
+    n_i, n_j, seg_len, stride_i, stride_j = geo
+    kern.gemm_affine_kernel()(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, index, rows, scale,
                               bias, _NO_FLOATS if res is None else res, np.float32(lo), np.float32(hi),
                               _NO_WORDS if bits is None else bits,
                               _NO_THRESHOLDS if bits_threshold is None else bits_threshold,
@@ -153,7 +154,8 @@ def gemm_bits_into(src, offs, bp, geo, k: int, out: np.ndarray, sgn: np.ndarray,
     if offs.shape[0] == 0 or sgn.shape[0] == 0:
         return
     index, rows = (_NO_INDEX, _NO_ROWS) if corr is None else corr
-    kern.gemm_bits_kernel()(src, offs, bp, *(int(v) for v in geo), int(k), out, int(period), index, rows, sgn, thr,
+    n_i, n_j, seg_len, stride_i, stride_j = geo
+    kern.gemm_bits_kernel()(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, index, rows, sgn, thr,
                             _NO_ROW_MAP if bit_rows is None else bit_rows, n_threads)
 
 
