@@ -149,3 +149,29 @@ def test_fused_convolutions_follow_constants_replaced_after_their_first_call():
         expected = reference(x)
     assert not torch.allclose(after, before)
     torch.testing.assert_close(after, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_the_stem_pooling_runs_in_one_pass_and_hands_its_bits_to_the_first_block():
+    """A ResNet stem's max-pooling and clamping activation become one call that also packs the first
+    binary convolution's input: those bits are the signs of the float stream it passes on."""
+    torch.manual_seed(0)
+    model = create("resnet18", 3, 10, 96)  # 96 px keeps the stem's max-pooling
+    binarize(model, "ste", {"activation": "hardtanh", "keep_downsample": True})
+    packed, _ = pack_model(_with_statistics(model, (3, 96, 96)), backend="cpu")
+    graph, report = build_inference_graph(packed)
+    assert report.pools_first == 1 and report.fused_pools == 1 and report.pool_bits == 1
+    assert "self.maxpool(" not in graph.code and "self.act1(" not in graph.code
+    seen = {}
+    graph.layer1_0_conv1_to_bits.register_forward_pre_hook(lambda m, args: seen.__setitem__("bits", args[0]))
+    graph.layer1_0_conv2_residual.register_forward_pre_hook(lambda m, args: seen.__setitem__("stream", args[1]))
+    x = torch.randn(4, 3, 96, 96)
+    with torch.no_grad():
+        ref, out = model(x), graph(x)
+    stream, bits = seen["stream"], seen["bits"]
+    assert isinstance(bits, PackedConv2dInput) and bits.pads == (1, 1, 1, 1)  # layer1.0.conv1's padding
+    assert stream.min() >= -1 and stream.max() <= 1 and (stream.abs() == 1).any()  # clamped by the fused Hardtanh
+    want = pack_conv2d_input(stream).bits
+    inside = bits.unpadded()
+    assert torch.equal(inside[..., :want.shape[-1]], want) and not inside[..., want.shape[-1]:].any()
+    assert torch.equal(out.argmax(1), ref.argmax(1))
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)

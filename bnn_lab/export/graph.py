@@ -36,6 +36,7 @@ from ..surgery.activations import RPReLU
 from .float_rewrites import drop_identities, fold_float_batchnorms, inplace_float_ops, pool_before_activation
 from .fx_nodes import single_user
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
+from .pool_fusion import PooledClamp, fuse_pooling
 from .residual_fusion import fuse_residuals, hand_bits_to_next
 
 ELEMENTWISE = (nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Hardtanh, nn.ReLU, nn.ReLU6, nn.PReLU, nn.LeakyReLU,
@@ -83,6 +84,8 @@ class GraphReport:
     fused_residuals: int = 0
     residual_bits: int = 0
     pools_first: int = 0
+    fused_pools: int = 0
+    pool_bits: int = 0
     inplace_ops: int = 0
 
     def __str__(self) -> str:
@@ -91,7 +94,9 @@ class GraphReport:
                  f"{self.folded_float_batchnorms} into float ones, {self.fused_residuals} residual additions "
                  f"(and activations) in binary convolutions' epilogues ({self.residual_bits} of them also packing "
                  f"the next binary layer's input), {self.pools_first} max-poolings moved before "
-                 f"their activation, {self.inplace_ops} float ops in place"]
+                 f"their activation, {self.fused_pools} max-poolings (and activations) in one pass "
+                 f"({self.pool_bits} of them also packing the next binary layer's input), "
+                 f"{self.inplace_ops} float ops in place"]
         lines += [f"  float between {n} and the next binary layer: {why}" for n, why in self.not_linked.items()]
         return "\n".join(lines)
 
@@ -141,7 +146,9 @@ def build_inference_graph(packed: nn.Module, channels_last: bool = True,
     """A copy of a packed model (``pack_model``) traced with torch.fx, in which every packed
     convolution that feeds only another one through elementwise modules hands it packed bits,
     BatchNorms after packed and float convolutions are folded into them, the residual addition and
-    clamping activation after a packed convolution join its epilogue (``residual_fusion``), the other
+    clamping activation after a packed convolution join its epilogue (``residual_fusion``), a max-pooling
+    and its clamping activation run as one pass that also packs the next binary layer's input
+    (``pool_fusion``), the other
     additions and activations run in place (``fold_bn``; ``float_rewrites``), and the
     network runs channels-last (``channels_last``). The model itself is not changed; a model
     torch.fx cannot trace is returned as a copy."""
@@ -201,6 +208,8 @@ def build_inference_graph(packed: nn.Module, channels_last: bool = True,
         report.pools_first = pool_before_activation(gm)
         report.fused_residuals = fuse_residuals(gm)
         report.residual_bits = hand_bits_to_next(gm)
+        report.fused_pools = fuse_pooling(gm)
+        report.pool_bits = hand_bits_to_next(gm, (PooledClamp,))
         report.inplace_ops = inplace_float_ops(gm)
     if channels_last:
         for node in gm.graph.nodes:

@@ -128,13 +128,14 @@ def _input_threshold(module: nn.Module):
     return 0.0 if conv.threshold is None else conv.threshold
 
 
-def hand_bits_to_next(gm: fx.GraphModule) -> int:
-    """Where a fused residual convolution's output is the input of exactly one packed convolution,
-    let it also emit that convolution's packed input bits (padded as that convolution reads them);
-    returns the count."""
+def hand_bits_to_next(gm: fx.GraphModule, producers: tuple[type, ...] = (PackedConv2dResidual,)) -> int:
+    """Where the output of a module that can also pack it (``producers``: modules with ``bits_threshold``
+    and ``bits_padding``, a fused residual convolution by default) is the input of exactly one packed
+    convolution, let it also emit that convolution's packed input bits (padded as that convolution
+    reads them); returns the count."""
     modules, count = dict(gm.named_modules()), 0
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not isinstance(modules[node.target], PackedConv2dResidual):
+        if node.op != "call_module" or not isinstance(modules[node.target], producers):
             continue
         readers = [u for u in node.users if u.op == "call_module" and u.args and u.args[0] is node
                    and _input_threshold(modules[u.target]) is not None]

@@ -16,6 +16,8 @@ Public API:
   from a float activation and packed weights (:func:`pack_conv2d_weight`); with an
   epilogue (:class:`AffineEpilogue`, :class:`ThresholdEpilogue`) it returns float32 or the
   packed bits of the next layer's input instead of the int32 product.
+* :func:`max_pool2d_clamp`: max-pooling and a clamping activation in one pass, optionally with
+  the next binary convolution's packed input.
 """
 
 from .conv import (
@@ -29,6 +31,7 @@ from .conv import (
     pack_conv2d_weight,
 )
 from .packing import num_words, pack_signs, sign, unpack_signs
+from .pool import max_pool2d_clamp
 from .registry import BACKENDS, available_backends, binary_matmul, register_backend, resolve_backend
 
 __all__ = [
@@ -41,6 +44,7 @@ __all__ = [
     "binary_conv2d",
     "binary_matmul",
     "conv_pads",
+    "max_pool2d_clamp",
     "num_words",
     "pack_conv2d_input",
     "pack_conv2d_weight",

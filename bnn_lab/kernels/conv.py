@@ -26,6 +26,7 @@ Channel-padding bits are 0 in both operands, so the matmul with the true
 
 from __future__ import annotations
 
+import functools
 import weakref
 from dataclasses import dataclass, field
 
@@ -76,6 +77,12 @@ class PackedConv2dInput:
         return self.bits[:, top:h - bottom, left:w - right]
 
 
+def threshold_values(t: torch.Tensor | float, channels: int) -> np.ndarray:
+    """A per-channel threshold (a tensor of ``channels`` values, or one float for all) as float32 (C,)."""
+    t = torch.full((channels,), float(t)) if not isinstance(t, torch.Tensor) else t.detach().reshape(-1)
+    return t.to(torch.float32).cpu().contiguous().numpy()
+
+
 @dataclass(eq=False)
 class AffineEpilogue:
     """What :func:`binary_conv2d` returns instead of the int32 product: float32
@@ -101,9 +108,7 @@ class AffineEpilogue:
         return ep
 
     def threshold_array(self, channels: int) -> np.ndarray:
-        t = self.bits_threshold
-        t = torch.full((channels,), float(t)) if not isinstance(t, torch.Tensor) else t.detach().reshape(-1)
-        return t.to(torch.float32).contiguous().numpy()
+        return threshold_values(self.bits_threshold, channels)
 
     def apply(self, acc: torch.Tensor):
         out = self._apply_float(acc)
@@ -374,6 +379,31 @@ def _gather_index(padded_hw, kernel_size, stride, dilation, out_hw, device) -> t
     return idx
 
 
+@functools.lru_cache(maxsize=64)
+def _bit_row_map(n: int, out_hw: tuple[int, int], pads: tuple[int, int, int, int]) -> np.ndarray:
+    """Row of an (N * Hp * Wp, words) packed buffer that each of the N * H * W pixels goes to, inside
+    the zero border ``pads``: the offsets of an unstrided 1x1 convolution, shifted."""
+    from .backends import numba_cpu
+
+    top, bottom, left, right = pads
+    hp, wp = out_hw[0] + top + bottom, out_hw[1] + left + right
+    rows = numba_cpu.conv_row_offsets(n, (hp, wp), 1, (1, 1), out_hw) + (top * wp + left)
+    return rows
+
+
+def packed_output(n: int, out_hw: tuple[int, int], channels: int, pads):
+    """A zero-filled packed output of ``channels`` for ``out_hw`` images inside the zero border ``pads``
+    (top, bottom, left, right), for the ``cpu`` kernels to write: the int32 (N, Hp, Wp, words) tensor, its
+    (N * Hp * Wp, words) uint32 view, the row of that view each pixel goes to (None without a border)
+    and its flat uint64 view (what a next convolution's kernel reads)."""
+    pads = tuple(pads)
+    top, bottom, left, right = pads
+    hp, wp = out_hw[0] + top + bottom, out_hw[1] + left + right
+    rows = _bit_row_map(n, tuple(out_hw), pads) if pads != (0, 0, 0, 0) else None
+    arr = np.zeros((n, hp, wp, words_per_pixel(channels)), dtype=np.int32)
+    return torch.from_numpy(arr), arr.view(np.uint32).reshape(n * hp * wp, -1), rows, arr.view(np.uint64).reshape(-1)
+
+
 def _with_border(packed: PackedConv2dInput, pads) -> PackedConv2dInput:
     """``packed`` (no border) inside a zero border of ``pads = (top, bottom, left, right)`` pixels."""
     top, bottom, left, right = pads
@@ -399,27 +429,10 @@ class _ConvPlan:
     geo: tuple = ()
     offs: np.ndarray | None = None
     panels: np.ndarray | None = None
-    _bits_out: dict = field(default_factory=dict, repr=False)
 
     def bits_output(self, n: int, channels: int, pads):
-        """A zero-filled packed output of ``channels`` inside the zero border ``pads`` (top, bottom,
-        left, right): the int32 (N, Hp, Wp, words) tensor, its (N * Hp * Wp, words) uint32 view for the
-        ``cpu`` kernels, the row of that view each output pixel goes to (None without a border;
-        the row map is cached per border: the offsets of an unstrided 1x1 convolution, shifted) and
-        its flat uint64 view (what a next convolution's kernel reads)."""
-        top, bottom, left, right = pads
-        h_out, w_out = self.out_hw
-        hp, wp = h_out + top + bottom, w_out + left + right
-        rows = None
-        if pads != (0, 0, 0, 0):
-            rows = self._bits_out.get(pads)
-            if rows is None:
-                from .backends import numba_cpu
-
-                rows = self._bits_out[pads] = numba_cpu.conv_row_offsets(n, (hp, wp), 1, (1, 1), self.out_hw) \
-                    + (top * wp + left)
-        arr = np.zeros((n, hp, wp, words_per_pixel(channels)), dtype=np.int32)
-        return torch.from_numpy(arr), arr.view(np.uint32).reshape(n * hp * wp, -1), rows, arr.view(np.uint64).reshape(-1)
+        """:func:`packed_output` for this convolution's output size."""
+        return packed_output(n, self.out_hw, channels, pads)
 
     @classmethod
     def make(cls, pw: PackedConv2dWeight, n, h, w, stride, padding, dilation, backend, device) -> _ConvPlan:

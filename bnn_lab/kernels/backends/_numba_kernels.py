@@ -659,6 +659,53 @@ def _pack_pixels(x, xb, pad_top, pad_left, h, w, full):
             out[cw] = word
 
 
+def _max_pool_clamp(x, n_img, h, w, kh, kw, sh, sw, ph, pw, ho, wo, lo, hi, y, bits, tb, bit_rows):
+    """``y = clamp(max_pool2d(x), lo, hi)`` on channels-last float32: ``x`` (N * H * W, C), ``y``
+    (N * Ho * Wo, C); the window's taps outside the image are skipped (torch's -inf padding) and a
+    NaN wins the maximum, as in torch. With ``bits`` (uint32, zero-filled) not empty, also the bits
+    ``y >= tb[c]`` packed along the channels into row ``bit_rows[i]`` of ``bits`` (:func:`_bit_row`),
+    the next binary convolution's input. One task per output row of an image."""
+    c = x.shape[1]
+    full = c // 32
+    yf = y.reshape(-1)
+    for t in prange(n_img * ho):
+        ni = t // ho
+        oh = t - ni * ho
+        h0 = oh * sh - ph
+        for ow in range(wo):
+            i = t * wo + ow
+            out = y[i]
+            for ch in range(c):
+                out[ch] = -np.inf
+            w0 = ow * sw - pw
+            for di in range(kh):
+                hh = h0 + di
+                if hh < 0 or hh >= h:
+                    continue
+                for dj in range(kw):
+                    ww = w0 + dj
+                    if ww < 0 or ww >= w:
+                        continue
+                    src = x[(ni * h + hh) * w + ww]
+                    for ch in range(c):
+                        v = src[ch]
+                        m = out[ch]
+                        out[ch] = v if (v > m or v != v) else m
+            for ch in range(c):
+                v = out[ch]
+                out[ch] = lo if v < lo else (hi if v > hi else v)
+            if bits.shape[0] > 0:
+                brow = bits[_bit_row(bit_rows, i)]
+                for cw in range(full):
+                    brow[cw] = _ge_word(yf, i * c + cw * 32, tb, cw * 32)
+                for ch in range(full * 32, c):
+                    brow[ch >> 5] |= np.uint32(out[ch] >= tb[ch]) << np.uint32(ch & 31)
+
+
+_POOL_SIG = ("void(float32[:, ::1], int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64,"
+             " float32, float32, float32[:, ::1], uint32[:, ::1], float32[::1], int64[::1])")
+
+
 _OPTS = dict(parallel=True, fastmath=True, cache=True)
 
 
@@ -690,3 +737,8 @@ def pack_pixels_kernel():
 @functools.cache
 def pack_channels_kernel():
     return njit(**_OPTS)(_pack_channels)
+
+
+@functools.cache
+def max_pool_clamp_kernel():
+    return njit(_POOL_SIG, parallel=True, fastmath=False, cache=True)(_max_pool_clamp)

@@ -159,6 +159,24 @@ def gemm_bits_into(src, offs, bp, geo, k: int, out: np.ndarray, sgn: np.ndarray,
                             _NO_ROW_MAP if bit_rows is None else bit_rows, n_threads)
 
 
+def max_pool_clamp_into(x: np.ndarray, n: int, hw, kernel, stride, padding, out_hw, lo: float, hi: float,
+                        y: np.ndarray, bits: np.ndarray | None = None, threshold: np.ndarray | None = None,
+                        bit_rows: np.ndarray | None = None) -> None:
+    """``y = clamp(max_pool2d(x), lo, hi)`` on channels-last rows: ``x`` float32 (N * H * W, C), ``y``
+    float32 (N * Ho * Wo, C) (``hw``, ``kernel``, ``stride``, ``padding``, ``out_hw``: pairs); with
+    ``bits`` (uint32, zero-filled) also the bits ``y >= threshold[c]`` packed along the channels, pixel
+    ``i`` in row ``bit_rows[i]`` (None: row i)."""
+    kern = _kernels()
+    _sync_threads()
+    if y.shape[0] == 0 or y.shape[1] == 0:
+        return
+    kern.max_pool_clamp_kernel()(x, n, hw[0], hw[1], kernel[0], kernel[1], stride[0], stride[1], padding[0],
+                                 padding[1], out_hw[0], out_hw[1], np.float32(lo), np.float32(hi), y,
+                                 _NO_WORDS if bits is None else bits,
+                                 _NO_THRESHOLDS if threshold is None else threshold,
+                                 _NO_ROW_MAP if bit_rows is None else bit_rows)
+
+
 def binary_matmul_cpu(a_bits: torch.Tensor, b_bits: torch.Tensor, k: int) -> torch.Tensor:
     """``k - 2 * popcount(a XOR b)`` for all row pairs; int32 (M, N) on CPU.
 
