@@ -544,8 +544,8 @@ def binary_conv2d(
     if isinstance(x, PackedConv2dInput):
         if x.pads == plan.pads and x.bits.shape[-1] == words:  # written padded by the layer before
             xb, src = x.bits, x._flat64
-            if src is not None and src.ctypes.data != xb.data_ptr():  # bits replaced since the kernel wrote them
-                src = None
+            if src is not None and (src.ctypes.data != xb.data_ptr() or 2 * src.size != xb.numel()):
+                src = None  # bits replaced since the kernel wrote them
         else:
             xb = F.pad(x.unpadded(), (0, words - x.bits.shape[-1], left, right, top, bottom))
     elif name == "cpu":

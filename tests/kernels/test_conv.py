@@ -4,6 +4,7 @@ import torch.nn.functional as F
 
 from bnn_lab.kernels import (
     AffineEpilogue,
+    PackedConv2dInput,
     PackedConv2dWeight,
     ThresholdEpilogue,
     binary_conv2d,
@@ -235,3 +236,23 @@ def test_channels_last_signs_of_zero_in_whole_words(backend):
     out = binary_conv2d(x.contiguous(memory_format=torch.channels_last), pack_conv2d_weight(wt), padding=1,
                         backend=backend)
     assert torch.equal(out, ref)
+
+
+@pytest.mark.skipif(not has_numba(), reason="the cpu backend needs numba")
+def test_a_next_convolution_reads_the_bits_a_packed_input_holds_now():
+    """Packed outputs of the ``cpu`` kernels keep the kernels' view of their bits for the next call; bits
+    changed in place or replaced afterwards are what that call reads."""
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(1, 64, 6, 6, generator=gen)
+    pw, pw2 = pack_conv2d_weight(torch.randn(64, 64, 3, 3, generator=gen)), pack_conv2d_weight(
+        torch.randn(8, 64, 3, 3, generator=gen))
+    sgn, thr = torch.ones(64, dtype=torch.int32), torch.zeros(64, dtype=torch.int32)
+    handed = binary_conv2d(x, pw, padding=1, backend="cpu", epilogue=ThresholdEpilogue(sgn, thr), out_padding=(1, 1, 1, 1))
+    flipped = ~handed.unpadded()  # every bit of the image inverted (64 channels: both words used)
+    expect = binary_conv2d(PackedConv2dInput(flipped, 64), pw2, padding=1, backend="torch")
+    handed.bits[:, 1:-1, 1:-1] = flipped  # in place
+    assert torch.equal(binary_conv2d(handed, pw2, padding=1, backend="cpu"), expect)
+    handed.bits = handed.bits.clone()  # replaced
+    handed.bits[:, 1:-1, 1:-1, :2] = 0
+    assert torch.equal(binary_conv2d(handed, pw2, padding=1, backend="cpu"),
+                       binary_conv2d(PackedConv2dInput(torch.zeros_like(flipped), 64), pw2, padding=1, backend="torch"))
