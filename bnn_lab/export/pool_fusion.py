@@ -13,8 +13,8 @@ import torch.fx as fx
 from torch import nn
 
 from .. import kernels
-from .fx_nodes import module_calls, single_user
-from .residual_fusion import CLAMPS
+from .fx_nodes import module_calls
+from .residual_fusion import clamp_after
 
 
 class PooledClamp(nn.Module):
@@ -53,16 +53,13 @@ def fuse_pooling(gm: fx.GraphModule) -> int:
         if node.op != "call_module" or not _fusable(modules[node.target]) or calls[node.target] != 1 \
                 or len(node.args) != 1 or node.kwargs:
             continue
-        act, clamp, last = single_user(node), None, node
-        if act is not None and act.op == "call_module" and type(modules[act.target]) in CLAMPS \
-                and calls[act.target] == 1 and act.args == (node,) and not act.kwargs:
-            clamp, last = CLAMPS[type(modules[act.target])](modules[act.target]), act
+        clamp, last = clamp_after(node, modules, calls)
         name = node.target.replace(".", "_") + "_clamp"
         gm.add_submodule(name, PooledClamp(modules[node.target], clamp))
         with gm.graph.inserting_after(last):
             fused = gm.graph.call_module(name, node.args)
         last.replace_all_uses_with(fused)
-        for dead in ([act] if last is act else []) + [node]:
+        for dead in ([last] if last is not node else []) + [node]:
             gm.graph.erase_node(dead)
         count += 1
     return count

@@ -81,6 +81,16 @@ class PackedConv2dResidual(nn.Module):
         return f"+ residual, clamp={self.clamp}{bits}"
 
 
+def clamp_after(node: fx.Node, modules: dict, calls) -> tuple[tuple[float, float] | None, fx.Node]:
+    """The clamping activation (a module in :data:`CLAMPS`, called once) that alone reads ``node``:
+    its ``(lo, hi)`` and its node; ``(None, node)`` when there is none."""
+    act = single_user(node)
+    if act is not None and act.op == "call_module" and type(modules[act.target]) in CLAMPS \
+            and calls[act.target] == 1 and act.args == (node,) and not act.kwargs:
+        return CLAMPS[type(modules[act.target])](modules[act.target]), act
+    return None, node
+
+
 def fuse_residuals(gm: fx.GraphModule) -> int:
     """Rewrite every ``act(conv(x) + r)`` (packed ``conv`` without a gating scale, its output read only
     by the addition, ``act`` a Hardtanh or ReLU called once, or absent) into one
@@ -96,16 +106,13 @@ def fuse_residuals(gm: fx.GraphModule) -> int:
         other = add.args[1] if add.args[0] is node else add.args[0]
         if other is node or not isinstance(other, fx.Node):
             continue
-        act, clamp, last = single_user(add), None, add
-        if act is not None and act.op == "call_module" and type(modules[act.target]) in CLAMPS \
-                and calls[act.target] == 1 and act.args == (add,):
-            clamp, last = CLAMPS[type(modules[act.target])](modules[act.target]), act
+        clamp, last = clamp_after(add, modules, calls)
         name = node.target.replace(".", "_") + "_residual"
         gm.add_submodule(name, PackedConv2dResidual(modules[node.target], clamp))
         with gm.graph.inserting_after(last):
             fused = gm.graph.call_module(name, (node.args[0], other))
         last.replace_all_uses_with(fused)
-        for dead in ([act] if last is act else []) + [add, node]:
+        for dead in ([last] if last is not add else []) + [add, node]:
             gm.graph.erase_node(dead)
         count += 1
     return count
@@ -154,4 +161,4 @@ def hand_bits_to_next(gm: fx.GraphModule, producers: tuple[type, ...] = (PackedC
     return count
 
 
-__all__ = ["CLAMPS", "PackedConv2dResidual", "fuse_residuals", "hand_bits_to_next"]
+__all__ = ["CLAMPS", "PackedConv2dResidual", "clamp_after", "fuse_residuals", "hand_bits_to_next"]
