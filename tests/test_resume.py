@@ -14,6 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -140,6 +141,8 @@ def test_sigkill_mid_epoch_then_resume_ends_bit_identical(reference, tmp_path):
     proc = bnn_lab(f"resume={run_dir}", cwd=tmp_path)  # repeats the run's own overrides
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"resuming stage train from {last}" in proc.stdout + proc.stderr
+    # the epoch it continued is timed from the resume (Lightning calls no epoch-start hook then)
+    assert re.search(r"epoch \d/3: .* \(\d+s since resuming at step \d+\)", proc.stdout + proc.stderr)
     assert not list(run_dir.rglob("*.partial")), "temporary files of the killed write are cleaned up"
     assert_same_run(reference, run_dir)
     # the log continues the stopped run's: every row of the unbroken run, none twice
