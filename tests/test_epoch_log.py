@@ -43,6 +43,6 @@ def test_an_epoch_continued_mid_way_is_timed_from_the_resume_and_says_so(clock, 
         cb.on_train_epoch_end(t, None)
         cb.on_train_epoch_start(t, None)  # the next epoch is whole again
         clock[0] += 5
-        cb.on_train_epoch_end(SimpleNamespace(**{**vars(t), "current_epoch": 2}), None)
+        cb.on_train_epoch_end(trainer(step=900, epoch=2), None)
     assert caplog.messages == ["epoch 2/3: val/acc 0.8750 (15m 12s since resuming at step 600)",
                                "epoch 3/3: val/acc 0.8750 (5s)"]
