@@ -58,3 +58,17 @@ def test_a_new_run_in_the_folder_starts_its_own_log(tmp_path):
     logger.log_metrics({"train/loss_step": 2.0, "epoch": 0}, step=19)
     logger.save()
     assert read(tmp_path / "csv" / "metrics.csv") == [{"epoch": "0", "step": "19", "train/loss_step": "2.0"}]
+
+
+def test_a_resumed_run_stopped_before_its_first_save_keeps_the_rows(tmp_path):
+    """The writer starts while the checkpoint loads; a SIGTERM there must not cost the log."""
+    stopped_run(tmp_path)
+    logger = build_logger({"name": "csv"}, tmp_path, "run", resuming=True, resume_step=45)
+    logger.experiment  # the writer starts; no save follows
+    assert read(tmp_path / "csv" / "metrics.csv") == [
+        {"step": "0", "summary/params": "272186.0"},
+        {"epoch": "0", "step": "19", "train/loss_step": "1.5"},
+        {"epoch": "0", "step": "39", "train/loss_step": "1.25"},
+        {"epoch": "0", "step": "40", "val/acc": "0.5"},
+    ]
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["metrics.csv"]

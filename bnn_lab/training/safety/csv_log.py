@@ -2,16 +2,17 @@
 
 Lightning's CSV writer deletes an existing ``metrics.csv`` when it starts, so a run resumed
 after a crash would keep only what it logged after the restart (curves starting mid-run,
-epochs missing from ``bnn-lab-report``). Here the stopped run's rows are read first and
-written back before the first save: the rows up to the checkpoint's step are kept, those
-the stopped run logged after it are dropped (the resumed run trains those steps again and
-logs them itself), and rows that the resumed run logs again identically (the model summary
-at step 0) are not doubled.
+epochs missing from ``bnn-lab-report``). Here the file is never deleted: when the writer
+starts, the file is rewritten (through a rename) with the stopped run's rows up to the
+checkpoint's step. Rows logged after that step are dropped (the resumed run trains those
+steps again and logs them itself), and rows that the resumed run logs again identically (the
+model summary at step 0) are not doubled. A run stopped again before its first save, even
+while the checkpoint is still loading, keeps every row.
 """
 from __future__ import annotations
 
 import csv
-import warnings
+import os
 from pathlib import Path
 
 from pytorch_lightning.loggers import CSVLogger
@@ -50,25 +51,35 @@ def _float_eq(a, b: str) -> bool:
 
 
 class _ContinuingWriter(ExperimentWriter):
-    def __init__(self, log_dir: str, earlier: tuple[list[str], list[dict[str, str]]], resume_step: int) -> None:
-        with warnings.catch_warnings():  # "previous log files ... will be deleted": they are kept
-            warnings.simplefilter("ignore")
-            super().__init__(log_dir)  # removes the file: its rows were read before
-        self._earlier: tuple[list[str], list[dict[str, str]]] | None = earlier
+    """Keeps the stopped run's rows up to ``resume_step`` in ``metrics.csv`` from the moment it
+    starts (rewritten in place by a rename), so a run stopped again before its first save loses
+    nothing; the first save then drops the rows the resumed run logs again identically."""
+
+    def __init__(self, log_dir: str, resume_step: int) -> None:
         self._resume_step = resume_step
+        self._kept: list[dict[str, str]] | None = None
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        """Lightning deletes the file here; instead keep the rows up to the checkpoint."""
+        path = Path(self.metrics_file_path)
+        keys, rows = read_rows(path)
+        self._kept = [r for r in rows if _step(r) <= self._resume_step]
+        if not self._kept:
+            path.unlink(missing_ok=True)
+            return
+        self.metrics_keys = sorted(keys)
+        partial = path.with_suffix(".csv.partial")
+        with open(partial, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
+            writer.writeheader()
+            writer.writerows(self._kept)
+        os.replace(partial, path)
 
     def save(self) -> None:
-        if self._earlier is not None and self.metrics:
-            keys, rows = self._earlier
-            self._earlier = None
-            kept = [r for r in rows if _step(r) <= self._resume_step]
-            self.metrics = [m for m in self.metrics if not any(_same(r, m) for r in kept)]
-            if kept:
-                self.metrics_keys = sorted(keys)
-                with self._fs.open(self.metrics_file_path, "w", newline="") as file:
-                    writer = csv.DictWriter(file, fieldnames=self.metrics_keys)
-                    writer.writeheader()
-                    writer.writerows(kept)
+        if self._kept and self.metrics:
+            self.metrics = [m for m in self.metrics if not any(_same(r, m) for r in self._kept)]
+            self._kept = None
         super().save()
 
 
@@ -83,7 +94,6 @@ class ContinuingCSVLogger(CSVLogger):
     @property
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None and self._resume_step is not None and rank_zero_only.rank == 0:
-            earlier = read_rows(Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE)
             self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _ContinuingWriter(self.log_dir, earlier, self._resume_step)
+            self._experiment = _ContinuingWriter(self.log_dir, self._resume_step)
         return super().experiment
