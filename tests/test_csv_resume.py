@@ -35,6 +35,14 @@ def stopped_run(run_dir: Path) -> None:
     ])
 
 
+KEPT = [  # the stopped run's rows up to the checkpoint of step 45
+    {"step": "0", "summary/params": "272186.0"},
+    {"epoch": "0", "step": "19", "train/loss_step": "1.5"},
+    {"epoch": "0", "step": "39", "train/loss_step": "1.25"},
+    {"epoch": "0", "step": "40", "val/acc": "0.5"},
+]
+
+
 def test_resumed_log_keeps_rows_up_to_the_checkpoint_and_drops_repeats(tmp_path):
     stopped_run(tmp_path)
     logger = build_logger({"name": "csv"}, tmp_path, "run", resuming=True, resume_step=45)
@@ -42,11 +50,7 @@ def test_resumed_log_keeps_rows_up_to_the_checkpoint_and_drops_repeats(tmp_path)
     logger.log_metrics({"train/loss_step": 0.8, "epoch": 1}, step=59)  # step 59 trained again
     logger.log_metrics({"train/acc_step": 0.9, "epoch": 1}, step=79)  # a key the file did not have
     logger.save()
-    assert read(tmp_path / "csv" / "metrics.csv") == [
-        {"step": "0", "summary/params": "272186.0"},
-        {"epoch": "0", "step": "19", "train/loss_step": "1.5"},
-        {"epoch": "0", "step": "39", "train/loss_step": "1.25"},
-        {"epoch": "0", "step": "40", "val/acc": "0.5"},
+    assert read(tmp_path / "csv" / "metrics.csv") == KEPT + [
         {"epoch": "1", "step": "59", "train/loss_step": "0.8"},
         {"epoch": "1", "step": "79", "train/acc_step": "0.9"},
     ]
@@ -65,10 +69,5 @@ def test_a_resumed_run_stopped_before_its_first_save_keeps_the_rows(tmp_path):
     stopped_run(tmp_path)
     logger = build_logger({"name": "csv"}, tmp_path, "run", resuming=True, resume_step=45)
     logger.experiment  # the writer starts; no save follows
-    assert read(tmp_path / "csv" / "metrics.csv") == [
-        {"step": "0", "summary/params": "272186.0"},
-        {"epoch": "0", "step": "19", "train/loss_step": "1.5"},
-        {"epoch": "0", "step": "39", "train/loss_step": "1.25"},
-        {"epoch": "0", "step": "40", "val/acc": "0.5"},
-    ]
+    assert read(tmp_path / "csv" / "metrics.csv") == KEPT
     assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["metrics.csv"]

@@ -57,8 +57,7 @@ class _ContinuingWriter(ExperimentWriter):
 
     def __init__(self, log_dir: str, resume_step: int) -> None:
         self._resume_step = resume_step
-        self._kept: list[dict[str, str]] | None = None
-        super().__init__(log_dir)
+        super().__init__(log_dir)  # calls _check_log_dir_exists, which sets self._kept
 
     def _check_log_dir_exists(self) -> None:
         """Lightning deletes the file here; instead keep the rows up to the checkpoint."""
@@ -79,7 +78,7 @@ class _ContinuingWriter(ExperimentWriter):
     def save(self) -> None:
         if self._kept and self.metrics:
             self.metrics = [m for m in self.metrics if not any(_same(r, m) for r in self._kept)]
-            self._kept = None
+            self._kept = []
         super().save()
 
 
