@@ -80,8 +80,9 @@ def test_packed_export_keeps_low_bit_layers_in_float(name):
 
 @pytest.mark.parametrize("name, extra", [("ternary", []),
                                          ("dorefa", ["binarize.policy.activation=identity"])])
-def test_trains_one_epoch_on_digits_from_the_cli(run_cli, name, extra):
-    proc = run_cli("data=digits", f"estimator={name}", "trainer.max_epochs=1", "logger=none",
+def test_trains_two_epochs_on_digits_from_the_cli(run_cli, name, extra):
+    # two epochs: after one, ternary sat at 0.29 on one CPU and above 0.3 on another
+    proc = run_cli("data=digits", f"estimator={name}", "trainer.max_epochs=2", "logger=none",
                    "trainer.enable_progress_bar=false", *extra)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((proc.run_dir / "metrics.json").read_text())
