@@ -1,6 +1,7 @@
 """QuickNet, MeliusNet22 and BiMLP: one 1W1A epoch on digits through the bnn-lab command
-(three for BiMLP-small), above chance, and the packed model scores exactly the float one. BiMLP's depthwise token
-mixers have no packed kernel (grouped convolutions): the export keeps them in float."""
+(three for BiMLP-small), above chance, and the packed model scores exactly the float one.
+BiMLP's depthwise token mixers have no packed kernel (grouped convolutions): the export keeps
+them in float."""
 import json
 
 import pytest
