@@ -26,10 +26,9 @@ EPOCHS = {"bimlp_small": 3}
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", sorted(PACKED))
-def test_one_digits_epoch_trains_and_packs(run_cli, arch):
+def test_digits_training_trains_and_packs(run_cli, arch):
     few = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=1"] if arch in FEW_STEPS else []
-    epochs = EPOCHS.get(arch, 1) if not few else 1
-    proc = run_cli("data=digits", f"arch={arch}", f"trainer.max_epochs={epochs}", "logger=none",
+    proc = run_cli("data=digits", f"arch={arch}", f"trainer.max_epochs={EPOCHS.get(arch, 1)}", "logger=none",
                    "trainer.enable_progress_bar=false", *few, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((proc.run_dir / "metrics.json").read_text())
