@@ -26,8 +26,6 @@ _LOG_RECORDS = {
         r"`Trainer\((val_check_interval|limit_\w+_batches)=1\.0\)` was configured",  # the defaults, restated
         r"Loading `train_dataloader` to estimate",  # an internal step (the LR schedule's length)
     ),
-    # bnn-lab's own checkpoints hold optimizer and loop state: they are loaded in full on purpose
-    "pytorch_lightning.trainer.connectors.checkpoint_connector": (r"`weights_only` was not set",),
 }
 
 

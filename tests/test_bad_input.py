@@ -113,11 +113,12 @@ def test_nothing_an_earlier_run_saved_is_overwritten(run_cli, tmp_path):
     one_line_error(proc, "another network or data", "arch.name: 'resnet20' -> 'vgg_small'")
     assert snapshot(run_dir) == before
 
-    # a damaged last.ckpt: one line, and the results are left as they were (config.yaml and
-    # Hydra's files record each start of a resumed run)
+    # a damaged last.ckpt: one line, and the results are left as they were (config.yaml, the
+    # lock file and Hydra's files record each start of a resumed run)
     last = run_dir / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])
-    before = snapshot(run_dir, skip=(".hydra", "bnn-lab.log", "config.yaml"))
+    started = (".hydra", "bnn-lab.log", "config.yaml", ".bnn-lab.lock")
+    before = snapshot(run_dir, skip=started)
     proc = run_cli(f"resume={run_dir}", env=ONE_THREAD)
     one_line_error(proc, f"{last} cannot be read", "move it away")
-    assert snapshot(run_dir, skip=(".hydra", "bnn-lab.log", "config.yaml")) == before
+    assert snapshot(run_dir, skip=started) == before

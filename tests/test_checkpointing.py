@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bnn_lab.errors import ConfigError
+from bnn_lab.files import atomic
 from bnn_lab.training.safety import checkpoint_io, rng
 from bnn_lab.training.safety.checkpoint_io import AtomicCheckpointIO, NonFiniteWeightsError
 from bnn_lab.training.safety.checkpoints import LastCheckpoint, best_checkpoint
@@ -44,8 +45,8 @@ def test_a_write_that_fails_midway_leaves_the_previous_file_whole(tmp_path, monk
 def test_the_file_is_flushed_to_disk_before_it_replaces_the_old_one(tmp_path, monkeypatch):
     calls = []
     real_fsync, real_replace = os.fsync, os.replace
-    monkeypatch.setattr(checkpoint_io.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
-    monkeypatch.setattr(checkpoint_io.os, "replace",
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
+    monkeypatch.setattr(atomic.os, "replace",
                         lambda a, b: (calls.append(f"replace {os.path.basename(b)}"), real_replace(a, b))[1])
     AtomicCheckpointIO().save_checkpoint(good_checkpoint(), tmp_path / "last.ckpt")
     assert calls[:2] == ["fsync", "replace last.ckpt"]  # then the directory entry, where the OS allows it

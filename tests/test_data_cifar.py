@@ -74,3 +74,20 @@ def test_missing_files_without_download_name_data_root(tmp_path):
     dm = build_datamodule("cifar10", root=str(tmp_path / "empty"), download=False)
     with pytest.raises(UserError, match="CIFAR10 not found in .*empty.*set data.root"):
         dm.check()
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused(tmp_path, monkeypatch):
+    """A batch whose checksum torchvision is told (a tampered copy with a matching list) still
+    runs nothing: the batches are read as plain data."""
+    from test_untrusted_files import Payload
+
+    write_cifar(tmp_path, "cifar10", per_file=4, monkeypatch=monkeypatch)
+    folder = tmp_path / "cifar-10-batches-py"
+    marker = tmp_path / "PWNED"
+    with open(folder / "test_batch", "wb") as f:
+        pickle.dump({"data": np.zeros((4, 3072), np.uint8), "labels": Payload(f"touch {marker}")}, f)
+    monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", md5(folder / "test_batch")]])
+    dm = build_datamodule("cifar10", root=str(tmp_path), download=False, val_size=2, batch_size=4)
+    with pytest.raises(UserError, match=r"CIFAR10 file .*test_batch refused: it would call posix\.system"):
+        dm.check()
+    assert not marker.exists()

@@ -3,14 +3,13 @@ configuration its run wrote (``config.yaml``): any architecture, in the precisio
 in. Provided to the loss terms that load networks (``bnn_lab.losses.networks``)."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import torch
 from omegaconf import OmegaConf
 from torch import nn
 
 from ..errors import UserError
+from ..files import load_checkpoint, read_json
 from ..losses.networks import provide_network_loader
 from .model import build_model
 
@@ -24,7 +23,7 @@ def checkpoint_file(path: str | Path) -> Path:
     metrics = path / "metrics.json"
     if not metrics.is_file():
         raise UserError(f"{path} is neither a checkpoint file nor a finished run directory (no metrics.json)")
-    named = json.loads(metrics.read_text()).get("best_checkpoint")
+    named = read_json(metrics, "metrics file").get("best_checkpoint")
     if not named or not Path(named).is_file():
         raise UserError(f"the run {path} names no existing checkpoint in metrics.json; give the checkpoint file")
     return Path(named)
@@ -43,10 +42,7 @@ def load_trained(path: str | Path, img_size: int) -> nn.Module:
     """The network of ``path`` for ``img_size`` inputs, with its trained weights, in eval mode."""
     file = checkpoint_file(path)
     cfg = OmegaConf.load(run_config(file))
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise UserError(f"{file} cannot be read as a bnn-lab checkpoint ({exc})") from exc
+    ckpt = load_checkpoint(file, what="trained network")
     meta = ckpt.get("bnn_lab", {}) if isinstance(ckpt, dict) else {}
     if "num_classes" not in meta:
         raise UserError(f"{file} is not a bnn-lab checkpoint (no bnn_lab metadata)")

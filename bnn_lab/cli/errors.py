@@ -8,6 +8,7 @@ import sys
 from omegaconf.errors import OmegaConfBaseException
 
 from ..errors import Preempted, UserError
+from ..files.atomic import NO_ROOM
 
 EXIT_USER_ERROR = 2
 
@@ -28,4 +29,11 @@ def user_errors(prog: str = "bnn-lab"):
             raise
         message = " ".join(str(exc).split())  # one line, whatever the exception printed
         print(f"{prog}: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+    except OSError as exc:  # a full disk outside the files written whole (logs, caches)
+        if debug() or exc.errno not in NO_ROOM:
+            raise
+        print(f"{prog}: error: could not write {exc.filename or 'a file'} ({NO_ROOM[exc.errno]}); checkpoints, "
+              "metrics.json and the packed model are replaced only whole, so those on disk are intact",
+              file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)

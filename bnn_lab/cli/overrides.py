@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from ..training.safety.run_dir import check_run_dir, is_other_rank
+from ..training.safety.run_lock import refuse_if_live
 
 # Hydra flags that take no value; with any other flag the command line is left to Hydra
 _PLAIN_FLAGS = {"-m", "--multirun"}
@@ -108,6 +109,7 @@ def check_composition(args: list[str], conf_dir: Path) -> None:
     for key in _missing_keys(cfg):
         raise ConfigError(f"{key} must be set (e.g. {key}=...)")
     if run_dir is not None and not multirun and not is_other_rank():
+        refuse_if_live(run_dir)  # the run takes the lock itself; this says so before Hydra starts
         check_run_dir(run_dir, cfg, warn=False)  # the run warns about changed values itself
 
 

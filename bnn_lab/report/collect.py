@@ -4,7 +4,6 @@ per epoch and per optimizer step (``logger=none`` and W&B's binary offline files
 from __future__ import annotations
 
 import csv
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -13,6 +12,8 @@ from typing import Any
 
 import yaml
 
+from ..files import read_json
+from ..files.json_file import DamagedFile
 from ..training.teacher_cache import MARKER
 
 # the table's columns, in order: (column, where the value comes from)
@@ -158,8 +159,27 @@ def _read_csv_curves(paths: list[Path]) -> dict[str, Curve]:
     return curves
 
 
+def checked_metrics(file: Path) -> dict[str, Any]:
+    """metrics.json of a run, refused in one line (:class:`~bnn_lab.files.json_file.DamagedFile`)
+    when it is not JSON, or an accuracy is not a number in [0, 1], or ``summary`` is not a table
+    of numbers: a damaged file never becomes a wrong row."""
+    metrics = read_json(file, "metrics file")
+    for key, value in metrics.items():
+        if key.split("/")[-1].startswith("acc") or key.endswith("_acc"):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not 0.0 <= value <= 1.0):
+                raise DamagedFile(f"metrics file {file} has {key} = {value!r}, not an accuracy in [0, 1]; "
+                                  "move the run away or run it again")
+    summary = metrics.get("summary")
+    if summary is not None and not (isinstance(summary, dict) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in summary.values())):
+        raise DamagedFile(f"metrics file {file} has a summary that is not a table of numbers; "
+                          "move the run away or run it again")
+    return metrics
+
+
 def load_run(folder: Path, root: Path) -> Run:
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics = checked_metrics(folder / "metrics.json")
     config_file = folder / "config.yaml"
     if not config_file.is_file():
         config_file = folder / ".hydra" / "config.yaml"

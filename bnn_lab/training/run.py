@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,13 +16,14 @@ from torch import nn
 from ..build import build_data, build_model, config_precision
 from ..distill import build_distiller
 from ..errors import ConfigError
+from ..files import load_checkpoint, read_json, torch_save, write_json
 from ..losses import build_terms
 from ..plugins import load_plugins
 from ..progress import is_terminal, wanted
 from ..summary import summarize
 from .safety import rng
 from .callbacks import EstimatorProgress, LatentClip
-from .safety.checkpoint_io import AtomicCheckpointIO, atomic_torch_save
+from .safety.checkpoint_io import AtomicCheckpointIO
 from .safety.checkpoints import LastCheckpoint, best_checkpoint
 from .safety.data_position import TrainLoaderPosition
 from .epoch_log import EpochLog
@@ -34,6 +33,7 @@ from .module import ClassificationModule
 from .safety.preemption import PreemptionCheckpoint, cluster_plugins, exit_on_sigterm
 from .safety.resume import checkpoint_step, checkpoint_to_resume
 from .safety.run_dir import check_run_dir, resume_hint
+from .safety.run_lock import run_lock
 from .stages import Stage, init_from, load_teacher, plan_stages
 from .teacher_cache import resolve_teacher
 
@@ -46,12 +46,6 @@ def is_rank_zero() -> bool:
     """False in the other processes of a DDP run: they train but write no files (Lightning sets
     the rank from LOCAL_RANK / SLURM_PROCID before the trainer exists)."""
     return rank_zero_only.rank == 0
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
 
 
 def run_name(cfg: DictConfig) -> str:
@@ -98,11 +92,11 @@ class _StageRunner:
             model.to(memory_format=torch.channels_last)
         done = out / "metrics.json"
         if n_stages > 1 and cfg.get("resume") and done.is_file() and (out / FINAL_WEIGHTS).is_file():
-            model.load_state_dict(torch.load(out / FINAL_WEIGHTS, map_location="cpu"))
+            model.load_state_dict(load_checkpoint(out / FINAL_WEIGHTS, what="stage weights"))
             log.info("stage %s already finished: reusing %s", stage.name, out / FINAL_WEIGHTS)
             if (out / RNG_AT_END).is_file():  # the next stage draws what it drew in the unbroken run
                 rng.load(out / RNG_AT_END)
-            return model, json.loads(done.read_text())
+            return model, read_json(done, "stage metrics")
         start = time.time()
         teacher = self.teacher_for(stage, previous)
         if stage.init in ("previous", "teacher"):
@@ -153,12 +147,12 @@ class _StageRunner:
             logger.log_metrics({f"summary/{k}": float(v) for k, v in summary.totals.items()}, step=0)
 
         with exit_on_sigterm(hint):
-            trainer.fit(lit, datamodule=dm, ckpt_path=resume_from)
+            trainer.fit(lit, datamodule=dm, ckpt_path=resume_from, weights_only=True)
         best = ckpt_cb.best_model_path or None
         with exit_on_sigterm(hint):
-            results = trainer.test(lit, datamodule=dm, ckpt_path=best, verbose=False)[0]
+            results = trainer.test(lit, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)[0]
         if is_rank_zero():
-            atomic_torch_save(model.state_dict(), out / FINAL_WEIGHTS)  # the tested (best) weights
+            torch_save(model.state_dict(), out / FINAL_WEIGHTS)  # the tested (best) weights
 
         metrics: dict[str, Any] = {k: float(v) for k, v in results.items()}
         if ckpt_cb.best_model_score is not None:
@@ -171,7 +165,7 @@ class _StageRunner:
             summary=summary.totals, best_checkpoint=best,
         )
         if is_rank_zero():
-            write_json_atomic(done, metrics)
+            write_json(done, metrics)
         if logger and cfg.logger.name == "wandb" and is_rank_zero():
             logger.experiment.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         if n_stages > 1 and is_rank_zero():
@@ -211,11 +205,17 @@ def _export(cfg: DictConfig, model: nn.Module, stage: Stage, dm, run_dir: Path, 
 
 
 def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
-    """Train and test the configured model (all its stages); everything lands in ``run_dir``."""
-    start = time.time()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if is_rank_zero():
+    """Train and test the configured model (all its stages); everything lands in ``run_dir``,
+    which no other run may write meanwhile (:func:`~bnn_lab.training.safety.run_lock.run_lock`)."""
+    if not is_rank_zero():  # joins the run rank 0 checked and holds
+        return _train(cfg, run_dir)
+    with run_lock(run_dir):
         check_run_dir(run_dir, cfg)  # before any write: never over another run's files
+        return _train(cfg, run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+    start = time.time()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("keep_freed_memory", True):
         keep_freed_memory()
@@ -243,7 +243,7 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         final = per_stage[0]
         _export(cfg, previous, stages[-1], dm, run_dir, final)
         if is_rank_zero():
-            write_json_atomic(run_dir / "metrics.json", final)
+            write_json(run_dir / "metrics.json", final)
         return final
     final = dict(per_stage[-1])
     _export(cfg, previous, stages[-1], dm, run_dir, final)
@@ -256,5 +256,5 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         wall_time_s=round(time.time() - start, 2),
     )
     if is_rank_zero():
-        write_json_atomic(run_dir / "metrics.json", final)
+        write_json(run_dir / "metrics.json", final)
     return final

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ..errors import ConfigError, UserError
+from ..files import load_checkpoint
 from ..build import build_model, config_precision, stage_precision
 from .safety.checkpoints import find_best_checkpoint
 
@@ -96,10 +97,8 @@ def load_teacher(path: str, cfg: DictConfig, in_chans: int, num_classes: int, im
     if not Path(path).expanduser().exists():
         raise UserError(f"teacher checkpoint {path} does not exist; train one first or drop distill.teacher.ckpt")
     file = find_best_checkpoint(path)
-    try:
-        ckpt = torch.load(file, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise UserError(f"teacher checkpoint {file} cannot be read ({exc}); it is not a bnn-lab checkpoint") from exc
+    trust = bool(OmegaConf.select(cfg, "distill.teacher.trust", default=False))
+    ckpt = load_checkpoint(file, what="teacher checkpoint", trust=trust, trust_hint="add distill.teacher.trust=true")
     meta = ckpt.get("bnn_lab", {}) if isinstance(ckpt, dict) else {}
     if meta.get("arch") and meta["arch"] != cfg.arch.name:
         raise UserError(f"teacher checkpoint {file} is a {meta['arch']} but arch.name is {cfg.arch.name}; "

@@ -31,6 +31,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
+from ..files import read_json, write_json
 from .safety.run_dir import is_other_rank
 from .stages import TEACHER_TERMS
 
@@ -119,7 +120,7 @@ def _locked(path: Path):
 def _found(folder: Path, key: str, trained: bool) -> Teacher:
     from .safety.checkpoints import find_best_checkpoint  # Lightning: not for bnn-lab-report, which reads MARKER
 
-    metrics = json.loads((folder / "metrics.json").read_text())
+    metrics = read_json(folder / "metrics.json", "cached teacher's metrics")
     return Teacher(folder, find_best_checkpoint(folder), key, trained, metrics)
 
 
@@ -153,10 +154,10 @@ def cached_teacher(cfg: DictConfig, train: Callable[[DictConfig, Path], dict]) -
         log.info("training the full-precision teacher %s (cached for every run that needs it)", folder.name)
         train(tcfg, partial)
         metrics_file = partial / "metrics.json"
-        metrics = json.loads(metrics_file.read_text())
+        metrics = read_json(metrics_file, "teacher's metrics")
         if metrics.get("best_checkpoint"):  # the path it will have after the rename
             metrics["best_checkpoint"] = str(folder.absolute() / "checkpoints" / Path(metrics["best_checkpoint"]).name)
-            metrics_file.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+            write_json(metrics_file, metrics)
         os.replace(partial, folder)
     return _found(folder, key, trained=True)
 
@@ -169,7 +170,7 @@ def given_teacher(path: str) -> Teacher:
     checkpoint = find_best_checkpoint(path)
     folder = Path(path).expanduser() if Path(path).expanduser().is_dir() else checkpoint.parent.parent
     file = folder / "metrics.json"
-    metrics = json.loads(file.read_text()) if checkpoint.parent.name == "checkpoints" and file.is_file() else {}
+    metrics = read_json(file, "teacher's metrics") if checkpoint.parent.name == "checkpoints" and file.is_file() else {}
     return Teacher(folder, checkpoint, "", False, metrics)
 
 

@@ -5,13 +5,12 @@ no longer resume. Here every checkpoint is written to a temporary file in the sa
 flushed to disk (fsync) and renamed over the target with ``os.replace``, which is atomic on
 POSIX file systems: the target is always either the previous complete file or the new one.
 
-A checkpoint whose weights are NaN or infinite is refused: it would replace the last good
-one with a state nobody can train from.
+A write that cannot complete (disk full, file size limit) keeps the previous file and ends the
+run with one line (:class:`~bnn_lab.files.WriteFailed`). A checkpoint whose weights are NaN or
+infinite is refused: it would replace the last good one with a state nobody can train from.
 """
 from __future__ import annotations
 
-import contextlib
-import os
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,15 @@ from lightning_fabric.utilities.cloud_io import _is_local_file_protocol
 from pytorch_lightning.plugins.io import TorchCheckpointIO
 
 from ...errors import UserError
-
-PARTIAL_SUFFIX = ".partial"  # temporary files: ".<name>.<pid>.partial", removed on failure
+from ...files import WriteFailed, load_checkpoint, torch_save
 
 
 class NonFiniteWeightsError(UserError):
     """Training produced NaN or infinite weights; the checkpoint on disk was kept."""
 
 
-def partial_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_SUFFIX}")
+class CheckpointWriteFailed(UserError):
+    """A checkpoint could not be written (disk full, size limit); those on disk are unchanged."""
 
 
 def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
@@ -37,35 +35,16 @@ def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
             if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
-def _fsync_dir(folder: Path) -> None:
-    """Makes the rename itself durable (the directory entry), where the OS allows it."""
-    with contextlib.suppress(OSError):
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_path(path)
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _fsync_dir(path.parent)
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's torch checkpoint format, written atomically (see the module docstring).
-    Remote paths (s3://, gs://) go through Lightning's own writer."""
+    """Lightning's torch checkpoint format, written atomically (see the module docstring) and
+    read as data (:func:`~bnn_lab.files.load_checkpoint`, whatever ``weights_only`` Lightning
+    asks for). Remote paths (s3://, gs://) go through Lightning's own writer and reader, the
+    reader with ``weights_only=True``."""
+
+    def load_checkpoint(self, path, map_location: Any = None, weights_only: bool | None = None) -> dict[str, Any]:
+        if not _is_local_file_protocol(str(path)):
+            return super().load_checkpoint(path, weights_only=True)
+        return load_checkpoint(path, what="checkpoint")
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
@@ -79,4 +58,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             )
         if not _is_local_file_protocol(str(path)):
             return super().save_checkpoint(checkpoint, path)
-        atomic_torch_save(checkpoint, Path(path))
+        try:
+            torch_save(checkpoint, Path(path))
+        except WriteFailed as exc:
+            raise CheckpointWriteFailed(f"could not write checkpoint {exc.path} ({exc.reason}); every checkpoint "
+                                        "saved before it is kept: make room, then resume the run") from exc

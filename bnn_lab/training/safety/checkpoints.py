@@ -11,7 +11,6 @@ of that epoch, reaches the same val/acc and writes the same best file again.
 """
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -19,7 +18,8 @@ import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
 from ...errors import ConfigError, UserError
-from .checkpoint_io import PARTIAL_SUFFIX
+from ...files import read_json
+from ...files.atomic import PARTIAL_SUFFIX
 from .run_dir import LAST
 
 
@@ -95,10 +95,7 @@ def find_best_checkpoint(path: str | Path) -> Path:
         return path
     metrics = path / "metrics.json"
     if metrics.is_file():
-        try:
-            named = json.loads(metrics.read_text()).get("best_checkpoint")
-        except (OSError, ValueError):
-            named = None
+        named = read_json(metrics, "metrics file").get("best_checkpoint")
         if named and Path(named).is_file():
             return Path(named)
     stages = sorted((p for p in path.glob("stages/*") if p.name.split("_")[0].isdigit()),

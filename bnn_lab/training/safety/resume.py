@@ -6,10 +6,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ...errors import ConfigError, UserError
+from ...files import load_checkpoint
 from .checkpoints import remove_partial_files
 from .epoch_metrics import PREFIX as EPOCH_STATES
 from .run_dir import LAST, resume_hint
@@ -28,10 +28,9 @@ def checkpoint_to_resume(ckpt_dir: Path, module: nn.Module, run_dir: Path) -> st
                     "(to continue another run, give its folder: bnn-lab resume=<run dir>)", last)
         return None
     try:
-        ckpt = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
-    except Exception as exc:
-        raise UserError(f"{last} cannot be read ({' '.join(str(exc).split())[:200]}); move it away to train "
-                        "this stage from the start") from exc
+        ckpt = load_checkpoint(last, what="resume checkpoint", mmap=True)
+    except UserError as exc:
+        raise UserError(f"{exc}; move it away to train this stage from the start") from exc
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or "loops" not in ckpt:
         raise UserError(f"{last} is not a training checkpoint of bnn-lab; move it away to train this stage from the start")
@@ -50,5 +49,5 @@ def checkpoint_to_resume(ckpt_dir: Path, module: nn.Module, run_dir: Path) -> st
 def checkpoint_step(path: str | Path) -> int:
     """The training step a checkpoint was saved at (its ``global_step``; memory-mapped, so the
     weights are not read)."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    ckpt = load_checkpoint(path, what="resume checkpoint", mmap=True)
     return int(ckpt.get("global_step", 0))

@@ -16,7 +16,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from .checkpoint_io import atomic_torch_save
+from ...files import load_checkpoint, torch_save
 
 
 def capture() -> dict[str, Any]:
@@ -43,11 +43,11 @@ def restore(state: dict[str, Any]) -> None:
 
 
 def save(path: Path) -> None:
-    atomic_torch_save(capture(), path)
+    torch_save(capture(), path)
 
 
 def load(path: Path) -> None:
-    restore(torch.load(path, map_location="cpu", weights_only=True))
+    restore(load_checkpoint(path, what="RNG state"))
 
 
 class RngState(pl.Callback):

@@ -18,6 +18,7 @@ LAST = "last.ckpt"
 # values cannot be continued (it does not load, or it continues another experiment)
 MODEL_KEYS = ("arch", "precision", "fp", "binarize", "estimator", "stages", "distill", "seed",
               "data.name", "data.batch_size", "data.val_size", "data.seed")
+NOT_COMPARED = ("resume", "distill.teacher.trust")  # how this run reads files, not what it trains
 
 
 def resume_hint(run_dir: Path) -> str:
@@ -50,7 +51,7 @@ def config_changes(saved_yaml: Path, cfg: DictConfig) -> list[str]:
             flat.pop(spelling, None)
         flat["precision"] = config_precision(conf)
         flat.setdefault("binarize.weight_norm", "none")  # a config without the key normalizes no weights
-    keys = sorted((set(old) | set(new)) - {"resume"})
+    keys = sorted((set(old) | set(new)) - set(NOT_COMPARED))
     return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
 
 
