@@ -117,6 +117,7 @@ def test_nothing_an_earlier_run_saved_is_overwritten(run_cli, tmp_path):
     # lock file and Hydra's files record each start of a resumed run)
     last = run_dir / "checkpoints" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])
+    (run_dir / "metrics.json").unlink()  # a run stopped before its end (a finished one has nothing to resume)
     started = (".hydra", "bnn-lab.log", "config.yaml", ".bnn-lab.lock")
     before = snapshot(run_dir, skip=started)
     proc = run_cli(f"resume={run_dir}", env=ONE_THREAD)

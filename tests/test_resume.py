@@ -92,20 +92,17 @@ def reference(tmp_path_factory) -> Path:
     return unbroken(tmp_path_factory.mktemp("reference") / "run")
 
 
-def kill_mid_epoch(run_dir: Path, tmp_path: Path, *args: str, run: list[str] = RUN,
-                   steps_per_epoch: int = STEPS_PER_EPOCH) -> int:
-    """Start ``bnn-lab *run *args`` and SIGKILL it right after a step checkpoint inside its 2nd
-    epoch or later; returns the step of that checkpoint."""
-    last = run_dir / "checkpoints" / "last.ckpt"
-    err = tmp_path / f"{run_dir.name}.err"
-    proc = start(*run, *args, f"hydra.run.dir={run_dir}", cwd=tmp_path, stderr=err)
+def kill_at_mid_epoch_checkpoint(proc: subprocess.Popen, find_last, steps_per_epoch: int, err: Path) -> int:
+    """SIGKILL ``proc`` right after the checkpoint ``find_last()`` (None until it exists) holds a
+    step inside the 2nd epoch or later; returns that step."""
     killed_at = None
     try:
         deadline = time.time() + 300
         while killed_at is None and time.time() < deadline:
             assert proc.poll() is None, f"the run ended before it could be killed: {err.read_text()[-2000:]}"
             time.sleep(0.02)
-            if not last.is_file():
+            last = find_last()
+            if last is None:
                 continue
             os.kill(proc.pid, signal.SIGSTOP)  # freeze it wherever it is, then look at its checkpoint
             step = ckpt(last)["global_step"]
@@ -120,6 +117,17 @@ def kill_mid_epoch(run_dir: Path, tmp_path: Path, *args: str, run: list[str] = R
         proc.wait()
     assert killed_at is not None, "no mid-epoch step checkpoint within the time limit"
     assert proc.returncode == -signal.SIGKILL
+    return killed_at
+
+
+def kill_mid_epoch(run_dir: Path, tmp_path: Path, *args: str, run: list[str] = RUN,
+                   steps_per_epoch: int = STEPS_PER_EPOCH) -> int:
+    """Start ``bnn-lab *run *args`` and SIGKILL it right after a step checkpoint inside its 2nd
+    epoch or later; returns the step of that checkpoint."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    err = tmp_path / f"{run_dir.name}.err"
+    proc = start(*run, *args, f"hydra.run.dir={run_dir}", cwd=tmp_path, stderr=err)
+    killed_at = kill_at_mid_epoch_checkpoint(proc, lambda: last if last.is_file() else None, steps_per_epoch, err)
     assert not (run_dir / "metrics.json").exists()
     kept = ckpt(last)  # whatever instant the kill hit, last.ckpt is a whole checkpoint
     assert kept["global_step"] % steps_per_epoch and kept["global_step"] >= killed_at

@@ -101,6 +101,25 @@ def test_study_preset_has_seeds_and_arms_with_equal_budgets(name):
         assert plan_stages(scaled)[-1].epochs == 30
 
 
+# budget option: (epochs of every stage and teacher, batches per epoch, trainer's accelerator)
+BUDGETS = {"short": (1, 0.4, "auto"), "cpu": (3, 1.0, "auto"), "gpu": (10, 1.0, "gpu")}
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_one_budget_switch_sets_every_stage_of_every_arm(name):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        params = compose("config", overrides=[f"experiment={name}"], return_hydra_config=True).hydra.sweeper.params
+        axis, options = next((k, str(v).split(",")) for k, v in params.items() if k != "seed")
+        for budget, (epochs, batches, accelerator) in BUDGETS.items():
+            for option in options:
+                cfg = compose("config", overrides=[f"experiment={name}", f"{axis}={option}", f"budget={budget}"])
+                assert cfg.study.budget == budget
+                assert [s.epochs for s in plan_stages(cfg)] == [epochs] * len(plan_stages(cfg)), (budget, option)
+                assert (cfg.trainer.limit_train_batches, cfg.trainer.accelerator) == (batches, accelerator)
+                if "teacher" in cfg.distill:
+                    assert cfg.distill.teacher.epochs == epochs
+
+
 def _fake_teacher_training(cache: str, calls: str, start: float) -> None:
     from omegaconf import OmegaConf
 

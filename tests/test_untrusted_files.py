@@ -88,6 +88,7 @@ def test_a_malicious_resume_checkpoint_runs_no_code_and_is_refused_in_one_line(r
     last = done.run_dir / "checkpoints" / "last.ckpt"
     marker = tmp_path / "PWNED"
     malicious_checkpoint(last, marker, like=torch.load(last, weights_only=True))
+    (done.run_dir / "metrics.json").unlink()  # a run stopped before its end: resume reads last.ckpt
     proc = run_cli(f"resume={done.run_dir}", env=ONE_THREAD)
     one_line_error(proc, f"resume checkpoint {last} refused", "posix.system", "move it away")
     assert not marker.exists()

@@ -32,7 +32,7 @@ from .loggers import build_logger
 from .module import ClassificationModule
 from .safety.preemption import PreemptionCheckpoint, cluster_plugins, exit_on_sigterm
 from .safety.resume import checkpoint_step, checkpoint_to_resume
-from .safety.run_dir import check_run_dir, resume_hint
+from .safety.run_dir import check_run_dir, finished_with, resume_hint
 from .safety.run_lock import run_lock
 from .stages import Stage, init_from, load_teacher, plan_stages
 from .teacher_cache import resolve_teacher
@@ -211,6 +211,9 @@ def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         return _train(cfg, run_dir)
     with run_lock(run_dir):
         check_run_dir(run_dir, cfg)  # before any write: never over another run's files
+        if cfg.get("resume") and finished_with(run_dir, cfg):
+            log.info("%s already finished with this configuration: nothing to do (its metrics.json stands)", run_dir)
+            return read_json(run_dir / "metrics.json", "metrics file")
         return _train(cfg, run_dir)
 
 

@@ -60,6 +60,14 @@ def holds_a_run(run_dir: Path) -> bool:
         p.is_file() for p in [run_dir / "checkpoints" / LAST, *run_dir.glob(f"stages/*/checkpoints/{LAST}")])
 
 
+def finished_with(run_dir: Path, cfg: DictConfig) -> bool:
+    """True when ``run_dir`` holds a finished run (metrics.json) of exactly this configuration
+    (``resume`` aside): what ``resume=true`` then has to do is nothing. A study run again with
+    ``resume=true`` skips its finished runs this way."""
+    return (run_dir / "metrics.json").is_file() and (run_dir / "config.yaml").is_file() \
+        and not config_changes(run_dir / "config.yaml", cfg)
+
+
 def is_other_rank() -> bool:
     """A DDP process other than rank 0 (Lightning and SLURM set these before it starts): it
     joins the run that rank 0 checked, and writes no files."""
