@@ -1,4 +1,4 @@
-# `make run`: train the default experiment. `make test`: the test suite.
+# `make run`: train the default experiment. `make test`: the test suite. `make lint`: ruff.
 # Both create the virtualenv .venv first if it is missing.
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 # pytest-xdist processes (auto: one per core); TEST_WORKERS=0 runs the suite in one process
 TEST_WORKERS ?= auto
 
-.PHONY: run test venv clean
+.PHONY: run test lint venv clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ venv: $(VENV)/.installed
 
 run: $(VENV)/.installed
 	$(BIN)/bnn-lab $(ARGS)
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)

@@ -3,6 +3,7 @@
 ``${folder_name:<path>}``: the last component of a path (``~/data/my_digits/`` -> ``my_digits``),
 which names the runs of ``data=image_folder``.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 Redirected into a file (``make run > log``, a SLURM log) a bar is hundreds of carriage-return
 updates in one line; there the run's log lines (one per epoch) say how far it is.
 """
+
 from __future__ import annotations
 
 import sys

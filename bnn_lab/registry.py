@@ -1,5 +1,6 @@
 """A name -> class registry (timm's ``register_model`` pattern) shared by every set of names:
 estimators, scales, activations, loss terms, optimizers, schedulers, loggers, distillations."""
+
 from __future__ import annotations
 
 import inspect
@@ -55,9 +56,11 @@ class Registry(Generic[T]):
     def build(self, name: str, *args, **options):
         """``get(name)(*args, **options)``; an option the entry does not take is a ConfigError."""
         valid = self.options(name)
-        valid = None if valid is None else valid[len(args):]
+        valid = None if valid is None else valid[len(args) :]
         unknown = [] if valid is None else sorted(set(options) - set(valid))
         if unknown:
-            raise ConfigError(f"{self.kind} {name!r} takes no option {', '.join(map(repr, unknown))}; "
-                              f"its options: {', '.join(valid) or '(none)'}")
+            raise ConfigError(
+                f"{self.kind} {name!r} takes no option {', '.join(map(repr, unknown))}; "
+                f"its options: {', '.join(valid) or '(none)'}"
+            )
         return self.get(name)(*args, **options)

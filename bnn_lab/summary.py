@@ -2,11 +2,12 @@
 
 Deployed memory counts 1 bit per binary weight (2 per ternary weight: the weight estimator's
 ``bits``) and 32 bits per other parameter (BN affine parameters, biases, scales, FP layers);
-buffers such as BN running statistics are not counted (they fold into the affine parameters at deployment). MACs are counted per
-image from one forward pass; a MAC is binary when both its weight and its input are
+buffers such as BN running statistics are not counted (they fold into the affine parameters at
+deployment). MACs are counted per image from one forward pass; a MAC is binary when both its weight and its input are
 binary (XNOR + popcount), and ``ops`` = FP MACs + binary MACs / 64 as in Bi-Real Net and
 ReActNet.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -125,6 +126,17 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> ModelSummary:
             mem = w * wb / 8 + 4 * (n - w)
         else:
             w, mem, wb, ab = 0, 4 * n, 32, 32
-        rows.append(LayerRow(name or "<root>", type(m).__name__, wb, ab, n, w if wb == 1 else 0, mem,
-                             macs.get(name, 0), w if wb > 1 else 0))
+        rows.append(
+            LayerRow(
+                name or "<root>",
+                type(m).__name__,
+                wb,
+                ab,
+                n,
+                w if wb == 1 else 0,
+                mem,
+                macs.get(name, 0),
+                w if wb > 1 else 0,
+            )
+        )
     return ModelSummary(rows)

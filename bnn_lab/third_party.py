@@ -1,6 +1,7 @@
 """Messages of the libraries bnn-lab runs on that tell its user nothing, silenced one by one
 where they come from (by library, module and text, never by category alone), so that a run's
 output holds what matters. Each entry says what it is and why it does not matter here."""
+
 from __future__ import annotations
 
 import logging
@@ -14,15 +15,18 @@ _WARNINGS = [
     (FutureWarning, r"`isinstance\(treespec, LeafSpec\)` is deprecated", r"pytorch_lightning\.utilities\._pytree"),
     # small datasets (fewer batches per epoch than log_every_n_steps): bnn-lab logs every
     # epoch's metrics anyway, so there is nothing to change
-    (UserWarning, r"The number of training batches \(\d+\) is smaller than the logging interval",
-     r"pytorch_lightning\.loops\.fit_loop"),
+    (
+        UserWarning,
+        r"The number of training batches \(\d+\) is smaller than the logging interval",
+        r"pytorch_lightning\.loops\.fit_loop",
+    ),
 ]
 
 # logger name -> patterns of the INFO records that are dropped (matched at the start of the text)
 _LOG_RECORDS = {
     "pytorch_lightning.utilities.rank_zero": (
-        r"💡 Tip:",                                # an advertisement for another logging service
-        r"TPU available:",                         # bnn-lab does not run on TPUs
+        r"💡 Tip:",  # an advertisement for another logging service
+        r"TPU available:",  # bnn-lab does not run on TPUs
         r"`Trainer\((val_check_interval|limit_\w+_batches)=1\.0\)` was configured",  # the defaults, restated
         r"Loading `train_dataloader` to estimate",  # an internal step (the LR schedule's length)
     ),

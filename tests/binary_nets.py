@@ -1,6 +1,7 @@
 """The small binarized net that the precision, layout and compile tests share: binary conv ->
 BN -> hardtanh -> binary conv -> classifier (kept in full precision), so that the second
 layer's estimators receive the activations of the first."""
+
 from __future__ import annotations
 
 import torch

@@ -1,5 +1,6 @@
 """Small ImageFolder trees of PNG files made from scikit-learn's digits (8x8 grey images,
 scaled up), in grey or in colour (each class its own tint)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,7 +24,7 @@ def write_tree(root: Path, splits: dict[str, int], classes: int = 4, size: int =
         for split, n in splits.items():
             folder = root / split / f"digit{c}"
             folder.mkdir(parents=True, exist_ok=True)
-            for i, img in enumerate(images[start:start + n]):
+            for i, img in enumerate(images[start : start + n]):
                 grey = Image.fromarray((img * 255 / 16).astype(np.uint8)).resize((size, size), Image.BILINEAR)
                 if colour:
                     rgb = (np.asarray(grey, dtype=np.float64)[..., None] * TINTS[c % len(TINTS)]).astype(np.uint8)

@@ -5,6 +5,7 @@ with its adaptivity rate gamma as ``lr`` (so a schedule can drive it):
 m <- (1 - lr) m + lr g; flip w where |m| > threshold and sign(m) == sign(w).
 Its momentum is optimizer state, so a resume that lost it would flip other weights.
 """
+
 import torch
 
 from bnn_lab.optim import OPTIMIZERS, register_optimizer

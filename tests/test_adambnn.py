@@ -1,5 +1,6 @@
 """``experiment=adambnn`` (AdamBNN's two steps): the composed preset's stages have the
 intended precision and weight decay, and it trains on digits through the ``bnn-lab`` code path."""
+
 import json
 from pathlib import Path
 
@@ -19,7 +20,9 @@ def test_two_steps_binary_activations_then_1w1a_without_decay_on_latent_weights(
     assert cfg.optimizer.name == "adam" and cfg.optimizer.lr == 0.001
     stages = plan_stages(cfg)
     assert [(s.name, s.mode, s.init, s.teacher) for s in stages] == [
-        ("binary_act", "binary_act", None, None), ("1w1a", "1w1a", "previous", None)]
+        ("binary_act", "binary_act", None, None),
+        ("1w1a", "1w1a", "previous", None),
+    ]
     decay = {}
     for stage in stages:
         model, _ = build_model(cfg, 1, 10, 8, mode=stage.mode)
@@ -36,8 +39,17 @@ def test_two_steps_binary_activations_then_1w1a_without_decay_on_latent_weights(
 def test_adambnn_on_digits(run_cli, tmp_path):
     """Both steps run (one epoch each, constant lr 0.02); the 1W1A step starts from the first
     step's weights and ends far above chance (0.1)."""
-    proc = run_cli("data=digits", "experiment=adambnn", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-                   "logger=none", "export.packed=false", "scheduler=none", "optimizer.lr=0.02", run_dir=tmp_path / "run")
+    proc = run_cli(
+        "data=digits",
+        "experiment=adambnn",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        "export.packed=false",
+        "scheduler=none",
+        "optimizer.lr=0.02",
+        run_dir=tmp_path / "run",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     first = json.loads((tmp_path / "run/stages/0_binary_act/metrics.json").read_text())
     second = json.loads((tmp_path / "run/stages/1_1w1a/metrics.json").read_text())

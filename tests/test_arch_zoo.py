@@ -1,5 +1,6 @@
 """Every `arch` option x {1W1A, BWN, fp} x {28x28x1, 32x32x3}: builds through the composed
 Hydra config, runs forward and backward, and binarizes exactly the layers its layout says."""
+
 from pathlib import Path
 
 import pytest
@@ -7,36 +8,48 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from bnn_lab.layers import BinaryConv2d, BinaryLinear
 from bnn_lab.build import build_model
+from bnn_lab.layers import BinaryConv2d, BinaryLinear
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 # binary layers by the architecture's layout (first conv, classifier and, where the
 # option says so, 1x1 downsampling convs stay full precision)
 EXPECTED_BINARY = {
-    "resnet20": 18 + 2,          # 9 blocks x 2 convs + 2 shortcut convs (binary: keep_downsample=false)
-    "resnet18": 8 * 2,           # 8 basic blocks x 2 convs; 3 downsample convs FP
+    "resnet20": 18 + 2,  # 9 blocks x 2 convs + 2 shortcut convs (binary: keep_downsample=false)
+    "resnet18": 8 * 2,  # 8 basic blocks x 2 convs; 3 downsample convs FP
     "resnet34": 16 * 2,
-    "bireal18": 8 * 2,           # 16 convs, each with its own shortcut
-    "bnext_tiny": 13 + 8 + 2 * 5,   # ReActNet-A's conv layout; SE gates real
+    "bireal18": 8 * 2,  # 16 convs, each with its own shortcut
+    "bnext_tiny": 13 + 8 + 2 * 5,  # ReActNet-A's conv layout; SE gates real
     "bnext_small": 13 + 8 + 2 * 5,
-    "densenet": 6 + 6 + 6 + 5,   # BinaryDenseNet28's dense layers; transitions FP
+    "densenet": 6 + 6 + 6 + 5,  # BinaryDenseNet28's dense layers; transitions FP
     "densenet28": 23,
     "densenet37": 6 + 8 + 12 + 6,
     "densenet45": 6 + 12 + 14 + 8,
     "reactnet": 13 + 8 + 2 * 5,  # 13 3x3 convs, 1x1 convs: 8 blocks keep width, 5 double it (two 1x1)
-    "vgg_small": 5,              # 6 convs, the first FP
-    "quicknet_small": 16,        # 4 sections x 4 residual blocks; stem and transitions FP
+    "vgg_small": 5,  # 6 convs, the first FP
+    "quicknet_small": 16,  # 4 sections x 4 residual blocks; stem and transitions FP
     "quicknet": 16,
     "quicknet_large": 6 + 8 + 12 + 6,
     "meliusnet22": 2 * (4 + 5 + 4 + 4),  # a dense and an improvement conv per block
-    "bimlp_small": 6 * 5,        # 6 binary units a block (3 branches, projection, 2 FCs), 5 blocks
+    "bimlp_small": 6 * 5,  # 6 binary units a block (3 branches, projection, 2 FCs), 5 blocks
     "bimlp_tiny": 6 * 10,
 }
-DOWNSAMPLE_FP = {"resnet18": 3, "resnet34": 3, "bireal18": 3, "densenet": 3, "densenet28": 3,
-                 "densenet37": 3, "densenet45": 3, "quicknet_small": 3, "quicknet": 3, "quicknet_large": 3,
-                 "meliusnet22": 3, "bimlp_small": 3, "bimlp_tiny": 3}
+DOWNSAMPLE_FP = {
+    "resnet18": 3,
+    "resnet34": 3,
+    "bireal18": 3,
+    "densenet": 3,
+    "densenet28": 3,
+    "densenet37": 3,
+    "densenet45": 3,
+    "quicknet_small": 3,
+    "quicknet": 3,
+    "quicknet_large": 3,
+    "meliusnet22": 3,
+    "bimlp_small": 3,
+    "bimlp_tiny": 3,
+}
 ARCH_KEEP = {"quicknet_small": 2, "quicknet": 2, "quicknet_large": 2, "meliusnet22": 2}  # stem convs after the first
 
 

@@ -2,6 +2,7 @@
 traceback, and nothing that an earlier run saved is overwritten. (Unknown options and keys,
 wrong types, a missing dataset, an unwritable run directory and a teacher of another
 architecture are in test_cli.py and test_distill.py.)"""
+
 from __future__ import annotations
 
 import gzip
@@ -12,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import bnn_lab_cli
 
 FAST = ["data=digits", "logger=none", "export.packed=false", "trainer.enable_progress_bar=false"]
@@ -33,8 +33,11 @@ def one_line_error(proc, *expected: str) -> str:
 
 
 def snapshot(run_dir: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
-    return {str(p.relative_to(run_dir)): p.read_bytes() for p in sorted(run_dir.rglob("*"))
-            if p.is_file() and not str(p.relative_to(run_dir)).startswith(skip)}
+    return {
+        str(p.relative_to(run_dir)): p.read_bytes()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file() and not str(p.relative_to(run_dir)).startswith(skip)
+    }
 
 
 def test_missing_teacher_checkpoint(run_cli, tmp_path):
@@ -58,13 +61,17 @@ def test_truncated_dataset_file(run_cli, tmp_path):
     one_line_error(proc, f"{root}/train-images-idx3-ubyte is truncated or corrupt", "download it again")
 
 
-@pytest.mark.parametrize("lr,message", [
-    ("1e38", "the training loss became inf at step"),         # caught in the training step
-    ("1e20", "the weights became NaN or infinite by step"),   # caught before a checkpoint is written
-])
+@pytest.mark.parametrize(
+    "lr,message",
+    [
+        ("1e38", "the training loss became inf at step"),  # caught in the training step
+        ("1e20", "the weights became NaN or infinite by step"),  # caught before a checkpoint is written
+    ],
+)
 def test_non_finite_training_names_the_step_and_keeps_the_last_good_checkpoint(run_cli, lr, message):
-    proc = run_cli(*FAST, "trainer.max_epochs=1", f"optimizer.lr={lr}", "checkpoint.every_n_train_steps=1",
-                   env=ONE_THREAD)
+    proc = run_cli(
+        *FAST, "trainer.max_epochs=1", f"optimizer.lr={lr}", "checkpoint.every_n_train_steps=1", env=ONE_THREAD
+    )
     line = one_line_error(proc, message, "lower optimizer.lr")
     step = int(line.split(" step ")[1].split()[0])
     last = proc.run_dir / "checkpoints" / "last.ckpt"
@@ -76,12 +83,30 @@ def test_non_finite_training_names_the_step_and_keeps_the_last_good_checkpoint(r
 
 def test_wandb_online_without_login_falls_back_to_offline_and_trains(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env.update(HOME=str(tmp_path / "home"), NETRC=str(tmp_path / "home" / ".netrc"), WANDB_SILENT="true",
-               PYTHONUNBUFFERED="1", **ONE_THREAD)
+    env.update(
+        HOME=str(tmp_path / "home"),
+        NETRC=str(tmp_path / "home" / ".netrc"),
+        WANDB_SILENT="true",
+        PYTHONUNBUFFERED="1",
+        **ONE_THREAD,
+    )
     run_dir = tmp_path / "run"
-    proc = subprocess.run(bnn_lab_cli() + ["data=digits", "trainer=debug", "export.packed=false", "logger=wandb",
-                                           "logger.mode=online", f"hydra.run.dir={run_dir}"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run(
+        bnn_lab_cli()
+        + [
+            "data=digits",
+            "trainer=debug",
+            "export.packed=false",
+            "logger=wandb",
+            "logger.mode=online",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "W&B: no API key" in proc.stdout + proc.stderr and "logging offline instead" in proc.stdout + proc.stderr
     assert list((run_dir / "wandb").glob("offline-run-*")) and (run_dir / "metrics.json").is_file()

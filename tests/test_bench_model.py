@@ -1,12 +1,32 @@
 """``bnn-lab-bench model``: packed vs float end to end, with the per-module breakdown."""
+
 import json
 
 import pytest
 
 from bnn_lab.bench.cli import main
 
-SMALL = ["model", "--arch", "resnet20", "--size", "8", "--chans", "1", "--classes", "10", "--batch", "4",
-         "--repeats", "2", "--rounds", "1", "--warmup", "1", "--backend", "torch"]
+SMALL = [
+    "model",
+    "--arch",
+    "resnet20",
+    "--size",
+    "8",
+    "--chans",
+    "1",
+    "--classes",
+    "10",
+    "--batch",
+    "4",
+    "--repeats",
+    "2",
+    "--rounds",
+    "1",
+    "--warmup",
+    "1",
+    "--backend",
+    "torch",
+]
 
 
 def test_model_bench_times_both_networks_and_breaks_them_down(capsys):

@@ -1,12 +1,30 @@
 """`bnn-lab-bench train` measures both models in one process and reports their ratio."""
+
 import json
 
 from bnn_lab.bench.cli import main
 
 
 def test_train_bench_json(capsys):
-    assert main(["train", "--arch", "resnet20", "--estimator", "fda", "--batch", "8", "--size", "8",
-                 "--steps", "3", "--json"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--arch",
+                "resnet20",
+                "--estimator",
+                "fda",
+                "--batch",
+                "8",
+                "--size",
+                "8",
+                "--steps",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["estimator"] == "fda" and res["input"] == [1, 8, 8]
     assert res["binary_step_ms"] > 0 and res["fp_step_ms"] > 0
@@ -17,8 +35,28 @@ def test_train_bench_json(capsys):
 
 
 def test_train_bench_bf16_channels_last(capsys):
-    assert main(["train", "--arch", "resnet20", "--estimator", "ste", "--batch", "4", "--size", "8",
-                 "--steps", "2", "--precision", "bf16", "--channels-last", "--json"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--arch",
+                "resnet20",
+                "--estimator",
+                "ste",
+                "--batch",
+                "4",
+                "--size",
+                "8",
+                "--steps",
+                "2",
+                "--precision",
+                "bf16",
+                "--channels-last",
+                "--json",
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res["precision"] == "bf16" and res["channels_last"] is True and res["compile"] is False
     assert res["binary_step_ms"] > 0 and res["fp_step_ms"] > 0

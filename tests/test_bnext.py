@@ -1,5 +1,6 @@
 """BNext: the ELM-attention unit against its formula, the layout's sizes against the authors'
 released model definition, small and ImageNet inputs, and a 1W1A epoch on the digits that packs."""
+
 import json
 
 import pytest
@@ -32,8 +33,9 @@ def _randomize(unit: BNextUnit) -> None:
 
 def _bn(x, bn):
     shape = (1, -1, 1, 1)
-    return ((x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps)
-            * bn.weight.view(shape) + bn.bias.view(shape))
+    return (x - bn.running_mean.view(shape)) / torch.sqrt(bn.running_var.view(shape) + bn.eps) * bn.weight.view(
+        shape
+    ) + bn.bias.view(shape)
 
 
 def _prelu(x, a):
@@ -48,7 +50,9 @@ def test_unit_follows_the_elm_attention_formula(scale, stride):
     unit = BNextUnit(16, 3, stride, scale).eval()
     _randomize(unit)
     x = torch.randn(2, 16, 6, 6)
-    y = _prelu(_bn(F.conv2d(x + unit.shift.bias, unit.conv.weight, stride=stride, padding=1), unit.bn1), unit.act.weight)
+    y = _prelu(
+        _bn(F.conv2d(x + unit.shift.bias, unit.conv.weight, stride=stride, padding=1), unit.bn1), unit.act.weight
+    )
     r = _prelu(x, unit.shortcut_act.weight) if scale else x
     xs = F.avg_pool2d(x, 2) if stride == 2 else x
     r = F.avg_pool2d(r, 2) if stride == 2 else r
@@ -76,8 +80,12 @@ def test_binary_conv_sees_the_sign_of_the_shifted_input():
     assert isinstance(unit.conv, BinaryConv2d) and unit.conv.binary_inputs
     x = torch.randn(2, unit.conv.in_channels, 5, 5)
     u = x + unit.shift.bias
-    expected = F.conv2d(torch.where(u >= 0, 1.0, -1.0), torch.where(unit.conv.weight >= 0, 1.0, -1.0),
-                        stride=unit.conv.stride, padding=1)
+    expected = F.conv2d(
+        torch.where(u >= 0, 1.0, -1.0),
+        torch.where(unit.conv.weight >= 0, 1.0, -1.0),
+        stride=unit.conv.stride,
+        padding=1,
+    )
     torch.testing.assert_close(unit.conv(unit.shift(x)), expected)
 
 
@@ -109,8 +117,15 @@ def test_width_scales_every_stage():
 def test_one_epoch_1w1a_on_digits_from_the_cli_packs_exactly(run_cli):
     """A quarter-width BNext-Tiny (8 -> 256 channels): one 1W1A epoch beats chance (0.1; it
     reached 0.38), and the packed model, every binary layer packed, scores what the float one does."""
-    proc = run_cli("arch=bnext_tiny", "+arch.kwargs.width=0.25", "data=digits", "trainer.max_epochs=1",
-                   "trainer.enable_progress_bar=false", "logger=csv", timeout=1500)
+    proc = run_cli(
+        "arch=bnext_tiny",
+        "+arch.kwargs.width=0.25",
+        "data=digits",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        timeout=1500,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((proc.run_dir / "metrics.json").read_text())
     assert m["arch"] == "bnext_tiny" and m["epochs"] == 1

@@ -2,6 +2,7 @@
 on the real parameters untouched by it, and one epoch on digits through the ``bnn-lab``
 code path (learning that comes from the flips: the same run with flips disabled stays at
 chance)."""
+
 import copy
 import json
 
@@ -35,10 +36,15 @@ def numpy_bop(w0, grads, gamma, tau):
 
 def test_flips_exactly_where_the_rule_says():
     w0 = np.array([0.3, -0.2, 0.0, -0.5, 0.1, -0.7], dtype=np.float32)
-    grads = np.array([[0.5, -0.1, 0.05, 0.3, -0.4, -0.25],
-                      [0.5, -0.4, 0.30, 0.3, -0.4, -0.25],
-                      [-0.6, 0.2, 0.30, -0.9, 0.1, 0.50],
-                      [-0.6, 0.2, -0.8, -0.9, 0.1, 0.50]], dtype=np.float32)
+    grads = np.array(
+        [
+            [0.5, -0.1, 0.05, 0.3, -0.4, -0.25],
+            [0.5, -0.4, 0.30, 0.3, -0.4, -0.25],
+            [-0.6, 0.2, 0.30, -0.9, 0.1, 0.50],
+            [-0.6, 0.2, -0.8, -0.9, 0.1, 0.50],
+        ],
+        dtype=np.float32,
+    )
     gamma, tau = 0.5, 0.2
     expected, flipped = numpy_bop(w0, grads.astype(np.float64), gamma, tau)
     # by hand: step 1 m = g / 2, only |m_0| = 0.25 > 0.2 (m_4 = -0.2 is not above it); step 4
@@ -78,7 +84,9 @@ def test_real_parameters_follow_adam_and_latent_ones_the_flip_rule():
     model = binary_resnet20()
     marked = {n for n, p in model.named_parameters() if getattr(p, "_bnn_latent", False)}
     gamma, tau = 0.1, 1e-3
-    opt = build_optimizer(model, {"name": "adam", "lr": 0.01, "latent": {"name": "bop", "gamma": gamma, "threshold": tau}})
+    opt = build_optimizer(
+        model, {"name": "adam", "lr": 0.01, "latent": {"name": "bop", "gamma": gamma, "threshold": tau}}
+    )
     assert isinstance(opt, GroupedOptimizer) and type(opt.parts[1]) is Bop
     assert all(p.abs().eq(1).all() for n, p in model.named_parameters() if n in marked)
     twin = copy.deepcopy(model)
@@ -111,8 +119,14 @@ def test_bop_one_epoch_on_digits_learns_from_its_flips(run_cli, tmp_path):
     """``optimizer=bop`` (Adam on the real parameters, Bop's defaults gamma 1e-4, tau 1e-8 on
     the binary weights): one epoch on digits is far above chance (0.67 when written); with
     flips disabled (tau = 1e9) the real parameters alone leave it at chance (0.09)."""
-    common = ["data=digits", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "logger=none",
-              "export.packed=false", "optimizer=bop"]
+    common = [
+        "data=digits",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        "export.packed=false",
+        "optimizer=bop",
+    ]
     proc = run_cli(*common, run_dir=tmp_path / "bop")
     assert proc.returncode == 0, proc.stderr[-3000:]
     frozen = run_cli(*common, "optimizer.latent.threshold=1e9", run_dir=tmp_path / "no_flips")

@@ -1,5 +1,6 @@
 """Checkpoint files: written atomically, never with NaN weights, and at the right moments
 (every N optimizer steps, every epoch end, the best one by val/acc)."""
+
 from __future__ import annotations
 
 import io
@@ -46,8 +47,9 @@ def test_the_file_is_flushed_to_disk_before_it_replaces_the_old_one(tmp_path, mo
     calls = []
     real_fsync, real_replace = os.fsync, os.replace
     monkeypatch.setattr(atomic.os, "fsync", lambda fd: (calls.append("fsync"), real_fsync(fd))[1])
-    monkeypatch.setattr(atomic.os, "replace",
-                        lambda a, b: (calls.append(f"replace {os.path.basename(b)}"), real_replace(a, b))[1])
+    monkeypatch.setattr(
+        atomic.os, "replace", lambda a, b: (calls.append(f"replace {os.path.basename(b)}"), real_replace(a, b))[1]
+    )
     AtomicCheckpointIO().save_checkpoint(good_checkpoint(), tmp_path / "last.ckpt")
     assert calls[:2] == ["fsync", "replace last.ckpt"]  # then the directory entry, where the OS allows it
     assert torch.equal(torch.load(tmp_path / "last.ckpt")["state_dict"]["w"], torch.ones(3))
@@ -108,9 +110,16 @@ def fit(tmp_path, monkeypatch, every_n: int | None, accumulate: int = 1):
     g = torch.Generator().manual_seed(0)
     data = TensorDataset(torch.randn(40, 4, generator=g), torch.randint(0, 2, (40,), generator=g))
     ckpt_dir = tmp_path / "checkpoints"
-    trainer = pl.Trainer(max_epochs=2, accumulate_grad_batches=accumulate, logger=False, enable_progress_bar=False,
-                         enable_model_summary=False, plugins=[AtomicCheckpointIO()], default_root_dir=tmp_path,
-                         callbacks=[best_checkpoint(ckpt_dir), LastCheckpoint(ckpt_dir, every_n)])
+    trainer = pl.Trainer(
+        max_epochs=2,
+        accumulate_grad_batches=accumulate,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],
+        default_root_dir=tmp_path,
+        callbacks=[best_checkpoint(ckpt_dir), LastCheckpoint(ckpt_dir, every_n)],
+    )
     trainer.fit(Tiny(), DataLoader(data, batch_size=4), DataLoader(data, batch_size=20))
     return writes, ckpt_dir
 

@@ -1,4 +1,5 @@
 """End-to-end runs of the ``bnn-lab`` command on real (tiny) data."""
+
 import json
 
 import pytest
@@ -75,8 +76,13 @@ def test_missing_dataset_is_a_clean_error(run_cli, tmp_path):
 
 
 def test_debug_env_shows_traceback(run_cli, tmp_path):
-    proc = run_cli("data=cifar10", f"data.root={tmp_path}/none", "data.download=false", "logger=none",
-                   env={"BNN_LAB_DEBUG": "1", "HYDRA_FULL_ERROR": "1"})
+    proc = run_cli(
+        "data=cifar10",
+        f"data.root={tmp_path}/none",
+        "data.download=false",
+        "logger=none",
+        env={"BNN_LAB_DEBUG": "1", "HYDRA_FULL_ERROR": "1"},
+    )
     assert proc.returncode != 0 and "Traceback" in proc.stderr
 
 
@@ -85,8 +91,15 @@ def test_every_estimator_trains_one_epoch_on_digits(run_cli, tmp_path):
 
     names = estimators.names()
     sweep = tmp_path / "sweep"
-    proc = run_cli("-m", f"estimator={','.join(names)}", *FAST, "logger=csv", f"hydra.sweep.dir={sweep}",
-                   "binarize.policy.activation=rprelu", timeout=900)
+    proc = run_cli(
+        "-m",
+        f"estimator={','.join(names)}",
+        *FAST,
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+        "binarize.policy.activation=rprelu",
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = sorted(sweep.glob("*/metrics.json"))
     assert len(runs) == len(names)
@@ -96,13 +109,16 @@ def test_every_estimator_trains_one_epoch_on_digits(run_cli, tmp_path):
         assert m["epochs"] == 1 and 0.0 <= m["test/acc"] <= 1.0, name
 
 
-@pytest.mark.parametrize("args,expected", [
-    (["trainer.max_epochs=abc"], "trainer.max_epochs expects an integer"),
-    (["optimizer.lr=fast"], "optimizer.lr expects a number"),
-    (["foo=1"], "Could not override 'foo'"),
-    (["arch=timm"], "arch.name must be set"),
-    (["-m", "estimator=ste,fda", "data.batch_size=1.5"], "data.batch_size expects an integer"),
-])
+@pytest.mark.parametrize(
+    "args,expected",
+    [
+        (["trainer.max_epochs=abc"], "trainer.max_epochs expects an integer"),
+        (["optimizer.lr=fast"], "optimizer.lr expects a number"),
+        (["foo=1"], "Could not override 'foo'"),
+        (["arch=timm"], "arch.name must be set"),
+        (["-m", "estimator=ste,fda", "data.batch_size=1.5"], "data.batch_size expects an integer"),
+    ],
+)
 def test_bad_values_fail_in_one_line(run_cli, args, expected):
     proc = run_cli(*args, "data=digits", "logger=none")
     assert proc.returncode == 2

@@ -9,15 +9,15 @@ module takes about a minute; deselect with ``-m "not compile"``).
 - ``fused=True`` estimators (one compiled loop for the backward) against their eager backward,
   FDA's noise path included.
 """
+
 import copy
 
 import pytest
 import torch
 import torch._dynamo.testing
 import torch.nn.functional as F
-from torch import nn
-
 from binary_nets import set_progress, small_binary_net
+from torch import nn
 
 from bnn_lab import estimators
 

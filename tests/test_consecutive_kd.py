@@ -1,5 +1,6 @@
 """``consecutive_kd``: per-sample teacher weights against a numpy computation, the assistant
 schedule, and a digits run taught by two small teachers trained first."""
+
 import json
 
 import numpy as np
@@ -7,8 +8,7 @@ import pytest
 import torch
 
 from bnn_lab.errors import ConfigError
-from bnn_lab.losses import LossInputs, build_term
-from bnn_lab.losses import networks
+from bnn_lab.losses import LossInputs, build_term, networks
 from bnn_lab.losses.consecutive_kd import consecutive_kd_loss, soft_cross_entropies, teacher_weights
 
 
@@ -82,8 +82,14 @@ def test_digits_student_taught_by_two_teachers_trained_first(run_cli, tmp_path):
         proc = run_cli(f"arch={arch}", "precision=fp", *common, run_dir=tmp_path / arch)
         assert proc.returncode == 0, proc.stderr[-3000:]
         teachers.append(str(tmp_path / arch))
-    proc = run_cli("loss=[consecutive_kd]", f"loss.consecutive_kd.teachers=[{','.join(teachers)}]",
-                   "data=digits", "trainer.max_epochs=2", "trainer.enable_progress_bar=false", "logger=csv")
+    proc = run_cli(
+        "loss=[consecutive_kd]",
+        f"loss.consecutive_kd.teachers=[{','.join(teachers)}]",
+        "data=digits",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((proc.run_dir / "metrics.json").read_text())
     assert m["test/acc"] > 0.2  # chance: 0.1 (it reached 0.33)

@@ -1,5 +1,6 @@
 """The csv log of a resumed run keeps the stopped run's rows up to the checkpoint's step
 (Lightning's writer alone deletes the file when it starts)."""
+
 from __future__ import annotations
 
 import csv
@@ -26,13 +27,16 @@ def read(path: Path) -> list[dict[str, str]]:
 def stopped_run(run_dir: Path) -> None:
     """Summary at step 0, losses every 20 steps to 59, a validation at step 41; killed after
     the checkpoint of step 45."""
-    write(run_dir / "csv" / "metrics.csv", [
-        {"step": 0, "summary/params": 272186.0},
-        {"epoch": 0, "step": 19, "train/loss_step": 1.5},
-        {"epoch": 0, "step": 39, "train/loss_step": 1.25},
-        {"epoch": 0, "step": 40, "val/acc": 0.5},
-        {"epoch": 1, "step": 59, "train/loss_step": 0.75},
-    ])
+    write(
+        run_dir / "csv" / "metrics.csv",
+        [
+            {"step": 0, "summary/params": 272186.0},
+            {"epoch": 0, "step": 19, "train/loss_step": 1.5},
+            {"epoch": 0, "step": 39, "train/loss_step": 1.25},
+            {"epoch": 0, "step": 40, "val/acc": 0.5},
+            {"epoch": 1, "step": 59, "train/loss_step": 0.75},
+        ],
+    )
 
 
 KEPT = [  # the stopped run's rows up to the checkpoint of step 45
@@ -68,6 +72,6 @@ def test_a_resumed_run_stopped_before_its_first_save_keeps_the_rows(tmp_path):
     """The writer starts while the checkpoint loads; a SIGTERM there must not cost the log."""
     stopped_run(tmp_path)
     logger = build_logger({"name": "csv"}, tmp_path, "run", resuming=True, resume_step=45)
-    logger.experiment  # the writer starts; no save follows
+    _ = logger.experiment  # the writer starts; no save follows
     assert read(tmp_path / "csv" / "metrics.csv") == KEPT
     assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["metrics.csv"]

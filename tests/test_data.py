@@ -1,4 +1,5 @@
 """Data modules yield the right shapes; missing or corrupt files fail with a clear message."""
+
 import gzip
 
 import pytest
@@ -67,8 +68,9 @@ def test_corrupt_idx_file_is_reported(tmp_path, monkeypatch):
 
 
 def test_synthetic_shapes_follow_config():
-    dm = build_datamodule("synthetic", in_chans=2, num_classes=7, img_size=12, n_train=64, n_test=16,
-                          batch_size=8, val_size=0.25)
+    dm = build_datamodule(
+        "synthetic", in_chans=2, num_classes=7, img_size=12, n_train=64, n_test=16, batch_size=8, val_size=0.25
+    )
     x, y = first_batch(dm)
     assert x.shape == (8, 2, 12, 12) and int(y.max()) < 7
     assert dm.input_shape == (2, 12, 12)

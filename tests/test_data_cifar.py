@@ -1,6 +1,7 @@
 """CIFAR-10/100 through torchvision, read from ``data.root``: generated files in the CIFAR
 layout (pickled batches of 3072-byte rows, channel-major) load with the right pixels, channel
 order, labels and splits."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,15 @@ from bnn_lab.data import build_datamodule
 from bnn_lab.errors import UserError
 
 LAYOUT = {  # option: (torchvision class, folder, training files, test file, meta file, label key, classes)
-    "cifar10": (tvd.CIFAR10, "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
-                "batches.meta", "labels", 10),
+    "cifar10": (
+        tvd.CIFAR10,
+        "cifar-10-batches-py",
+        [f"data_batch_{i}" for i in range(1, 6)],
+        "test_batch",
+        "batches.meta",
+        "labels",
+        10,
+    ),
     "cifar100": (tvd.CIFAR100, "cifar-100-python", ["train"], "test", "meta", "fine_labels", 100),
 }
 

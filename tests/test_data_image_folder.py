@@ -1,5 +1,6 @@
 """data=image_folder on small PNG trees: what it infers, which images land in which split, the
 cached statistics, the augmentation, and streamed batches that repeat after a restart."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from image_trees import write_tree
 from PIL import Image
 
 from bnn_lab.data import build_datamodule
 from bnn_lab.data.stats_cache import cache_dir
 from bnn_lab.errors import UserError
-from image_trees import write_tree
 
 
 @pytest.fixture(autouse=True)

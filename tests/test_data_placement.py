@@ -1,6 +1,7 @@
 """In-memory splits go to the trainer's device once (``data.on_device``) and come back to the
 CPU at teardown. A stand-in trainer whose root device is ``meta`` plays the GPU: tensors move
 there without any memory or CUDA."""
+
 from types import SimpleNamespace
 
 import pytest
@@ -11,8 +12,16 @@ from bnn_lab.errors import ConfigError
 
 
 def datamodule(device: str | None, on_device="auto", num_workers=0):
-    dm = build_datamodule("synthetic", n_train=64, n_test=16, batch_size=8, val_size=0.25, img_size=8,
-                          on_device=on_device, num_workers=num_workers)
+    dm = build_datamodule(
+        "synthetic",
+        n_train=64,
+        n_test=16,
+        batch_size=8,
+        val_size=0.25,
+        img_size=8,
+        on_device=on_device,
+        num_workers=num_workers,
+    )
     if device is not None:
         dm.trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device(device)))
     return dm

@@ -3,6 +3,7 @@
 Lightning's DDP launcher starts the other ranks by re-executing ``sys.argv`` (the bnn-lab
 command line, with Hydra's run directory pinned), so the run goes through the CLI in a
 subprocess: inside pytest it would re-run pytest."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,14 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-BUDGET = ["data=digits", "trainer.max_epochs=1", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-          "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false"]
+BUDGET = [
+    "data=digits",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def test_ddp_preset():
@@ -27,10 +34,21 @@ def test_ddp_two_cpu_processes(tmp_path):
     run_dir = tmp_path / "run"
     exe = Path(sys.executable).parent / "bnn-lab"
     cmd = [str(exe)] if exe.is_file() else [sys.executable, "-m", "bnn_lab.cli.train"]
-    cmd += ["trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", *BUDGET, "logger=wandb",
-            f"hydra.run.dir={run_dir}"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true",
-           "OMP_NUM_THREADS": "1"}
+    cmd += [
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        *BUDGET,
+        "logger=wandb",
+        f"hydra.run.dir={run_dir}",
+    ]
+    env = {
+        **os.environ,
+        "PYTHONUNBUFFERED": "1",
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "OMP_NUM_THREADS": "1",
+    }
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]

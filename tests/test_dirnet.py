@@ -2,6 +2,7 @@
 weights, scale and gradient, packed evaluation equal to float evaluation with the scale folded,
 every estimator taking it; RBD (``loss=[rbd]``) against numpy and gradcheck; each trains one
 epoch on the digits through the ``bnn-lab`` code path."""
+
 from __future__ import annotations
 
 import json
@@ -82,7 +83,9 @@ def test_imb_gradient_is_the_standardization_jacobian_times_the_scale():
 
 
 def test_unknown_weight_norm_lists_the_valid_ones():
-    with pytest.raises(ConfigError, match="unknown binarize.weight_norm 'libra'; valid weight normalizations: imb, none"):
+    with pytest.raises(
+        ConfigError, match="unknown binarize.weight_norm 'libra'; valid weight normalizations: imb, none"
+    ):
         build_weight_norm("libra", nn.Conv2d(2, 2, 1))
 
 
@@ -90,10 +93,19 @@ def imb_net(scale: str) -> nn.Module:
     """Full-precision stem, two binary convs (spiky weights: factors of 1/4 and 1), BN,
     full-precision classifier; BN statistics from a few training batches."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 12, 3, padding=1), nn.BatchNorm2d(12), nn.Hardtanh(),
-                        nn.Conv2d(12, 12, 3, padding=1, bias=False), nn.BatchNorm2d(12), nn.Hardtanh(),
-                        nn.Conv2d(12, 12, 3, padding=1, bias=True), nn.BatchNorm2d(12), nn.Hardtanh(),
-                        nn.Flatten(), nn.Linear(12 * 8 * 8, 10))
+    net = nn.Sequential(
+        nn.Conv2d(3, 12, 3, padding=1),
+        nn.BatchNorm2d(12),
+        nn.Hardtanh(),
+        nn.Conv2d(12, 12, 3, padding=1, bias=False),
+        nn.BatchNorm2d(12),
+        nn.Hardtanh(),
+        nn.Conv2d(12, 12, 3, padding=1, bias=True),
+        nn.BatchNorm2d(12),
+        nn.Hardtanh(),
+        nn.Flatten(),
+        nn.Linear(12 * 8 * 8, 10),
+    )
     with torch.no_grad():
         net[3].weight.copy_(spiky_weight(12, 12, seed=1))
         net[6].weight.copy_(spiky_weight(12, 12, seed=2))
@@ -124,8 +136,14 @@ def test_imb_works_with_every_estimator(name):
     """Forward and backward with the normalization in front of each estimator; where the
     estimator outputs +-1 the binary weight is sign(w_hat) times the factor."""
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(4, 8, 3, bias=False), nn.BatchNorm2d(8), nn.Hardtanh(),
-                        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.Flatten(), nn.Linear(8 * 6 * 6, 10))
+    net = nn.Sequential(
+        nn.Conv2d(4, 8, 3, bias=False),
+        nn.BatchNorm2d(8),
+        nn.Hardtanh(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False),
+        nn.Flatten(),
+        nn.Linear(8 * 6 * 6, 10),
+    )
     binarize(net, name, {"keep_first": False, "keep_last": True}, weight_norm="imb")
     net(torch.randn(4, 4, 8, 8)).sum().backward()
     for i in (0, 3):
@@ -178,8 +196,14 @@ def test_rbd_gradcheck_and_teacher_gets_no_gradient():
 
 
 # -- through the command line -----------------------------------------------------------------
-TINY = ["data=digits", "trainer.max_epochs=1", "logger=none", "trainer.enable_progress_bar=false", "optimizer.lr=0.01",
-        "scheduler=none"]
+TINY = [
+    "data=digits",
+    "trainer.max_epochs=1",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "optimizer.lr=0.01",
+    "scheduler=none",
+]
 
 
 def test_imb_trains_one_epoch_on_digits_and_packs_exactly(run_cli):
@@ -194,8 +218,14 @@ def test_imb_trains_one_epoch_on_digits_and_packs_exactly(run_cli):
 
 
 def test_rbd_trains_one_epoch_on_digits_with_a_teacher(run_cli, tmp_path):
-    proc = run_cli(*TINY, "distill=kd", "distill.kd=0", f"distill.teacher.cache={tmp_path / 'teachers'}", "loss=[rbd]",
-                   "logger=csv")
+    proc = run_cli(
+        *TINY,
+        "distill=kd",
+        "distill.kd=0",
+        f"distill.teacher.cache={tmp_path / 'teachers'}",
+        "loss=[rbd]",
+        "logger=csv",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((proc.run_dir / "metrics.json").read_text())
     assert metrics["test/acc"] > 0.3

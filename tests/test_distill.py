@@ -1,5 +1,6 @@
 """Distillation: losses against hand computations, the teacher's isolation, hook hygiene,
 and the progressive multi-stage recipe (weights handed from stage to stage, resume)."""
+
 import csv
 import json
 import math
@@ -21,8 +22,8 @@ CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
 def test_attention_loss_by_hand():
     # one sample, 2 channels, 1x2 positions
-    s = torch.tensor([[[[1.0, 2.0]], [[0.0, 2.0]]]])   # sum_c A^2 = [1, 8]
-    t = torch.tensor([[[[3.0, 0.0]], [[4.0, 0.0]]]])   # sum_c A^2 = [25, 0]
+    s = torch.tensor([[[[1.0, 2.0]], [[0.0, 2.0]]]])  # sum_c A^2 = [1, 8]
+    t = torch.tensor([[[[3.0, 0.0]], [[4.0, 0.0]]]])  # sum_c A^2 = [25, 0]
     qs = [1 / math.sqrt(65), 8 / math.sqrt(65)]
     qt = [1.0, 0.0]
     expected = ((qs[0] - qt[0]) ** 2 + (qs[1] - qt[1]) ** 2) / 2
@@ -49,8 +50,7 @@ def test_real2bin_defaults_follow_the_published_recipe():
 def test_teacher_gets_no_gradient_and_is_not_saved():
     torch.manual_seed(0)
     student, teacher = create("resnet20", 1, 10, 8), create("resnet20", 1, 10, 8)
-    module = ClassificationModule(student, 10, {"name": "adam"}, {"name": "none"},
-                                  build_distiller("real2bin"), teacher)
+    module = ClassificationModule(student, 10, {"name": "adam"}, {"name": "none"}, build_distiller("real2bin"), teacher)
     module.log = lambda *a, **k: None
     module.on_fit_start()
     loss = module.training_step((torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])), 0)
@@ -75,13 +75,19 @@ def test_hooks_are_removed_after_use():
 
 def _cfg(*overrides):
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        return compose(config_name="config", overrides=["data=digits", "logger=none",
-                                                        "trainer.enable_progress_bar=false", *overrides])
+        return compose(
+            config_name="config",
+            overrides=["data=digits", "logger=none", "trainer.enable_progress_bar=false", *overrides],
+        )
 
 
 # mechanics only: one short epoch per stage
-RECIPE_1_EPOCH = ["experiment=real2bin", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2",
-                  "trainer.limit_test_batches=2"] + [f"stages.{i}.epochs=1" for i in range(4)]
+RECIPE_1_EPOCH = [
+    "experiment=real2bin",
+    "trainer.limit_train_batches=4",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+] + [f"stages.{i}.epochs=1" for i in range(4)]
 
 
 def distillation_hooks(module):
@@ -113,8 +119,12 @@ def test_each_stage_starts_from_the_previous_stage_and_hooks_do_not_leak(tmp_pat
     s0 = torch.load(tmp_path / "run/stages/0_fp/final_weights.pt")
     s1 = torch.load(tmp_path / "run/stages/1_soft/final_weights.pt")
     assert "layer1.0.conv1.scale.fc1.weight" in s1  # gating works inside the recipe
-    assert torch.corrcoef(torch.stack([s0["layer3.2.conv2.weight"].flatten(),
-                                       s1["layer3.2.conv2.weight"].flatten()]))[0, 1] > 0.9
+    assert (
+        torch.corrcoef(torch.stack([s0["layer3.2.conv2.weight"].flatten(), s1["layer3.2.conv2.weight"].flatten()]))[
+            0, 1
+        ]
+        > 0.9
+    )
 
 
 def test_crashed_recipe_resumes_at_the_stage_where_it_stopped(tmp_path, monkeypatch):
@@ -141,8 +151,13 @@ def test_teacher_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
     cfg = _cfg("arch=resnet20")
     ckpt = tmp_path / "t.ckpt"
     other = create("vgg_small", 1, 10, 8)
-    torch.save({"state_dict": {f"model.{k}": v for k, v in other.state_dict().items()},
-                "bnn_lab": {"arch": "vgg_small", "mode": "fp"}}, ckpt)
+    torch.save(
+        {
+            "state_dict": {f"model.{k}": v for k, v in other.state_dict().items()},
+            "bnn_lab": {"arch": "vgg_small", "mode": "fp"},
+        },
+        ckpt,
+    )
     with pytest.raises(UserError, match="is a vgg_small but arch.name is resnet20"):
         load_teacher(str(ckpt), cfg, 1, 10, 8)
     torch.save({"state_dict": {f"model.{k}": v for k, v in other.state_dict().items()}}, ckpt)
@@ -153,17 +168,36 @@ def test_teacher_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
 
 
 def test_kd_with_teacher_from_checkpoint_through_the_cli(run_cli, tmp_path):
-    teacher = run_cli("fp=true", "data=digits", "trainer.max_epochs=1", "logger=none",
-                      "trainer.enable_progress_bar=false", run_dir=tmp_path / "teacher")
+    teacher = run_cli(
+        "fp=true",
+        "data=digits",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        run_dir=tmp_path / "teacher",
+    )
     assert teacher.returncode == 0, teacher.stderr[-2000:]
     ckpt = tmp_path / "teacher" / "checkpoints" / "last.ckpt"
-    student = run_cli("distill=kd", f"distill.teacher.ckpt={ckpt}", "data=digits", "trainer.max_epochs=1",
-                      "logger=none", "trainer.enable_progress_bar=false", run_dir=tmp_path / "student")
+    student = run_cli(
+        "distill=kd",
+        f"distill.teacher.ckpt={ckpt}",
+        "data=digits",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        run_dir=tmp_path / "student",
+    )
     assert student.returncode == 0, student.stderr[-2000:]
     metrics = json.loads((tmp_path / "student" / "metrics.json").read_text())
     assert metrics["distill"] == "kd" and metrics["mode"] == "1w1a"
-    wrong = run_cli("distill=kd", f"distill.teacher.ckpt={ckpt}", "arch=vgg_small", "data=digits",
-                    "logger=none", run_dir=tmp_path / "wrong")
+    wrong = run_cli(
+        "distill=kd",
+        f"distill.teacher.ckpt={ckpt}",
+        "arch=vgg_small",
+        "data=digits",
+        "logger=none",
+        run_dir=tmp_path / "wrong",
+    )
     assert wrong.returncode == 2 and "resnet20 but arch.name is vgg_small" in wrong.stderr
 
 
@@ -171,12 +205,23 @@ def test_teacher_trained_in_the_run_ignores_the_students_loss_terms(run_cli, tmp
     """With ``distill.teacher.cache=false`` the teacher is the run's first stage; it trains on
     plain cross-entropy (as a cached teacher does), so student terms that need a teacher (rbd)
     do not stop it, and only the student logs them."""
-    proc = run_cli("data=digits", "distill=kd", "distill.teacher.cache=false", "loss=[rbd]",
-                   "trainer.max_epochs=1", "trainer.limit_train_batches=3", "trainer.limit_val_batches=1",
-                   "trainer.limit_test_batches=1", "export.packed=false", "logger=csv",
-                   "trainer.enable_progress_bar=false")
+    proc = run_cli(
+        "data=digits",
+        "distill=kd",
+        "distill.teacher.cache=false",
+        "loss=[rbd]",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=3",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "export.packed=false",
+        "logger=csv",
+        "trainer.enable_progress_bar=false",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    logged = {stage: csv.DictReader((proc.run_dir / "stages" / stage / "csv" / "metrics.csv").open()).fieldnames
-              for stage in ("0_teacher", "1_student")}
+    logged = {
+        stage: csv.DictReader((proc.run_dir / "stages" / stage / "csv" / "metrics.csv").open()).fieldnames
+        for stage in ("0_teacher", "1_student")
+    }
     assert not any(k.startswith("train/rbd") for k in logged["0_teacher"])
     assert any(k.startswith("train/rbd") for k in logged["1_student"])

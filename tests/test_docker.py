@@ -1,6 +1,7 @@
 """docker/Dockerfile and .dockerignore, checked without a Docker engine: the Dockerfile
 parses (dockerfile-parse), installs through the Makefile target the README uses, ends in the
 ``bnn-lab`` console script, and the build context keeps the host's virtualenv and outputs out."""
+
 from __future__ import annotations
 
 import importlib
@@ -15,8 +16,26 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "docker" / "Dockerfile"
-INSTRUCTIONS = {"FROM", "RUN", "CMD", "LABEL", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT", "VOLUME", "USER",
-                "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL", "COMMENT"}
+INSTRUCTIONS = {
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
+    "COMMENT",
+}
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +100,9 @@ def test_image_installs_the_way_the_readme_does(dockerfile):
     runs = " && ".join(_steps(dockerfile, "RUN"))
     assert re.search(r"(^|&& ?)make venv\b", runs), "the image installs through `make venv`"
     # what `make venv` runs: a virtualenv, then pip install -e '.[dev]' (dry run of the real Makefile)
-    dry = subprocess.run(["make", "-n", "-C", str(REPO), "venv", "VENV=/nonexistent/venv"], capture_output=True,
-                         text=True, timeout=60)
+    dry = subprocess.run(
+        ["make", "-n", "-C", str(REPO), "venv", "VENV=/nonexistent/venv"], capture_output=True, text=True, timeout=60
+    )
     assert dry.returncode == 0, dry.stderr
     assert "-m pip install --quiet -e '.[dev]'" in dry.stdout
     # the venv the Makefile fills is the one on PATH in the image
@@ -112,19 +132,37 @@ def test_copy_sources_exist_and_reach_the_build(dockerfile):
             assert not ignored(src, patterns), f"{src} is copied but .dockerignore leaves it out"
 
 
-@pytest.mark.parametrize("path,out", [
-    (".venv/bin/python", True), (".git/HEAD", True), ("outputs/2025-01-01/x/metrics.json", True),
-    ("multirun/a/b", True), ("wandb/offline-run-x", True), ("bnn_lab/__pycache__/x.pyc", True),
-    ("bnn_lab/training/run.py", False), ("bnn_lab/data/__init__.py", False), ("conf/config.yaml", False),
-    ("pyproject.toml", False), ("Makefile", False), ("README.md", False), ("sweeps/lr_bayes.yaml", False),
-    ("docker/Dockerfile", False),
-])
+@pytest.mark.parametrize(
+    "path,out",
+    [
+        (".venv/bin/python", True),
+        (".git/HEAD", True),
+        ("outputs/2025-01-01/x/metrics.json", True),
+        ("multirun/a/b", True),
+        ("wandb/offline-run-x", True),
+        ("bnn_lab/__pycache__/x.pyc", True),
+        ("bnn_lab/training/run.py", False),
+        ("bnn_lab/data/__init__.py", False),
+        ("conf/config.yaml", False),
+        ("pyproject.toml", False),
+        ("Makefile", False),
+        ("README.md", False),
+        ("sweeps/lr_bayes.yaml", False),
+        ("docker/Dockerfile", False),
+    ],
+)
 def test_dockerignore(path, out):
     assert ignored(path, _dockerignore()) is out
 
 
 def test_docker_readme_covers_gpu_multi_gpu_and_apptainer():
     text = (REPO / "docker" / "README.md").read_text()
-    for needle in ("docker build -f docker/Dockerfile -t bnn-lab .", "--gpus", "trainer=ddp", "apptainer build",
-                   "--nv", "docker-daemon://bnn-lab"):
+    for needle in (
+        "docker build -f docker/Dockerfile -t bnn-lab .",
+        "--gpus",
+        "trainer=ddp",
+        "apptainer build",
+        "--nv",
+        "docker-daemon://bnn-lab",
+    ):
         assert needle in text, needle

@@ -1,5 +1,6 @@
 """The one line per epoch: its time, from the epoch's start, or from the resume when a run
 continues in the middle of an epoch (Lightning then calls no epoch-start hook)."""
+
 from __future__ import annotations
 
 import logging
@@ -13,8 +14,14 @@ from bnn_lab.training.epoch_log import EpochLog
 
 
 def trainer(step: int, epoch: int) -> SimpleNamespace:
-    return SimpleNamespace(global_step=step, current_epoch=epoch, max_epochs=3, sanity_checking=False,
-                           is_global_zero=True, callback_metrics={"val/acc": torch.tensor(0.875)})
+    return SimpleNamespace(
+        global_step=step,
+        current_epoch=epoch,
+        max_epochs=3,
+        sanity_checking=False,
+        is_global_zero=True,
+        callback_metrics={"val/acc": torch.tensor(0.875)},
+    )
 
 
 @pytest.fixture
@@ -44,5 +51,7 @@ def test_an_epoch_continued_mid_way_is_timed_from_the_resume_and_says_so(clock, 
         cb.on_train_epoch_start(t, None)  # the next epoch is whole again
         clock[0] += 5
         cb.on_train_epoch_end(trainer(step=900, epoch=2), None)
-    assert caplog.messages == ["epoch 2/3: val/acc 0.8750 (15m 12s since resuming at step 600)",
-                               "epoch 3/3: val/acc 0.8750 (5s)"]
+    assert caplog.messages == [
+        "epoch 2/3: val/acc 0.8750 (15m 12s since resuming at step 600)",
+        "epoch 3/3: val/acc 0.8750 (5s)",
+    ]

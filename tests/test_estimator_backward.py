@@ -14,6 +14,7 @@
 - FDA's cheaper noise-adaptation arithmetic against e(x) written out with numpy;
 - the schedules' Python constants after a checkpoint is loaded.
 """
+
 import math
 
 import numpy as np
@@ -116,8 +117,9 @@ def test_fda_polynomial_refused_where_it_would_lose_accuracy(omega, m):
     assert est.coefficients(torch.device("cpu")) is None
     x, dy = torch.randn(500), torch.randn(500)
     bound = inclusive_bound(1.0, torch.float32)
-    assert torch.equal(fourier_polynomial_vjp(dy, x, omega, float(m), bound, None),
-                       fourier_vjp(dy, x, omega, float(m), bound))
+    assert torch.equal(
+        fourier_polynomial_vjp(dy, x, omega, float(m), bound, None), fourier_vjp(dy, x, omega, float(m), bound)
+    )
 
 
 def test_fda_polynomial_follows_the_term_schedule():
@@ -246,12 +248,19 @@ def test_fda_noise_arithmetic_equals_its_formula():
         torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
 
 
-@pytest.mark.parametrize("name,check", [
-    ("ede", lambda est, p: est.t == pytest.approx(0.1 * 100 ** p)),
-    ("dte", lambda est, p: est.tk() == pytest.approx((10.0 ** ((p - 0.5) / 0.5), 1.0))),
-    ("fda", lambda est, p: est.terms == 9 + math.floor(9 * p)
-     and est.alpha == pytest.approx(0.05 * (1 + math.cos(math.pi * p)))),
-])
+@pytest.mark.parametrize(
+    "name,check",
+    [
+        ("ede", lambda est, p: est.t == pytest.approx(0.1 * 100**p)),
+        ("dte", lambda est, p: est.tk() == pytest.approx((10.0 ** ((p - 0.5) / 0.5), 1.0))),
+        (
+            "fda",
+            lambda est, p: (
+                est.terms == 9 + math.floor(9 * p) and est.alpha == pytest.approx(0.05 * (1 + math.cos(math.pi * p)))
+            ),
+        ),
+    ],
+)
 def test_schedule_constants_follow_a_loaded_checkpoint(name, check):
     source = estimators.build(name)
     source.set_progress(0.8)
@@ -272,8 +281,10 @@ def test_fused_backward_falls_back_without_a_compiler(caplog):
 
     vjp = FusedLoop(scaled_sine_vjp)
     x, dy = torch.randn(300, 300), torch.randn(300, 300)
-    with inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",)}), \
-            caplog.at_level("WARNING", logger="bnn_lab.estimators.fusion"):
+    with (
+        inductor_config.patch({"cpp.cxx": ("/nonexistent/c++",)}),
+        caplog.at_level("WARNING", logger="bnn_lab.estimators.fusion"),
+    ):
         out = vjp(dy, x, 0.3)
         again = vjp(dy, x, 0.3)
     assert vjp.failed

@@ -1,5 +1,6 @@
 """Estimators: forward is the exact sign, backward the formula of docs/methods.md section 1,
 recomputed here with numpy (not the package's code path)."""
+
 import math
 
 import numpy as np
@@ -91,8 +92,8 @@ def test_fda_noise_only_in_training_and_its_parameters_train():
 
 def test_fda_noise_parameters_reach_the_optimizer():
     from bnn_lab.models import create
-    from bnn_lab.surgery import binarize
     from bnn_lab.optim import build_optimizer
+    from bnn_lab.surgery import binarize
 
     model = create("resnet20", 1, 10, 28)
     binarize(model, {"name": "fda"}, {"activation": "hardtanh"})
@@ -104,6 +105,7 @@ def test_fda_noise_parameters_reach_the_optimizer():
 
 
 # ---- the rest of the zoo, each against its formula written out with numpy ----
+
 
 def test_approx_gradient():
     _, g = forward_backward(estimators.build("approx"), POINTS)
@@ -247,8 +249,8 @@ def test_progress_callback_drives_schedules():
 @pytest.mark.parametrize("name", ["fda", "mlp", "rsign", "adabin"])
 def test_learned_estimator_parameters_are_in_the_optimizer(name):
     from bnn_lab.models import create
-    from bnn_lab.surgery import binarize
     from bnn_lab.optim import build_optimizer
+    from bnn_lab.surgery import binarize
 
     model = create("resnet20", 1, 10, 8)
     binarize(model, {"name": name}, {"activation": "rprelu"})

@@ -1,9 +1,10 @@
 """Validation and test run in float32 under mixed-precision training, so that the float model
 and the bit-packed one (exact integer sums) compute the same function."""
+
 import torch
+from binary_nets import small_binary_net
 
 from bnn_lab.training.module import ClassificationModule
-from binary_nets import small_binary_net
 
 
 def _net():

@@ -1,5 +1,6 @@
 """Packed export: same predictions as the float model, 1 bit per weight on disk,
 safetensors round trip, clear errors for bad files."""
+
 import json
 from pathlib import Path
 
@@ -23,13 +24,16 @@ def trained_like(arch, estimator="ste", scale="none", activation="hardtanh", siz
     return model.eval()
 
 
-@pytest.mark.parametrize("arch,estimator,scale,activation", [
-    ("resnet20", "ste", "none", "hardtanh"),
-    ("resnet20", "rsign", "learned", "rprelu"),
-    ("resnet20", "fda", "xnor", "hardtanh"),
-    ("resnet20", "ste", "gating", "hardtanh"),
-    ("binary_densenet28", "ste", "none", "identity"),
-])
+@pytest.mark.parametrize(
+    "arch,estimator,scale,activation",
+    [
+        ("resnet20", "ste", "none", "hardtanh"),
+        ("resnet20", "rsign", "learned", "rprelu"),
+        ("resnet20", "fda", "xnor", "hardtanh"),
+        ("resnet20", "ste", "gating", "hardtanh"),
+        ("binary_densenet28", "ste", "none", "identity"),
+    ],
+)
 def test_packed_model_gives_the_float_logits_and_predictions(arch, estimator, scale, activation):
     model = trained_like(arch, estimator, scale, activation)
     packed, report = pack_model(model, backend="torch")
@@ -71,12 +75,21 @@ def test_file_round_trip_size_and_errors(tmp_path):
     packed, report = pack_model(model)
     conf = Path(__file__).resolve().parents[1] / "conf"
     cfg = OmegaConf.load(conf / "config.yaml")
-    cfg = OmegaConf.merge(cfg, {"arch": OmegaConf.load(conf / "arch/resnet20.yaml"),
-                                "estimator": OmegaConf.load(conf / "estimator/ste.yaml")})
+    cfg = OmegaConf.merge(
+        cfg,
+        {"arch": OmegaConf.load(conf / "arch/resnet20.yaml"), "estimator": OmegaConf.load(conf / "estimator/ste.yaml")},
+    )
     cfg.binarize.policy.keep_downsample = False
     cfg.binarize.policy.activation = "hardtanh"
-    meta = {"arch": "resnet20", "estimator": "ste", "mode": "1w1a", "in_chans": 1, "num_classes": 10,
-            "img_size": 16, "config": OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "defaults"})}
+    meta = {
+        "arch": "resnet20",
+        "estimator": "ste",
+        "mode": "1w1a",
+        "in_chans": 1,
+        "num_classes": 10,
+        "img_size": 16,
+        "config": OmegaConf.to_yaml({k: v for k, v in cfg.items() if k != "defaults"}),
+    }
     path = save_packed(packed, tmp_path / "m.safetensors", meta)
     # binary layers at 1 bit per weight (padded to 32-bit words per output channel)
     binary_float_bytes = sum(4 * dict(model.named_modules())[n].weight.numel() for n in report.packed)
@@ -121,8 +134,12 @@ def test_training_run_exports_and_bnn_lab_eval_agrees(run_cli, tmp_path):
 
     exe = Path(sys.executable).parent / "bnn-lab-eval"
     onnx_file = tmp_path / "export" / "model.onnx"
-    out = subprocess.run([str(exe), f"path={proc.run_dir}", "--onnx", str(onnx_file), "--json"], capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [str(exe), f"path={proc.run_dir}", "--onnx", str(onnx_file), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout)
     assert result["packed/test_acc"] == pytest.approx(metrics["packed/test_acc"], abs=1e-9)

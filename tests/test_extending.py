@@ -2,6 +2,7 @@
 each registered from inside this test, train one step through the code path of the
 ``bnn-lab`` command (its command-line checks, then ``training.run.train``); and the import
 graph keeps the layering that docs/extending.md documents."""
+
 from __future__ import annotations
 
 import ast
@@ -104,18 +105,36 @@ def registered():
         register_model(dummy_net)
     calls.clear()
     yield
-    for registry, name in ((ESTIMATORS, "dummy_est"), (SCALES, "dummy_scale"), (TERMS, "dummy_term"),
-                           (OPTIMIZERS, "dummy_opt")):
+    for registry, name in (
+        (ESTIMATORS, "dummy_est"),
+        (SCALES, "dummy_scale"),
+        (TERMS, "dummy_term"),
+        (OPTIMIZERS, "dummy_opt"),
+    ):
         registry.unregister(name)
 
 
 def test_a_dummy_of_each_kind_trains_one_step_through_the_cli_path(registered, tmp_path):
-    args = ["data=digits", "arch=vgg_small", "arch.name=dummy_net", "estimator=identity", "estimator.name=dummy_est",
-            "binarize.scale={name:dummy_scale,factor:0.5}", "+loss.dummy_term.weight=0.25",
-            "optimizer.name=dummy_opt", "optimizer.lr=0.05", "scheduler=none",
-            "logger=csv", "trainer.max_epochs=1", "trainer.limit_train_batches=1", "trainer.limit_val_batches=1",
-            "trainer.limit_test_batches=1", "trainer.enable_progress_bar=false", "export.packed=false",
-            f"hydra.run.dir={tmp_path / 'run'}"]
+    args = [
+        "data=digits",
+        "arch=vgg_small",
+        "arch.name=dummy_net",
+        "estimator=identity",
+        "estimator.name=dummy_est",
+        "binarize.scale={name:dummy_scale,factor:0.5}",
+        "+loss.dummy_term.weight=0.25",
+        "optimizer.name=dummy_opt",
+        "optimizer.lr=0.05",
+        "scheduler=none",
+        "logger=csv",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "trainer.limit_val_batches=1",
+        "trainer.limit_test_batches=1",
+        "trainer.enable_progress_bar=false",
+        "export.packed=false",
+        f"hydra.run.dir={tmp_path / 'run'}",
+    ]
     check_group_choices(args, CONF_DIR)  # what `bnn-lab` checks before Hydra starts
     check_composition(args, CONF_DIR)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -135,7 +154,9 @@ def test_unknown_loss_term_and_option_name_the_valid_ones(tmp_path):
     from bnn_lab.errors import ConfigError
     from bnn_lab.losses import build_terms
 
-    with pytest.raises(ConfigError, match="unknown loss term 'lipschitz'; valid loss terms: attention, consecutive_kd, kd, lcr, rbd"):
+    with pytest.raises(
+        ConfigError, match="unknown loss term 'lipschitz'; valid loss terms: attention, consecutive_kd, kd, lcr, rbd"
+    ):
         build_terms({"lipschitz": 1.0})
     with pytest.raises(ConfigError, match="loss term 'kd' takes no option 'temp'; its options: weight, temperature"):
         build_terms({"kd": {"weight": 1.0, "temp": 2.0}})
@@ -159,7 +180,9 @@ def imports_of(path: Path, package: tuple[str, ...]) -> set[str]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                target = list(package[: len(package) - node.level + 1]) + (node.module.split(".") if node.module else [])
+                target = list(package[: len(package) - node.level + 1]) + (
+                    node.module.split(".") if node.module else []
+                )
                 targets = [target] if node.module else [target + [a.name] for a in node.names]
             else:
                 targets = [node.module.split(".")]
@@ -185,7 +208,9 @@ def test_no_package_imports_from_a_layer_above_its_own():
             if own not in ranks or target not in ranks:
                 unplaced |= {n for n in (own, target) if n not in ranks}
             elif ranks[target] >= ranks[own]:
-                upward.append(f"{path.relative_to(root.parent)} imports {target} (layer {ranks[target]} >= {ranks[own]})")
+                upward.append(
+                    f"{path.relative_to(root.parent)} imports {target} (layer {ranks[target]} >= {ranks[own]})"
+                )
     assert not unplaced, f"place these in the layering table of docs/extending.md: {sorted(unplaced)}"
     assert not upward, upward
     assert ranks["build"] < min(ranks[p] for p in ("training", "export", "bench", "cli"))

@@ -2,6 +2,7 @@
 (three for BiMLP-small), above chance, and the packed model scores exactly the float one.
 BiMLP's depthwise token mixers have no packed kernel (grouped convolutions): the export keeps
 them in float."""
+
 import json
 
 import pytest
@@ -12,7 +13,7 @@ PACKED = {
     "quicknet": (16, 0),
     "quicknet_large": (32, 0),
     "meliusnet22": (34, 0),
-    "bimlp_small": (30 - 2 * 5, 2 * 5),   # two depthwise mixers a block
+    "bimlp_small": (30 - 2 * 5, 2 * 5),  # two depthwise mixers a block
     "bimlp_tiny": (60 - 2 * 10, 2 * 10),
 }
 
@@ -28,8 +29,15 @@ EPOCHS = {"bimlp_small": 3}
 @pytest.mark.parametrize("arch", sorted(PACKED))
 def test_digits_training_trains_and_packs(run_cli, arch):
     few = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=1"] if arch in FEW_STEPS else []
-    proc = run_cli("data=digits", f"arch={arch}", f"trainer.max_epochs={EPOCHS.get(arch, 1)}", "logger=none",
-                   "trainer.enable_progress_bar=false", *few, timeout=1200)
+    proc = run_cli(
+        "data=digits",
+        f"arch={arch}",
+        f"trainer.max_epochs={EPOCHS.get(arch, 1)}",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        *few,
+        timeout=1200,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((proc.run_dir / "metrics.json").read_text())
     if not few:

@@ -1,6 +1,7 @@
 """What a first ``make run`` prints, read as a new user reads it: bnn-lab's own summary and
 results, no library warnings, no Lightning summary table, no progress bars in output that is
 not a terminal; and a data mistake ends the run in one line before W&B says anything."""
+
 from __future__ import annotations
 
 import re
@@ -10,8 +11,12 @@ import pytest
 from bnn_lab.data.fashion_mnist import DEBIAN_DIR
 
 # the default configuration, `make run` with nothing given, on a shorter budget
-SHORT = ["trainer.max_epochs=1", "trainer.limit_train_batches=21", "trainer.limit_val_batches=2",
-         "trainer.limit_test_batches=2"]
+SHORT = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=21",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+]
 LIGHTNING_SUMMARY = ("Total FLOPs", "Trainable params", "┏", "┃ Name")
 PROGRESS_BARS = ("\r", "━", "it/s]", "%|")
 
@@ -20,9 +25,14 @@ def third_party_warnings(output: str) -> list[str]:
     """Lines with a Python warning category (UserWarning, FutureWarning...), a warning in
     Lightning's format (``<file>.py:<line>: <message>``), a deprecation, or a library's
     WARNING; bnn-lab's own logged warnings are findings of the run and stay."""
-    return [line for line in output.splitlines()
-            if "Warning" in line or re.search(r"\.py:\d+: ", line) or "deprecat" in line.lower()
-            or ("WARNING" in line and "[bnn_lab." not in line)]
+    return [
+        line
+        for line in output.splitlines()
+        if "Warning" in line
+        or re.search(r"\.py:\d+: ", line)
+        or "deprecat" in line.lower()
+        or ("WARNING" in line and "[bnn_lab." not in line)
+    ]
 
 
 @pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="needs Debian's dataset-fashion-mnist (.ci/run installs it)")
@@ -41,12 +51,15 @@ def test_the_default_run_reads_clean(run_cli):
     assert list((proc.run_dir / "wandb").glob("offline-run-*"))
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["data=cifar10", "data.root={tmp}/nothing", "data.download=false"], "CIFAR10 not found in {tmp}/nothing"),
-    (["data=image_folder", "data.root={tmp}/nothing"], "data.root={tmp}/nothing does not exist"),
-    (["data=image_folder"], "data.root must be set"),
-    (["data=imagenet", "data.root={tmp}"], "has no train/ folder"),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["data=cifar10", "data.root={tmp}/nothing", "data.download=false"], "CIFAR10 not found in {tmp}/nothing"),
+        (["data=image_folder", "data.root={tmp}/nothing"], "data.root={tmp}/nothing does not exist"),
+        (["data=image_folder"], "data.root must be set"),
+        (["data=imagenet", "data.root={tmp}"], "has no train/ folder"),
+    ],
+)
 def test_a_data_mistake_is_one_line_before_anything_is_set_up(run_cli, tmp_path, args, expected):
     proc = run_cli(*[a.format(tmp=tmp_path) for a in args])  # the default logger: W&B
     assert proc.returncode == 2, proc.stderr[-3000:]

@@ -1,11 +1,17 @@
 """The float rewrites of the inference graph: a BatchNorm folded into the float convolution before
 it, residual additions and clamping activations in place only where nothing else reads the tensor."""
+
 import torch
 import torch.fx as fx
 from torch import nn
 
-from bnn_lab.export.float_rewrites import (add_into, drop_identities, fold_float_batchnorms, inplace_float_ops,
-                                           pool_before_activation)
+from bnn_lab.export.float_rewrites import (
+    add_into,
+    drop_identities,
+    fold_float_batchnorms,
+    inplace_float_ops,
+    pool_before_activation,
+)
 
 
 class _Net(nn.Module):

@@ -3,6 +3,7 @@ count of minor page faults in each of seven training steps of a binary ResNet-20
 after five warm-up steps): with glibc's own thresholds most steps fault several of its
 activations in again, after keep_freed_memory() most steps fault in (almost) nothing.
 Each case runs in a fresh interpreter: the thresholds are process-wide and cannot be undone."""
+
 import json
 import platform
 import statistics

@@ -1,6 +1,7 @@
 """``bnn-lab data=image_folder data.root=<folder>`` end to end, with nothing else about the
 data given: PNG trees in grey and in colour train, the network gets the folder's classes and
 channels, and a run killed with SIGKILL in the middle of an epoch resumes bit-identical."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,6 @@ from pathlib import Path
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
-
 from image_trees import write_tree
 from test_first_run import third_party_warnings
 from test_resume import assert_same_run, bnn_lab, kill_mid_epoch
@@ -40,8 +40,11 @@ def test_the_run_is_named_after_the_folder(trees):
     import bnn_lab.config_resolvers  # noqa: F401
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose(config_name="config", return_hydra_config=True,
-                      overrides=["data=image_folder", f"data.root={trees / 'grey_digits'}/"])
+        cfg = compose(
+            config_name="config",
+            return_hydra_config=True,
+            overrides=["data=image_folder", f"data.root={trees / 'grey_digits'}/"],
+        )
         imagenet = compose(config_name="config", overrides=["data=imagenet", "data.root=/data/ilsvrc"])
     assert cfg.data.name == "grey_digits" and cfg.data.module == "image_folder"
     assert str(cfg.hydra.run.dir).endswith("_resnet20_ste_grey_digits")
@@ -49,12 +52,16 @@ def test_the_run_is_named_after_the_folder(trees):
     assert list(imagenet.data.mean) == [0.485, 0.456, 0.406]
 
 
-@pytest.mark.parametrize("tree, chans, classes, test_source", [
-    ("grey_digits", 1, 6, "48 test (test/)"),
-    ("colour_digits", 3, 3, "the validation images"),
-])
-def test_a_folder_trains_with_inferred_classes_and_channels(run_cli, trees, tmp_path, tree, chans, classes,
-                                                            test_source):
+@pytest.mark.parametrize(
+    "tree, chans, classes, test_source",
+    [
+        ("grey_digits", 1, 6, "48 test (test/)"),
+        ("colour_digits", 3, 3, "the validation images"),
+    ],
+)
+def test_a_folder_trains_with_inferred_classes_and_channels(
+    run_cli, trees, tmp_path, tree, chans, classes, test_source
+):
     packed = tree == "grey_digits"  # this one also ends with the packed model, evaluated again below
     args = [a for a in FAST if not (packed and a.startswith("export.packed"))]
     env = {"BNN_LAB_CACHE": str(tmp_path)}
@@ -74,16 +81,27 @@ def test_a_folder_trains_with_inferred_classes_and_channels(run_cli, trees, tmp_
     assert metrics["global_steps"] == ((classes * (40 if tree == "grey_digits" else 27) + 15) // 16)
     if packed:  # bnn-lab-eval finds the folder again from the run's own configuration
         evaluate = shutil.which("bnn-lab-eval", path=str(Path(sys.executable).parent))
-        out = subprocess.run([evaluate, f"path={proc.run_dir}", "--json"], capture_output=True, text=True,
-                             timeout=600, env={**os.environ, **env})
+        out = subprocess.run(
+            [evaluate, f"path={proc.run_dir}", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, **env},
+        )
         assert out.returncode == 0, out.stderr[-3000:]
         result = json.loads(out.stdout.strip().splitlines()[-1])
         assert result["data"] == tree and result["packed/test_acc"] == metrics["packed/test_acc"]
 
 
 STEPS = 10  # 240 training images in batches of 24
-RUN = ["data=image_folder", "logger=csv", "export.packed=false", "trainer.max_epochs=3", "data.batch_size=24",
-       "checkpoint.every_n_train_steps=2"]
+RUN = [
+    "data=image_folder",
+    "logger=csv",
+    "export.packed=false",
+    "trainer.max_epochs=3",
+    "data.batch_size=24",
+    "checkpoint.every_n_train_steps=2",
+]
 
 
 @pytest.mark.parametrize("mode", ["in_memory", pytest.param("streamed", marks=pytest.mark.slow)])

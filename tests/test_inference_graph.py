@@ -1,5 +1,6 @@
 """The inference graph: packed convolutions hand packed bits to the next one (integer
 thresholds in place of epilogue, BatchNorm, activation and sign) and the logits do not change."""
+
 import copy
 
 import pytest
@@ -24,8 +25,10 @@ def _with_statistics(model, shape):
     return model.eval()
 
 
-@pytest.mark.parametrize("estimator,scale,activation", [("ste", "none", "hardtanh"), ("rsign", "learned", "rprelu"),
-                                                        ("ste", "xnor", "relu"), ("ste", "learned", "prelu")])
+@pytest.mark.parametrize(
+    "estimator,scale,activation",
+    [("ste", "none", "hardtanh"), ("rsign", "learned", "rprelu"), ("ste", "xnor", "relu"), ("ste", "learned", "prelu")],
+)
 def test_resnet18_blocks_hand_bits_and_keep_the_packed_logits(estimator, scale, activation):
     torch.manual_seed(0)
     model = create("resnet18", 3, 10, 32)
@@ -41,9 +44,11 @@ def test_resnet18_blocks_hand_bits_and_keep_the_packed_logits(estimator, scale, 
     float_bits, handed = {}, {}
     plain_modules, graph_modules = dict(packed.named_modules()), dict(graph.named_modules())
     for _, nxt in report.bit_links:
+
         def keep_float(m, args, name=nxt):
             u = args[0] if m.threshold is None else args[0] - m.threshold.view(1, -1, 1, 1)
             float_bits[name] = pack_conv2d_input(u).bits
+
         plain_modules[nxt].register_forward_pre_hook(keep_float)
         graph_modules[nxt].register_forward_pre_hook(lambda m, args, name=nxt: handed.__setitem__(name, args[0]))
     with torch.no_grad():
@@ -51,8 +56,8 @@ def test_resnet18_blocks_hand_bits_and_keep_the_packed_logits(estimator, scale, 
     for name, bits in float_bits.items():
         assert isinstance(handed[name], PackedConv2dInput)
         inside = handed[name].unpadded()
-        assert torch.equal(inside[..., :bits.shape[-1]], bits), name
-        assert not inside[..., bits.shape[-1]:].any()  # the padding words stay zero
+        assert torch.equal(inside[..., : bits.shape[-1]], bits), name
+        assert not inside[..., bits.shape[-1] :].any()  # the padding words stay zero
         # written inside the next convolution's zero border (3x3, padding 1): the border is all zero bits
         assert handed[name].pads == (1, 1, 1, 1)
         assert handed[name].shape == (16, handed[name].channels, *inside.shape[1:3])
@@ -71,7 +76,7 @@ def test_resnet18_blocks_hand_bits_and_keep_the_packed_logits(estimator, scale, 
     # each block's output also packed for the next block's conv1 (not past an RPReLU/PReLU in between)
     assert folded_report.residual_bits == (7 if activation in ("hardtanh", "relu") else 0)
     assert ("act2" in folded.code) == (activation not in ("hardtanh", "relu"))
-    assert "downsample, \"1\")" not in folded.code
+    assert 'downsample, "1")' not in folded.code
     with torch.no_grad():
         out = folded(x)
     assert torch.equal(out.argmax(1), ref.argmax(1))
@@ -93,8 +98,9 @@ def test_gating_scales_and_per_conv_shortcuts_keep_the_float_path():
 class _TwoConvs(nn.Module):
     def __init__(self, prelu_slope: float, threshold: float) -> None:
         super().__init__()
-        self.conv1 = BinaryConv2d.from_float(nn.Conv2d(4, 8, 3, padding=1, bias=False), build_estimator("ste"),
-                                             build_estimator("ste"))
+        self.conv1 = BinaryConv2d.from_float(
+            nn.Conv2d(4, 8, 3, padding=1, bias=False), build_estimator("ste"), build_estimator("ste")
+        )
         self.bn = nn.BatchNorm2d(8)
         self.act = nn.PReLU(8, init=prelu_slope)
         rsign = build_estimator("rsign", channels=8, role="input")
@@ -172,6 +178,6 @@ def test_the_stem_pooling_runs_in_one_pass_and_hands_its_bits_to_the_first_block
     assert stream.min() >= -1 and stream.max() <= 1 and (stream.abs() == 1).any()  # clamped by the fused Hardtanh
     want = pack_conv2d_input(stream).bits
     inside = bits.unpadded()
-    assert torch.equal(inside[..., :want.shape[-1]], want) and not inside[..., want.shape[-1]:].any()
+    assert torch.equal(inside[..., : want.shape[-1]], want) and not inside[..., want.shape[-1] :].any()
     assert torch.equal(out.argmax(1), ref.argmax(1))
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)

@@ -7,6 +7,7 @@ quicknet_large 23 342 248 / 5.40 MB, meliusnet22 6 944 584 / 3.88 MiB. Keras cou
 running statistics as parameters and reports MiB; bnn_lab.summary counts trainable
 tensors only (1 bit per binary weight, 32 bits otherwise), which stays within 5 %.
 """
+
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,11 @@ PUBLISHED = {
 
 def default_policy(name: str) -> dict:
     arch = OmegaConf.load(ARCH / f"{name}.yaml")
-    return {"keep_downsample": arch.keep_downsample, "keep": list(arch.get("keep") or []),
-            "activation": arch.binary_activation}
+    return {
+        "keep_downsample": arch.keep_downsample,
+        "keep": list(arch.get("keep") or []),
+        "activation": arch.binary_activation,
+    }
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))

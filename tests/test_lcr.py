@@ -1,6 +1,7 @@
 """LCR (``loss=[lcr]``): retention matrices and their spectral norms against numpy's SVD and
 eigvalsh, the pair weights of the loss by hand, gradcheck of the power-iteration spectral
 norm, and one epoch on the digits with a full-precision teacher through the ``bnn-lab`` path."""
+
 from __future__ import annotations
 
 import csv
@@ -20,9 +21,11 @@ def features(seed: int, n: int = 3, c: int = 4, hw: int = 8) -> list[torch.Tenso
     ReLU blocks."""
     g = torch.Generator().manual_seed(seed)
     h = hw // 2
-    return [torch.randn(n, c, hw, hw, generator=g, dtype=torch.float64) + 0.5,
-            torch.randn(n, c + 2, h, h, generator=g, dtype=torch.float64) + 0.3,
-            torch.randn(n, c + 1, h, h, generator=g, dtype=torch.float64)]
+    return [
+        torch.randn(n, c, hw, hw, generator=g, dtype=torch.float64) + 0.5,
+        torch.randn(n, c + 2, h, h, generator=g, dtype=torch.float64) + 0.3,
+        torch.randn(n, c + 1, h, h, generator=g, dtype=torch.float64),
+    ]
 
 
 def numpy_rm(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -46,9 +49,9 @@ def test_retention_matrix_and_spectral_norm_match_numpy():
         np.testing.assert_allclose(rm.numpy(), expected, rtol=1e-12, atol=1e-12)
         svd = np.linalg.svd(expected, compute_uv=False)[:, 0]
         np.testing.assert_allclose(numpy_sn(expected), svd, rtol=1e-10)
-        np.testing.assert_allclose(spectral_norm(rm, 0).numpy(), svd, rtol=1e-10)       # exact
-        np.testing.assert_allclose(spectral_norm(rm, 500).numpy(), svd, rtol=1e-8)      # converged
-        assert not np.allclose(spectral_norm(rm, 1).numpy(), svd, rtol=1e-8)             # one step is not
+        np.testing.assert_allclose(spectral_norm(rm, 0).numpy(), svd, rtol=1e-10)  # exact
+        np.testing.assert_allclose(spectral_norm(rm, 500).numpy(), svd, rtol=1e-8)  # converged
+        assert not np.allclose(spectral_norm(rm, 1).numpy(), svd, rtol=1e-8)  # one step is not
 
 
 def test_lcr_weights_the_deepest_pair_most():
@@ -85,9 +88,18 @@ def test_lcr_reads_consecutive_blocks_and_refuses_other_shapes():
 
 
 def test_lcr_trains_one_epoch_on_digits_with_a_full_precision_teacher(run_cli, tmp_path):
-    proc = run_cli("data=digits", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "logger=csv",
-                   "optimizer.lr=0.01", "scheduler=none",
-                   "distill=kd", "distill.kd=0", f"distill.teacher.cache={tmp_path / 'teachers'}", "loss=[lcr]")
+    proc = run_cli(
+        "data=digits",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+        "optimizer.lr=0.01",
+        "scheduler=none",
+        "distill=kd",
+        "distill.kd=0",
+        f"distill.teacher.cache={tmp_path / 'teachers'}",
+        "loss=[lcr]",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((proc.run_dir / "metrics.json").read_text())
     assert metrics["test/acc"] > 0.3  # 10 classes: chance is 0.1

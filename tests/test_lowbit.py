@@ -1,16 +1,17 @@
 """The low-bit neighbours of 1W1A: DoReFa k-bit activations and ternary weights, against
 numpy formulas (forward and backward), their bits in the model summary, and the packed
 export keeping them in float."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
+from binary_nets import small_binary_net
 
 from bnn_lab import estimators
 from bnn_lab.export import pack_model
 from bnn_lab.summary import summarize
-from binary_nets import small_binary_net
 
 
 def test_dorefa_inputs_by_formula():
@@ -78,12 +79,17 @@ def test_packed_export_keeps_low_bit_layers_in_float(name):
     torch.testing.assert_close(packed(x), net(x), rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("name, extra", [("ternary", []),
-                                         ("dorefa", ["binarize.policy.activation=identity"])])
+@pytest.mark.parametrize("name, extra", [("ternary", []), ("dorefa", ["binarize.policy.activation=identity"])])
 def test_trains_two_epochs_on_digits_from_the_cli(run_cli, name, extra):
     # two epochs: after one, ternary sat at 0.29 on one CPU and above 0.3 on another
-    proc = run_cli("data=digits", f"estimator={name}", "trainer.max_epochs=2", "logger=none",
-                   "trainer.enable_progress_bar=false", *extra)
+    proc = run_cli(
+        "data=digits",
+        f"estimator={name}",
+        "trainer.max_epochs=2",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+        *extra,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((proc.run_dir / "metrics.json").read_text())
     assert metrics["test/acc"] > 0.3  # 10 classes: chance is 0.1

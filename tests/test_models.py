@@ -1,4 +1,5 @@
 """Architectures come from timm.create_model, with a small stem for small inputs."""
+
 import pytest
 import torch
 from torch import nn
@@ -38,8 +39,14 @@ def test_unknown_model_is_a_user_error_with_suggestions():
 def test_resnet20_parameter_count_by_hand():
     # conv1 3x3x3x16, 9 blocks of two 3x3 convs, two 1x1 shortcuts, BN (2 per channel), fc
     # stage 1: six 16->16 convs; stages 2, 3: one widening conv then five square ones
-    convs = 3 * 9 * 16 + 6 * 9 * 16 * 16 + (9 * 16 * 32 + 5 * 9 * 32 * 32) \
-        + (9 * 32 * 64 + 5 * 9 * 64 * 64) + 16 * 32 + 32 * 64
+    convs = (
+        3 * 9 * 16
+        + 6 * 9 * 16 * 16
+        + (9 * 16 * 32 + 5 * 9 * 32 * 32)
+        + (9 * 32 * 64 + 5 * 9 * 64 * 64)
+        + 16 * 32
+        + 32 * 64
+    )
     bns = 2 * (16 + 6 * 16 + 6 * 32 + 32 + 6 * 64 + 64)
     fc = 64 * 10 + 10
     model = create("resnet20", 3, 10, 32)

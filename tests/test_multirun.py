@@ -1,5 +1,6 @@
 """Hydra multirun: a local grid, an Optuna study (hparams_search=optuna), submitit jobs
 (hydra/launcher=submitit_local, the SLURM preset's sbatch script)."""
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,9 @@ def digits_grid(tmp_path_factory) -> Path:
     if "sweep" not in _GRID:
         root = tmp_path_factory.mktemp("grid")
         sweep = root / "multirun"
-        proc = bnn_lab("-m", "estimator=ste,fda", "arch=resnet20", *TINY, "logger=csv", f"hydra.sweep.dir={sweep}",
-                       cwd=root)
+        proc = bnn_lab(
+            "-m", "estimator=ste,fda", "arch=resnet20", *TINY, "logger=csv", f"hydra.sweep.dir={sweep}", cwd=root
+        )
         assert proc.returncode == 0, proc.stderr[-3000:]
         _GRID["sweep"] = sweep
     return _GRID["sweep"]
@@ -69,8 +71,15 @@ def _hparams_search_arg() -> str:
 
 def test_optuna_study_maximizes_val_acc(tmp_path):
     sweep = tmp_path / "study"
-    proc = bnn_lab("-m", _hparams_search_arg(), "hydra.sweeper.n_trials=2", *TINY, "logger=wandb",
-                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = bnn_lab(
+        "-m",
+        _hparams_search_arg(),
+        "hydra.sweeper.n_trials=2",
+        *TINY,
+        "logger=wandb",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = job_metrics(sweep)
     assert len(jobs) == 2
@@ -95,8 +104,15 @@ def test_optuna_study_maximizes_val_acc(tmp_path):
 
 def test_submitit_local_launcher_runs_each_job_as_a_process(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = bnn_lab("-m", "hydra/launcher=submitit_local", "estimator=ste,fda", *TINY, "logger=csv",
-                   f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    proc = bnn_lab(
+        "-m",
+        "hydra/launcher=submitit_local",
+        "estimator=ste,fda",
+        *TINY,
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = job_metrics(sweep)
     assert {m["estimator"] for m in jobs.values()} == {"ste", "fda"} and len(jobs) == 2
@@ -110,17 +126,18 @@ def test_submitit_local_launcher_runs_each_job_as_a_process(tmp_path):
 def _sbatch_script(tmp_path: Path, overrides: list[str]) -> str:
     """The sbatch script the SLURM launcher submits for a 2-job multirun (no cluster needed:
     the submission is captured instead of calling sbatch)."""
+    import submitit.slurm.slurm as submitit_slurm
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
-    import submitit.slurm.slurm as submitit_slurm
 
     fake_bin = tmp_path / "bin"
     fake_bin.mkdir()
     (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")  # submitit checks that it is on a SLURM host
     (fake_bin / "srun").chmod(0o755)
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                      return_hydra_config=True)
+        cfg = compose(
+            "config", overrides=[*overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}"], return_hydra_config=True
+        )
     launcher = instantiate(cfg.hydra.launcher)
     launcher.setup(hydra_context=None, task_function=lambda c: None, config=cfg)
     captured = {}
@@ -132,21 +149,37 @@ def _sbatch_script(tmp_path: Path, overrides: list[str]) -> str:
         captured["script"] = self._make_submission_file_text(command, "test")
         raise Submitted
 
-    with mock.patch.dict(os.environ, {"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}), \
-            mock.patch.object(submitit_slurm.SlurmExecutor, "_submit_command", submit), \
-            pytest.raises(Submitted):
+    with (
+        mock.patch.dict(os.environ, {"PATH": f"{fake_bin}{os.pathsep}{os.environ['PATH']}"}),
+        mock.patch.object(submitit_slurm.SlurmExecutor, "_submit_command", submit),
+        pytest.raises(Submitted),
+    ):
         launcher.launch([["estimator=ste"], ["estimator=fda"]], initial_job_idx=0)
     return captured["script"]
 
 
 def test_slurm_preset_sbatch_script(tmp_path):
-    script = _sbatch_script(tmp_path, ["hydra/launcher=slurm", "hydra.launcher.partition=gpu-a100",
-                                       "hydra.launcher.gpus_per_node=4", "hydra.launcher.tasks_per_node=4",
-                                       "trainer=ddp", "trainer.devices=4"])
+    script = _sbatch_script(
+        tmp_path,
+        [
+            "hydra/launcher=slurm",
+            "hydra.launcher.partition=gpu-a100",
+            "hydra.launcher.gpus_per_node=4",
+            "hydra.launcher.tasks_per_node=4",
+            "trainer=ddp",
+            "trainer.devices=4",
+        ],
+    )
     lines = set(script.splitlines())
-    for expected in ("#SBATCH --array=0-1%2", "#SBATCH --partition=gpu-a100", "#SBATCH --gpus-per-node=4",
-                     "#SBATCH --ntasks-per-node=4", "#SBATCH --time=720", "#SBATCH --nodes=1",
-                     # requeueing belongs to submitit: USR2 before the time limit (Lightning listens to USR1)
-                     "#SBATCH --signal=USR2@120"):
+    for expected in (
+        "#SBATCH --array=0-1%2",
+        "#SBATCH --partition=gpu-a100",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --time=720",
+        "#SBATCH --nodes=1",
+        # requeueing belongs to submitit: USR2 before the time limit (Lightning listens to USR1)
+        "#SBATCH --signal=USR2@120",
+    ):
         assert expected in lines, f"{expected} missing from\n{script}"
     assert re.search(r"^srun .*-m submitit\.core\._submit ", script, re.M)  # one task per GPU through srun

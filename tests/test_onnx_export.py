@@ -1,24 +1,50 @@
 """ONNX export: a trained digits model in standard operators gives onnxruntime the torch
 model's predictions on the whole test split."""
+
 import onnx
 import pytest
 import torch
+from trained_digits import digits_splits, logits, trained_digits_model
 
 from bnn_lab.errors import UserError
 from bnn_lab.export import export_onnx
 from bnn_lab.export.onnx import runtime_session
-from trained_digits import digits_splits, logits, trained_digits_model
 
-STANDARD = {"Add", "Clip", "Concat", "Constant", "Conv", "Flatten", "Gemm", "GlobalAveragePool", "GreaterOrEqual",
-            "MatMul", "Mul", "Relu", "ReduceMean", "Reshape", "Sigmoid", "Sub", "Where", "Less", "Not",
-            "BatchNormalization", "MaxPool", "AveragePool", "PRelu", "Squeeze", "Unsqueeze", "Shape", "Gather",
-            "Identity"}
+STANDARD = {
+    "Add",
+    "Clip",
+    "Concat",
+    "Constant",
+    "Conv",
+    "Flatten",
+    "Gemm",
+    "GlobalAveragePool",
+    "GreaterOrEqual",
+    "MatMul",
+    "Mul",
+    "Relu",
+    "ReduceMean",
+    "Reshape",
+    "Sigmoid",
+    "Sub",
+    "Where",
+    "Less",
+    "Not",
+    "BatchNormalization",
+    "MaxPool",
+    "AveragePool",
+    "PRelu",
+    "Squeeze",
+    "Unsqueeze",
+    "Shape",
+    "Gather",
+    "Identity",
+}
 
 
 @pytest.mark.slow  # the exactness test's trainings (cached within a session)
 @pytest.mark.parametrize("estimator,scale,activation", [("ste", "gating", "hardtanh"), ("rsign", "learned", "rprelu")])
 def test_onnxruntime_gives_the_torch_predictions_on_the_test_split(tmp_path, estimator, scale, activation):
-
 
     model = trained_digits_model(estimator, scale, activation)
     _, _, x, y = digits_splits()
@@ -29,8 +55,11 @@ def test_onnxruntime_gives_the_torch_predictions_on_the_test_split(tmp_path, est
     ops = {node.op_type for node in graph.node}
     assert ops <= STANDARD and {"Conv", "Where"} <= ops, ops
     # binary convs: weights of +-1 only (the stem and the classifier stay real)
-    signed = [init for init in graph.initializer if init.dims and len(init.dims) == 4
-              and set(onnx.numpy_helper.to_array(init).ravel().tolist()) == {-1.0, 1.0}]
+    signed = [
+        init
+        for init in graph.initializer
+        if init.dims and len(init.dims) == 4 and set(onnx.numpy_helper.to_array(init).ravel().tolist()) == {-1.0, 1.0}
+    ]
     assert len(signed) == 20
     session = runtime_session(path)
     out = torch.from_numpy(session.run(["logits"], {"image": x.numpy()})[0])  # the whole split, one batch

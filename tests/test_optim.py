@@ -1,5 +1,6 @@
 """Optimizer groups, latent-weight clipping, the warm-up + cosine schedule, and one run with
 two optimizers (a Bop-shaped sign-flip optimizer on the latent binary weights)."""
+
 import copy
 import math
 
@@ -71,8 +72,12 @@ def test_grouped_optimizer_steps_each_group_as_its_own_optimizer_would():
     torch.manual_seed(0)
     model = binary_resnet20()
     twin = copy.deepcopy(model)
-    cfg = {"name": "adam", "lr": 0.01, "latent_weight_decay": 0.0,
-           "latent": {"name": "sign_flip", "lr": 0.5, "threshold": 1e-4}}
+    cfg = {
+        "name": "adam",
+        "lr": 0.01,
+        "latent_weight_decay": 0.0,
+        "latent": {"name": "sign_flip", "lr": 0.5, "threshold": 1e-4},
+    }
     opt = build_optimizer(model, cfg)
     assert isinstance(opt, GroupedOptimizer) and [g["name"] for g in opt.param_groups] == ["real", "latent_binary"]
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
@@ -83,8 +88,10 @@ def test_grouped_optimizer_steps_each_group_as_its_own_optimizer_would():
     adam = torch.optim.Adam([{"params": real, "weight_decay": 0.0}], lr=0.01)
     adam.zero_grad()
     F.cross_entropy(twin(x), y).backward()
-    expected = [torch.where(((0.5 * p.grad).abs() > 1e-4) & (torch.sign(p.grad) == torch.sign(p)), -p, p).detach()
-                for p in latent]
+    expected = [
+        torch.where(((0.5 * p.grad).abs() > 1e-4) & (torch.sign(p.grad) == torch.sign(p)), -p, p).detach()
+        for p in latent
+    ]
     adam.step()
     _step(model, opt, x, y)
 

@@ -1,14 +1,20 @@
 """Packed evaluation equals float evaluation on every digits test image, for each output
 scale and for RSign's learned thresholds (models trained on the digits, not random ones)."""
+
 import pytest
 import torch
+from trained_digits import digits_splits, logits, trained_digits_model
 
 from bnn_lab.export import pack_model
 from bnn_lab.export.graph import build_inference_graph
-from trained_digits import digits_splits, logits, trained_digits_model
 
-CASES = [("ste", "none", "hardtanh"), ("ste", "xnor", "hardtanh"), ("ste", "learned", "hardtanh"),
-         ("ste", "gating", "hardtanh"), ("rsign", "learned", "rprelu")]
+CASES = [
+    ("ste", "none", "hardtanh"),
+    ("ste", "xnor", "hardtanh"),
+    ("ste", "learned", "hardtanh"),
+    ("ste", "gating", "hardtanh"),
+    ("rsign", "learned", "rprelu"),
+]
 
 
 @pytest.mark.slow  # five short trainings: about two minutes on two cores

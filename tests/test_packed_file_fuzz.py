@@ -1,6 +1,7 @@
 """Packed-model files damaged in every way a disk, a transfer or a hand edit can damage them:
 each either loads to exactly the predictions of the file as written, or is refused with one
 UserError. Never another exception, never a network that predicts something else."""
+
 from __future__ import annotations
 
 import random
@@ -30,8 +31,15 @@ def written(tmp_path_factory):
     torch.manual_seed(0)
     model, _ = build_model(cfg, 1, 10, 8, mode="1w1a")
     packed, _ = pack_model(model.eval())
-    meta = {"arch": cfg.arch.name, "estimator": cfg.estimator.name, "mode": "1w1a", "in_chans": 1,
-            "num_classes": 10, "img_size": 8, "config": OmegaConf.to_yaml(cfg, resolve=True)}
+    meta = {
+        "arch": cfg.arch.name,
+        "estimator": cfg.estimator.name,
+        "mode": "1w1a",
+        "in_chans": 1,
+        "num_classes": 10,
+        "img_size": 8,
+        "config": OmegaConf.to_yaml(cfg, resolve=True),
+    }
     path = save_packed(packed, tmp_path_factory.mktemp("packed") / "model.packed.safetensors", meta)
     x = torch.randn(32, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -72,8 +80,17 @@ def mutate(kind: int, rng: random.Random, path: Path, out: Path) -> str:
         return f"bytes flipped at {spots}"
     tensors = load_file(str(path))
     if kind == 4:
-        key, value = rng.choice([("num_classes", "11"), ("in_chans", "3"), ("arch", "vgg_small"), ("mode", "fp"),
-                                 ("img_size", "16"), ("num_classes", "0"), ("in_chans", "x")])
+        key, value = rng.choice(
+            [
+                ("num_classes", "11"),
+                ("in_chans", "3"),
+                ("arch", "vgg_small"),
+                ("mode", "fp"),
+                ("img_size", "16"),
+                ("num_classes", "0"),
+                ("in_chans", "x"),
+            ]
+        )
         resigned(path, out, metadata={key: value})
         return f"metadata {key}={value}"
     name = rng.choice(sorted(tensors))
@@ -120,8 +137,10 @@ def test_every_damaged_packed_file_loads_to_the_same_predictions_or_is_refused(w
     assert refused.get(5, 0) == CASES // 6
     # what loads is only what does not change the network: the image size in re-signed metadata
     assert all(what == "metadata img_size=16" for what in loaded), loaded
-    print(f"{CASES} damaged files: {sum(refused.values())} refused, {sum(same.values())} loaded to the same "
-          f"predictions; refused by kind {dict(sorted(refused.items()))}")
+    print(
+        f"{CASES} damaged files: {sum(refused.values())} refused, {sum(same.values())} loaded to the same "
+        f"predictions; refused by kind {dict(sorted(refused.items()))}"
+    )
 
 
 def test_the_file_as_written_loads_to_the_same_predictions(written):

@@ -1,4 +1,5 @@
 """``precision`` is the one key for the precision mode; the old spellings map onto it."""
+
 import pytest
 
 from bnn_lab.build import config_precision, stage_precision
@@ -21,7 +22,9 @@ def test_old_spellings_map_onto_precision():
 def test_contradictions_and_unknown_values_are_clear_errors():
     with pytest.raises(ConfigError, match="fp=true .* contradicts precision=bwn"):
         config_precision(cfg("bwn", fp=True))
-    with pytest.raises(ConfigError, match="unknown precision 'half'; valid precisions: fp, soft, binary_act, bwn, 1w1a"):
+    with pytest.raises(
+        ConfigError, match="unknown precision 'half'; valid precisions: fp, soft, binary_act, bwn, 1w1a"
+    ):
         config_precision(cfg("half"))
     with pytest.raises(ConfigError, match="stage 2 sets mode=soft and precision=fp"):
         stage_precision(2, {"mode": "soft", "precision": "fp"})

@@ -7,12 +7,12 @@ so the second layer's estimators receive bfloat16 / channels_last activations. T
 holds bfloat16 values, so under autocast the difference to float32 comes from bfloat16
 rounding inside the step, not from a different input.
 """
+
+import binary_nets
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-import binary_nets
 
 from bnn_lab import estimators
 from bnn_lab.layers import BinaryMixin
@@ -28,16 +28,26 @@ def small_binary_net(name: str) -> nn.Module:
 
 def estimator_modules(net: nn.Module) -> list[nn.Module]:
     """Every binary layer's input and weight estimators (sign estimators and the low-bit ones)."""
-    return [e for m in net.modules() if isinstance(m, BinaryMixin)
-            for e in (m.input_estimator, m.weight_estimator) if isinstance(e, nn.Module)]
+    return [
+        e
+        for m in net.modules()
+        if isinstance(m, BinaryMixin)
+        for e in (m.input_estimator, m.weight_estimator)
+        if isinstance(e, nn.Module)
+    ]
 
 
 def train_step(net: nn.Module, x: torch.Tensor, bf16: bool = False):
     """Gradients of one step, and what the estimators received (dtype, channels_last)."""
     seen = []
-    hooks = [m.register_forward_pre_hook(lambda m, args: seen.append(
-        (args[0].dtype, args[0].dim() == 4 and args[0].is_contiguous(memory_format=torch.channels_last))))
-        for m in estimator_modules(net)]
+    hooks = [
+        m.register_forward_pre_hook(
+            lambda m, args: seen.append(
+                (args[0].dtype, args[0].dim() == 4 and args[0].is_contiguous(memory_format=torch.channels_last))
+            )
+        )
+        for m in estimator_modules(net)
+    ]
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         loss = F.cross_entropy(net(x), Y)
     loss.backward()

@@ -1,5 +1,6 @@
 """Preemption: the SLURM environment with auto-requeue on SIGUSR1, and signals held until the
 end of the batch, where the checkpoint is written before anything else happens."""
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,15 @@ from pytorch_lightning.utilities.exceptions import SIGTERMException
 from bnn_lab.errors import Preempted
 from bnn_lab.training.safety.preemption import PreemptionCheckpoint, cluster_plugins, exit_on_sigterm
 
-SLURM_BATCH_TASK = {"SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_PROCID": "0",
-                    "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_NODELIST": "node1"}
+SLURM_BATCH_TASK = {
+    "SLURM_JOB_ID": "4242",
+    "SLURM_NTASKS": "1",
+    "SLURM_JOB_NAME": "train",
+    "SLURM_PROCID": "0",
+    "SLURM_LOCALID": "0",
+    "SLURM_NODEID": "0",
+    "SLURM_NODELIST": "node1",
+}
 
 
 def test_slurm_batch_task_gets_auto_requeue_on_sigusr1(monkeypatch):
@@ -36,8 +44,14 @@ def test_no_slurm_environment_outside_slurm_or_in_an_interactive_shell(monkeypat
 
 
 def fake_trainer(step: int = 7, epoch: int = 1) -> SimpleNamespace:
-    return SimpleNamespace(global_step=step, current_epoch=epoch, world_size=1, received_sigterm=False,
-                           num_training_batches=10, val_check_batch=10)
+    return SimpleNamespace(
+        global_step=step,
+        current_epoch=epoch,
+        world_size=1,
+        received_sigterm=False,
+        num_training_batches=10,
+        val_check_batch=10,
+    )
 
 
 @pytest.fixture
@@ -78,8 +92,7 @@ def test_sigterm_saves_at_the_next_batch_end_and_exits_with_143(restore_handlers
         cb.on_train_batch_end(trainer, None, None, None, batch_idx=0)
     assert saves == [21]
     assert stop.value.code == 143 == 128 + signal.SIGTERM
-    assert stop.value.message == ("stopped by SIGTERM at step 21 (epoch 1) after saving the checkpoint; "
-                                  "resume with: X")
+    assert stop.value.message == ("stopped by SIGTERM at step 21 (epoch 1) after saving the checkpoint; resume with: X")
     assert signal.getsignal(signal.SIGTERM) == before
 
 

@@ -1,5 +1,6 @@
 """Every experiment preset composes, and the ones for data that is not on this machine
 start on synthetic data of the right shape (a few batches: mechanics only)."""
+
 import json
 from pathlib import Path
 
@@ -35,9 +36,21 @@ def test_preset_starts_on_synthetic_data_with_its_shapes(run_cli, name):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[f"experiment={name}"])
     chans, size, classes = SHAPES[cfg.data.name]
-    args = [f"experiment={name}", "data=synthetic", f"data.in_chans={chans}", f"data.img_size={size}",
-            f"data.num_classes={classes}", "data.n_train=8", "data.n_test=4", "data.batch_size=4", "data.val_size=4",
-            "trainer.max_epochs=1", "trainer.limit_train_batches=1", "logger=none", "trainer.enable_progress_bar=false"]
+    args = [
+        f"experiment={name}",
+        "data=synthetic",
+        f"data.in_chans={chans}",
+        f"data.img_size={size}",
+        f"data.num_classes={classes}",
+        "data.n_train=8",
+        "data.n_test=4",
+        "data.batch_size=4",
+        "data.val_size=4",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=1",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    ]
     if cfg.get("stages"):
         args += [f"stages.{i}.epochs=1" for i in range(len(cfg.stages))]
     proc = run_cli(*args, timeout=600)

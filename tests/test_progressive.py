@@ -1,20 +1,20 @@
 """``progressive``: clamp(w / T, -1, 1) with T = t_start factor^epoch, exactly sign(w) once T is
 below its floor; the temperature follows the epochs and survives a checkpoint; a network trained
 past the floor packs exactly; one 1W1A epoch on the digits through the CLI."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from trained_digits import digits_splits, logits
 
 from bnn_lab import estimators
 from bnn_lab.export import pack_model
 from bnn_lab.layers import BinaryMixin
 from bnn_lab.models import create
 from bnn_lab.surgery import binarize
-
-from trained_digits import digits_splits, logits
 
 
 def weight_estimator(**options):
@@ -31,13 +31,13 @@ def test_temperature_is_t_start_times_factor_per_epoch():
     for epoch in range(10):
         for within in (0.0, 3 / 7, 6 / 7):  # first, middle and last step of the epoch
             at_epoch(est, epoch + within, 10)
-            assert est.temperature == pytest.approx(2.0 * 0.9 ** epoch, rel=1e-12), (epoch, within)
+            assert est.temperature == pytest.approx(2.0 * 0.9**epoch, rel=1e-12), (epoch, within)
 
 
 def test_first_step_of_an_epoch_is_in_it_despite_float32_progress():
     est = weight_estimator(epochs=10)
     est.set_progress(7 / 10)  # float32(0.7) * 10 < 7
-    assert est.temperature == pytest.approx(0.9 ** 7)
+    assert est.temperature == pytest.approx(0.9**7)
 
 
 def test_forward_tends_to_sign_and_is_exactly_sign_below_the_floor():
@@ -50,7 +50,7 @@ def test_forward_tends_to_sign_and_is_exactly_sign_below_the_floor():
     for epoch in range(12):
         at_epoch(est, epoch, 12)
         out = est(w).numpy()
-        t = 0.5 ** epoch
+        t = 0.5**epoch
         if t >= 1e-3:
             np.testing.assert_array_equal(out, np.clip(w.numpy() / t, -1, 1))
         else:
@@ -58,7 +58,7 @@ def test_forward_tends_to_sign_and_is_exactly_sign_below_the_floor():
         gaps.append(np.abs(np.abs(out) - 1).mean())
         exact.append(est.exact)
     assert all(a > b for a, b in zip(gaps, gaps[1:]) if b > 0)  # closer to +-1 every epoch
-    assert exact == [0.5 ** e < 1e-3 for e in range(12)] and exact[-1] and not exact[9]
+    assert exact == [0.5**e < 1e-3 for e in range(12)] and exact[-1] and not exact[9]
     assert gaps[9] > 0 and gaps[-1] == 0.0
 
 
@@ -93,7 +93,7 @@ def test_temperature_survives_a_checkpoint():
     binarize(fresh, options, {"keep_first": False, "keep_last": False})
     assert fresh[0].weight_estimator.temperature == 1.0
     fresh.load_state_dict(state)
-    assert fresh[0].weight_estimator.temperature == pytest.approx(0.8 ** 13)
+    assert fresh[0].weight_estimator.temperature == pytest.approx(0.8**13)
     assert torch.equal(fresh[0].binary_weight(), layer.binary_weight())
 
 
@@ -121,8 +121,7 @@ def test_trained_past_the_floor_the_packed_model_is_the_float_model():
     x, y, x_test, y_test = digits_splits()
     torch.manual_seed(0)
     model = create("resnet20", 1, 10, 8)
-    binarize(model, {"name": "progressive", "epochs": 3, "factor": 0.01, "floor": 0.05},
-             {"activation": "hardtanh"})
+    binarize(model, {"name": "progressive", "epochs": 3, "factor": 0.01, "floor": 0.05}, {"activation": "hardtanh"})
     binary = [n for n, m in model.named_modules() if isinstance(m, BinaryMixin)]
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
     _train(model, opt, x, y, range(0, 1), 3, STEPS)
@@ -143,8 +142,13 @@ def test_trained_past_the_floor_the_packed_model_is_the_float_model():
 def test_one_epoch_1w1a_on_digits_from_the_cli(run_cli):
     """With the default schedule one epoch stays at T = 1: the layers are not +-1 and the packed
     export keeps them in float (and says why); the packed model then scores as the float one."""
-    proc = run_cli("estimator=progressive", "data=digits", "trainer.max_epochs=1",
-                   "trainer.enable_progress_bar=false", "logger=csv")
+    proc = run_cli(
+        "estimator=progressive",
+        "data=digits",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "logger=csv",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((proc.run_dir / "metrics.json").read_text())
     assert m["estimator"] == "progressive" and m["test/acc"] > 0.2  # chance: 0.1 (it reached 0.32)

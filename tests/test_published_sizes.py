@@ -6,6 +6,7 @@ parameters, 7.35 MiB with binary weights at 1 bit, 96.34 % of MACs binary) and t
 model table (BinaryDenseNet28 5.15 M parameters, 4.12 MB; Bi-Real Net 11.99 M parameters,
 4.03 MB). Larq counts memory like bnn_lab.summary: 1 bit per binary weight, 32 bits for the rest.
 """
+
 import pytest
 
 from bnn_lab.models import create

@@ -2,6 +2,7 @@
 pass, the gradients of w, alpha and u with the bilinear coupling, the same gradients as the
 coupling written as a loss term, the recurrent step's channel mask, the packed form, u's
 learning rate, and one epoch on digits through the ``bnn-lab`` code path."""
+
 import json
 
 import pytest
@@ -24,8 +25,9 @@ def sign(t):
 def rbonn_conv(lam=0.1):
     torch.manual_seed(0)
     layer = torch.nn.Sequential(torch.nn.Conv2d(3, 5, 3, padding=1, bias=False))
-    binarize(layer, "ste", {"keep_first": False, "keep_last": False, "activation": None},
-             scale={"name": "rbonn", "lam": lam})
+    binarize(
+        layer, "ste", {"keep_first": False, "keep_last": False, "activation": None}, scale={"name": "rbonn", "lam": lam}
+    )
     conv = layer[0]
     with torch.no_grad():
         conv.weight.mul_(3)  # some weights beyond the clip |w| <= 1: the estimator's gradient is 0 there
@@ -129,8 +131,16 @@ def test_rbonn_one_epoch_on_digits(run_cli, tmp_path):
     written; a constant lr of 0.02, as one epoch of the default warm-up + cosine at 0.005
     leaves any 1W1A ResNet-20 near chance), u trained, the recurrent step's gradient kept in
     the checkpointed state, packed evaluation equal to float."""
-    proc = run_cli("data=digits", "experiment=rbonn", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-                   "logger=none", "scheduler=none", "optimizer.lr=0.02", run_dir=tmp_path / "run")
+    proc = run_cli(
+        "data=digits",
+        "experiment=rbonn",
+        "trainer.max_epochs=1",
+        "trainer.enable_progress_bar=false",
+        "logger=none",
+        "scheduler=none",
+        "optimizer.lr=0.02",
+        run_dir=tmp_path / "run",
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((tmp_path / "run/metrics.json").read_text())
     assert metrics["test/acc"] > 0.4, metrics["test/acc"]

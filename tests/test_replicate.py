@@ -1,5 +1,6 @@
 """Channel replication (``binarize.replicate``, RepTran): counts on ResNet-20, the rules
 checked against hand computations, clear refusals, and a digits run that trains and packs."""
+
 import json
 
 import numpy as np
@@ -36,9 +37,15 @@ def test_resnet20_keeps_binary_weights_and_macs_and_multiplies_bn_by_beta(beta):
 def test_a_binary_unit_and_the_fold_match_a_hand_computation():
     """conv (image) -> BN -> binary conv -> BN -> pool -> classifier, beta = 2, in numpy."""
     torch.manual_seed(1)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
-                        nn.Conv2d(4, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.Conv2d(4, 4, 3, padding=1, bias=False),
+        nn.BatchNorm2d(4),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(4, 3),
+    )
     report = binarize(net, "ste", {"keep_first": True, "keep_last": True}, replicate=2)
     assert report.binarized == ["2.layer"] and set(report.kept) == {"0.layer", "6.layer"}
     net.eval()
@@ -59,17 +66,17 @@ def test_a_binary_unit_and_the_fold_match_a_hand_computation():
         out = np.zeros((n, w.shape[0], h, wd))
         for i in range(h):
             for j in range(wd):
-                out[:, :, i, j] = np.einsum("nckl,ockl->no", p[:, :, i:i + 3, j:j + 3], w)
+                out[:, :, i, j] = np.einsum("nckl,ockl->no", p[:, :, i : i + 3, j : j + 3], w)
         return out
 
-    y = conv(x.numpy(), net[0].layer.weight.detach().numpy())          # 4 channels
-    y = bn(np.concatenate([y, y], 1), net[1])                            # repeated x2, 8 BN copies
+    y = conv(x.numpy(), net[0].layer.weight.detach().numpy())  # 4 channels
+    y = bn(np.concatenate([y, y], 1), net[1])  # repeated x2, 8 BN copies
     wb = np.where(net[2].layer.weight.detach().numpy() >= 0, 1.0, -1.0)  # 8 -> 2 binary
     assert wb.shape == (2, 8, 3, 3)
     z = conv(np.where(y >= 0, 1.0, -1.0), wb)
-    z = bn(np.concatenate([z] * 4, 1), net[3])                           # repeated x4 = 8 channels
+    z = bn(np.concatenate([z] * 4, 1), net[3])  # repeated x4 = 8 channels
     pooled = z.mean((2, 3))
-    folded = (pooled[:, :4] + pooled[:, 4:]) / 2                         # classifier: mean of the copies
+    folded = (pooled[:, :4] + pooled[:, 4:]) / 2  # classifier: mean of the copies
     fc = net[6].layer
     want = folded @ fc.weight.detach().numpy().T + fc.bias.detach().numpy()
     np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
@@ -88,17 +95,27 @@ def test_replicate_one_changes_nothing():
 
 def test_refusals_name_the_layer():
     with pytest.raises(ConfigError, match=r"3 output channels, not a multiple of 2"):
-        binarize(nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 3, 3), nn.Flatten(), nn.Linear(3, 2)),
-                 "ste", None, replicate=2)
+        binarize(
+            nn.Sequential(nn.Conv2d(1, 4, 3), nn.Conv2d(4, 3, 3), nn.Flatten(), nn.Linear(3, 2)),
+            "ste",
+            None,
+            replicate=2,
+        )
     with pytest.raises(ConfigError, match=r"1 is a LayerNorm"):
-        binarize(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 4), nn.Linear(4, 2)),
-                 "ste", None, replicate=2)
+        binarize(
+            nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4), nn.Linear(4, 4), nn.Linear(4, 2)), "ste", None, replicate=2
+        )
 
 
 @pytest.mark.slow
 def test_replicated_resnet20_trains_on_digits_and_packs_exactly(run_cli):
-    proc = run_cli("data=digits", "binarize.replicate=2", "trainer.max_epochs=1", "logger=none",
-                   "trainer.enable_progress_bar=false")
+    proc = run_cli(
+        "data=digits",
+        "binarize.replicate=2",
+        "trainer.max_epochs=1",
+        "logger=none",
+        "trainer.enable_progress_bar=false",
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     metrics = json.loads((proc.run_dir / "metrics.json").read_text())
     assert metrics["test/acc"] > 0.2  # 10 classes: chance is 0.1 (0.29 in one epoch, seed 42)

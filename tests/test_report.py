@@ -1,4 +1,5 @@
 """bnn-lab-report on runs the suite trains: the 2x1 multirun of test_multirun (digits, csv logs)."""
+
 from __future__ import annotations
 
 import csv
@@ -10,9 +11,9 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from test_multirun import digits_grid  # noqa: F401  (session fixture: one multirun for both files)
 
 from bnn_lab.report import collect_runs, main
-from test_multirun import digits_grid  # noqa: F401  (session fixture: one multirun for both files)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -39,7 +40,12 @@ def test_report_of_a_multirun(digits_grid, tmp_path, capsys):  # noqa: F811
     assert len(rows) == len(jobs) == 2  # one row per run
     for row in rows:
         m = jobs[row["run"]]
-        assert (row["estimator"], row["arch"], row["distill"], row["data"]) == (m["estimator"], m["arch"], m["distill"], "digits")
+        assert (row["estimator"], row["arch"], row["distill"], row["data"]) == (
+            m["estimator"],
+            m["arch"],
+            m["distill"],
+            "digits",
+        )
         assert float(row["test_acc"]) == pytest.approx(m["test/acc"])
         assert int(row["binary_params"]) == m["summary"]["binary_params"] > 0
         assert float(row["size_deployed_mb"]) == pytest.approx(m["summary"]["size_deployed_mb"])
@@ -65,8 +71,9 @@ def test_report_defaults_to_the_given_folder_and_notes_runs_without_csv_logs(dig
     bare.mkdir()
     for name in ("metrics.json", "config.yaml"):
         shutil.copy(with_csv / name, bare / name)
-    proc = subprocess.run([sys.executable, "-m", "bnn_lab.report", str(root)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bnn_lab.report", str(root)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr
     assert "no training curve for 1 run" in proc.stdout and "wandb_only" in proc.stdout
     rows = list(csv.DictReader((root / "runs.csv").open()))
@@ -77,11 +84,13 @@ def test_report_defaults_to_the_given_folder_and_notes_runs_without_csv_logs(dig
 
 
 def test_report_without_runs_is_a_one_line_error(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "bnn_lab.report", str(tmp_path)], capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bnn_lab.report", str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [f"bnn-lab-report: error: no run under {tmp_path} "
-                                                "(a run directory holds metrics.json)"]
+    assert proc.stderr.strip().splitlines() == [
+        f"bnn-lab-report: error: no run under {tmp_path} (a run directory holds metrics.json)"
+    ]
 
 
 def test_console_script_is_declared():

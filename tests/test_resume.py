@@ -9,6 +9,7 @@ same seed twice gives the same run (CPU). A run whose latent binary weights foll
 Bop-shaped sign-flipping optimizer, or Bop itself, while Adam trains the rest resumes
 bit-identical too.
 """
+
 from __future__ import annotations
 
 import csv
@@ -22,20 +23,34 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import bnn_lab_cli
 
-RUN = ["data=digits", "arch=resnet20", "estimator=ede", "+arch.kwargs.drop_rate=0.2", "trainer.max_epochs=3",
-       "logger=csv", "export.packed=false", "trainer.enable_progress_bar=false", "checkpoint.every_n_train_steps=5"]
+RUN = [
+    "data=digits",
+    "arch=resnet20",
+    "estimator=ede",
+    "+arch.kwargs.drop_rate=0.2",
+    "trainer.max_epochs=3",
+    "logger=csv",
+    "export.packed=false",
+    "trainer.enable_progress_bar=false",
+    "checkpoint.every_n_train_steps=5",
+]
 STEPS_PER_EPOCH = 41  # digits: 1294 training images (1797 - 359 test - 144 validation), batches of 32
 # Adam on the real-valued parameters, tests/sign_flip_optimizer.py (imported as a plugin) on the
 # latent binary weights, with a constant schedule of its own
-SIGN_FLIP = ["plugins=[sign_flip_optimizer]",
-             "optimizer.latent={name:sign_flip,lr:0.1,threshold:0.0003,scheduler:{name:none}}"]
+SIGN_FLIP = [
+    "plugins=[sign_flip_optimizer]",
+    "optimizer.latent={name:sign_flip,lr:0.1,threshold:0.0003,scheduler:{name:none}}",
+]
 # one thread: the runs of a comparison use the same summation order, and 2-core machines shared
 # with other jobs run much faster that way; tests/ on the path for the plugin
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1",
-       "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")]))}
+ENV = {
+    **os.environ,
+    "PYTHONUNBUFFERED": "1",
+    "OMP_NUM_THREADS": "1",
+    "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).parent), os.environ.get("PYTHONPATH")])),
+}
 
 
 def bnn_lab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -120,8 +135,9 @@ def kill_at_mid_epoch_checkpoint(proc: subprocess.Popen, find_last, steps_per_ep
     return killed_at
 
 
-def kill_mid_epoch(run_dir: Path, tmp_path: Path, *args: str, run: list[str] = RUN,
-                   steps_per_epoch: int = STEPS_PER_EPOCH) -> int:
+def kill_mid_epoch(
+    run_dir: Path, tmp_path: Path, *args: str, run: list[str] = RUN, steps_per_epoch: int = STEPS_PER_EPOCH
+) -> int:
     """Start ``bnn-lab *run *args`` and SIGKILL it right after a step checkpoint inside its 2nd
     epoch or later; returns the step of that checkpoint."""
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -197,8 +213,10 @@ def test_bop_on_binary_weights_with_adam_on_the_rest_resumes_bit_identical(tmp_p
     real, latent = saved["param_groups"]
     assert "betas" in real and latent["threshold"] == 1e-8 and "betas" not in latent
     assert latent["initial_lr"] == 1e-4 and latent["lr"] == 0.0  # gamma, driven to 0 by the cosine schedule
-    assert all(set(saved["state"][i]) == {"momentum"} and saved["state"][i]["momentum"].abs().sum() > 0
-               for i in latent["params"])
+    assert all(
+        set(saved["state"][i]) == {"momentum"} and saved["state"][i]["momentum"].abs().sum() > 0
+        for i in latent["params"]
+    )
     weights = torch.load(ref / "final_weights.pt")
     assert weights["layer1.0.conv1.weight"].abs().eq(1).all()
 
@@ -249,10 +267,23 @@ def test_a_recipe_stopped_between_stages_resumes_bit_identical(tmp_path, monkeyp
 
     def cfg(*extra):
         with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-            return compose(config_name="config", overrides=[
-                "data=digits", "distill=kd", "distill.teacher.cache=false", "+arch.kwargs.drop_rate=0.2", "trainer.max_epochs=1",
-                "trainer.limit_train_batches=6", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-                "logger=none", "export.packed=false", "trainer.enable_progress_bar=false", *extra])
+            return compose(
+                config_name="config",
+                overrides=[
+                    "data=digits",
+                    "distill=kd",
+                    "distill.teacher.cache=false",
+                    "+arch.kwargs.drop_rate=0.2",
+                    "trainer.max_epochs=1",
+                    "trainer.limit_train_batches=6",
+                    "trainer.limit_val_batches=2",
+                    "trainer.limit_test_batches=2",
+                    "logger=none",
+                    "export.packed=false",
+                    "trainer.enable_progress_bar=false",
+                    *extra,
+                ],
+            )
 
     run_module.train(cfg(), tmp_path / "unbroken")
     real_run = run_module._StageRunner.run

@@ -1,5 +1,6 @@
 """Resuming, the parts around the checkpoint: ``resume=<run dir>`` on the command line, the
 checks of the run directory and of last.ckpt, and the W&B run id kept across the restart."""
+
 from __future__ import annotations
 
 import logging
@@ -26,11 +27,17 @@ def run_dir_with_overrides(tmp_path: Path, overrides: list[str]) -> Path:
 
 # -- resume=<run dir> ------------------------------------------------------------------------
 def test_resume_dir_repeats_the_runs_overrides_and_pins_its_directory(tmp_path):
-    run = run_dir_with_overrides(tmp_path, ["data=digits", "+arch.kwargs.drop_rate=0.2", "trainer.max_epochs=3",
-                                            "resume=true"])
+    run = run_dir_with_overrides(
+        tmp_path, ["data=digits", "+arch.kwargs.drop_rate=0.2", "trainer.max_epochs=3", "resume=true"]
+    )
     args = expand_resume([f"resume={run}", "trainer.max_epochs=5"])
-    assert args == ["data=digits", "+arch.kwargs.drop_rate=0.2", "trainer.max_epochs=5", "resume=true",
-                    f"hydra.run.dir={run}"]
+    assert args == [
+        "data=digits",
+        "+arch.kwargs.drop_rate=0.2",
+        "trainer.max_epochs=5",
+        "resume=true",
+        f"hydra.run.dir={run}",
+    ]
     assert expand_resume([f"resume={run}", f"hydra.run.dir={run}"])[-1] == f"hydra.run.dir={run}"
 
 
@@ -52,8 +59,15 @@ def test_resume_dir_mistakes_are_config_errors(tmp_path):
 
 # -- the run directory -----------------------------------------------------------------------
 def cfg(**values):
-    c = OmegaConf.create({"seed": 42, "resume": False, "arch": {"name": "resnet20"},
-                          "data": {"name": "digits", "batch_size": 32}, "trainer": {"max_epochs": 3}})
+    c = OmegaConf.create(
+        {
+            "seed": 42,
+            "resume": False,
+            "arch": {"name": "resnet20"},
+            "data": {"name": "digits", "batch_size": 32},
+            "trainer": {"max_epochs": 3},
+        }
+    )
     for key, value in values.items():
         OmegaConf.update(c, key, value)
     return c
@@ -132,7 +146,11 @@ def test_a_run_from_before_the_precision_key_resumes(tmp_path):
 
     saved = tmp_path / "config.yaml"
     saved.write_text("arch: {name: resnet20}\nfp: false\nseed: 1\n")
-    assert config_changes(saved, OmegaConf.create({"arch": {"name": "resnet20"}, "precision": "1w1a", "fp": False,
-                                                   "seed": 1})) == []
+    assert (
+        config_changes(
+            saved, OmegaConf.create({"arch": {"name": "resnet20"}, "precision": "1w1a", "fp": False, "seed": 1})
+        )
+        == []
+    )
     fp_run = OmegaConf.create({"arch": {"name": "resnet20"}, "precision": "fp", "seed": 1})
     assert config_changes(saved, fp_run) == ["precision: '1w1a' -> 'fp'"]

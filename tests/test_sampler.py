@@ -1,5 +1,6 @@
 """The training batch order: a function of (seed, epoch), the order runs had before (PyTorch's
 BatchSampler over a seeded RandomSampler), and resumable in the middle of an epoch."""
+
 import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler
@@ -91,8 +92,11 @@ def test_the_global_rng_is_drawn_as_before_except_by_a_pass_resumed_mid_epoch():
     """A DataLoader draws its workers' base seed from the global torch RNG at each pass; runs
     keep that random stream. A pass resumed mid-epoch must not draw: the stopped run drew when
     the epoch began, before its checkpoint's RNG state was taken."""
-    previous = DataLoader(Indices(), batch_size=None, sampler=BatchSampler(
-        RandomSampler(range(N), generator=torch.Generator().manual_seed(SEED)), BATCH, False))
+    previous = DataLoader(
+        Indices(),
+        batch_size=None,
+        sampler=BatchSampler(RandomSampler(range(N), generator=torch.Generator().manual_seed(SEED)), BATCH, False),
+    )
     torch.manual_seed(0)
     list(previous)
     after_previous = torch.get_rng_state()

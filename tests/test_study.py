@@ -2,6 +2,7 @@
 budgets, the baseline), the study presets (a seed axis, arms that compose, equal budgets),
 the teacher cache (one training however many runs ask at once), best-checkpoint lookup
 (names without '=' and the old ones), and a study on digits end to end through the CLI."""
+
 from __future__ import annotations
 
 import csv
@@ -13,41 +14,69 @@ from pathlib import Path
 import pytest
 import yaml
 from hydra import compose, initialize_config_dir
+from test_multirun import bnn_lab
 
+from bnn_lab.build import build_model
 from bnn_lab.errors import UserError
 from bnn_lab.report import build_report, collect_runs
 from bnn_lab.report.stats import estimate, paired_difference
 from bnn_lab.report.study import build_studies
-from bnn_lab.build import build_model
 from bnn_lab.training.safety.checkpoints import find_best_checkpoint
 from bnn_lab.training.stages import plan_stages
-from test_multirun import bnn_lab
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 STUDIES = sorted(p.stem for p in (CONF / "experiment").glob("study_*.yaml"))
 
 
-def fake_run(folder: Path, arm: str, seed: int, acc: float, steps: int = 100, study: str = "demo",
-             baseline: str | None = None, estimator: str = "ste") -> None:
+def fake_run(
+    folder: Path,
+    arm: str,
+    seed: int,
+    acc: float,
+    steps: int = 100,
+    study: str = "demo",
+    baseline: str | None = None,
+    estimator: str = "ste",
+) -> None:
     folder.mkdir(parents=True)
-    (folder / "metrics.json").write_text(json.dumps({
-        "test/acc": acc, "seed": seed, "global_steps": steps, "epochs": 1, "data": "digits", "arch": "resnet20",
-        "estimator": estimator, "distill": "none"}))
-    config = {"seed": seed, "arch": {"name": "resnet20"}, "data": {"name": "digits", "batch_size": 32},
-              "estimator": {"name": estimator}, "trainer": {"max_epochs": 1, "limit_train_batches": steps},
-              "study": {"name": study, "baseline": baseline}, "logger": {"name": "csv"}}
+    (folder / "metrics.json").write_text(
+        json.dumps(
+            {
+                "test/acc": acc,
+                "seed": seed,
+                "global_steps": steps,
+                "epochs": 1,
+                "data": "digits",
+                "arch": "resnet20",
+                "estimator": estimator,
+                "distill": "none",
+            }
+        )
+    )
+    config = {
+        "seed": seed,
+        "arch": {"name": "resnet20"},
+        "data": {"name": "digits", "batch_size": 32},
+        "estimator": {"name": estimator},
+        "trainer": {"max_epochs": 1, "limit_train_batches": steps},
+        "study": {"name": study, "baseline": baseline},
+        "logger": {"name": "csv"},
+    }
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / ".hydra").mkdir()
-    (folder / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"estimator={estimator}", f"seed={seed}",
-                                                                      "experiment=demo"]))
+    (folder / ".hydra" / "overrides.yaml").write_text(
+        yaml.safe_dump([f"estimator={estimator}", f"seed={seed}", "experiment=demo"])
+    )
 
 
 def test_arms_paired_by_seed_against_the_study_baseline(tmp_path):
     accs = {"ste": [0.80, 0.85, 0.90], "fda": [0.81, 0.87, 0.90]}
     for i, (est, values) in enumerate([(e, v) for e, vs in accs.items() for v in [vs]]):
         for seed, acc in zip((1, 2, 3), values):
-            fake_run(tmp_path / f"{i * 3 + seed}_{est}_s{seed}", est, seed, acc, baseline="estimator=fda", estimator=est)
+            fake_run(
+                tmp_path / f"{i * 3 + seed}_{est}_s{seed}", est, seed, acc, baseline="estimator=fda", estimator=est
+            )
     [study] = build_studies(collect_runs(tmp_path))
     assert [a.label for a in study.arms] == ["estimator=ste", "estimator=fda"]
     assert study.baseline.label == "estimator=fda"  # named by the preset, not the first arm
@@ -86,8 +115,11 @@ def test_study_preset_has_seeds_and_arms_with_equal_budgets(name):
         assert len(seeds) >= 3, f"{name}: at least 3 seeds"
         axis, options = next((k, str(v).split(",")) for k, v in params.items() if k != "seed")
         assert len(options) >= 3
-        assert str(base.study.baseline).removeprefix(f"{axis}=") in options if axis != "arm" else \
-            base.study.baseline in options
+        assert (
+            str(base.study.baseline).removeprefix(f"{axis}=") in options
+            if axis != "arm"
+            else base.study.baseline in options
+        )
         budgets = {}
         for option in options:
             cfg = compose("config", overrides=[f"experiment={name}", f"{axis}={option}"])
@@ -125,9 +157,17 @@ def _fake_teacher_training(cache: str, calls: str, start: float) -> None:
 
     from bnn_lab.training.teacher_cache import cached_teacher
 
-    cfg = OmegaConf.create({"seed": 1, "arch": {"name": "resnet20"}, "data": {"name": "digits"},
-                            "trainer": {"max_epochs": 1}, "export": {"packed": True}, "logger": {"name": "none"},
-                            "distill": {"name": "kd", "teacher": {"epochs": 1, "cache": cache}}})
+    cfg = OmegaConf.create(
+        {
+            "seed": 1,
+            "arch": {"name": "resnet20"},
+            "data": {"name": "digits"},
+            "trainer": {"max_epochs": 1},
+            "export": {"packed": True},
+            "logger": {"name": "none"},
+            "distill": {"name": "kd", "teacher": {"epochs": 1, "cache": cache}},
+        }
+    )
 
     def train(tcfg, run_dir: Path) -> dict:
         with open(calls, "a") as fh:
@@ -149,8 +189,9 @@ def test_teacher_cache_trains_once_when_two_runs_ask_at_once(tmp_path):
     calls = tmp_path / "calls.txt"
     start = time.time() + 1.0
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_fake_teacher_training, args=(str(tmp_path / "cache"), str(calls), start))
-             for _ in range(2)]
+    procs = [
+        ctx.Process(target=_fake_teacher_training, args=(str(tmp_path / "cache"), str(calls), start)) for _ in range(2)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -159,8 +200,9 @@ def test_teacher_cache_trains_once_when_two_runs_ask_at_once(tmp_path):
     assert calls.read_text().splitlines() == ["trained"]
     [folder] = [p for p in (tmp_path / "cache").iterdir() if p.is_dir()]
     assert folder.name.startswith("resnet20-digits-s1-")
-    assert json.loads((folder / "metrics.json").read_text())["best_checkpoint"] == \
-        str(folder / "checkpoints" / "best-epoch00.ckpt")  # the path after the rename
+    assert json.loads((folder / "metrics.json").read_text())["best_checkpoint"] == str(
+        folder / "checkpoints" / "best-epoch00.ckpt"
+    )  # the path after the rename
 
 
 def test_best_checkpoint_of_a_run_directory_old_and_new_names(tmp_path):
@@ -188,11 +230,26 @@ def test_distillation_study_on_digits_trains_each_teacher_once(tmp_path):
     """`-m distill=none,kd seed=1,2`: two arms x two seeds, one teacher per seed trained once,
     every student the plain arm's steps; the report pairs the arms and lists the teachers."""
     sweep, cache = tmp_path / "study", tmp_path / "teachers"
-    tiny = ["data=digits", "trainer.max_epochs=1", "trainer.limit_train_batches=8", "trainer.limit_val_batches=2",
-            "trainer.limit_test_batches=2", "trainer.enable_progress_bar=false", "export.packed=false", "logger=csv"]
+    tiny = [
+        "data=digits",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=8",
+        "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=2",
+        "trainer.enable_progress_bar=false",
+        "export.packed=false",
+        "logger=csv",
+    ]
     # distill=none has no distill.teacher.cache: a sweep with it names the cache in the environment
-    proc = bnn_lab("-m", "distill=none,kd", "seed=1,2", *tiny, f"hydra.sweep.dir={sweep}", cwd=tmp_path,
-                   env={"BNN_LAB_TEACHERS": str(cache)})
+    proc = bnn_lab(
+        "-m",
+        "distill=none,kd",
+        "seed=1,2",
+        *tiny,
+        f"hydra.sweep.dir={sweep}",
+        cwd=tmp_path,
+        env={"BNN_LAB_TEACHERS": str(cache)},
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")}
     assert len(jobs) == 4
@@ -221,8 +278,15 @@ def test_distillation_study_on_digits_trains_each_teacher_once(tmp_path):
     assert rows["distill=kd"]["teacher_steps"] == "8" and rows["distill=none"]["teacher_steps"] == "0"
 
     # the same students again: both teachers come from the cache, none is trained
-    again = bnn_lab("-m", "distill=kd", "seed=1,2", *tiny, f"distill.teacher.cache={cache}",
-                    f"hydra.sweep.dir={tmp_path / 'again'}", cwd=tmp_path)
+    again = bnn_lab(
+        "-m",
+        "distill=kd",
+        "seed=1,2",
+        *tiny,
+        f"distill.teacher.cache={cache}",
+        f"hydra.sweep.dir={tmp_path / 'again'}",
+        cwd=tmp_path,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     reused = [json.loads(p.read_text()) for p in (tmp_path / "again").glob("*/metrics.json")]
     assert [m["teacher"]["trained_in_this_run"] for m in reused] == [False, False]
@@ -230,8 +294,14 @@ def test_distillation_study_on_digits_trains_each_teacher_once(tmp_path):
     # a best checkpoint's path goes back on the command line as it is
     best = next(teachers[0].glob("checkpoints/best-*.ckpt"))
     assert "=" not in best.name
-    single = bnn_lab("distill=kd", f"distill.teacher.ckpt={best}", "seed=1", *tiny,
-                     f"hydra.run.dir={tmp_path / 'single'}", cwd=tmp_path)
+    single = bnn_lab(
+        "distill=kd",
+        f"distill.teacher.ckpt={best}",
+        "seed=1",
+        *tiny,
+        f"hydra.run.dir={tmp_path / 'single'}",
+        cwd=tmp_path,
+    )
     assert single.returncode == 0, single.stderr[-3000:]
     assert json.loads((tmp_path / "single" / "metrics.json").read_text())["teacher"]["checkpoint"] == str(best)
 
@@ -246,10 +316,21 @@ def test_a_student_with_a_zero_distillation_weight_is_the_plain_run(tmp_path):
 
     def cfg(*extra):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-            return compose("config", overrides=[
-                "data=digits", "seed=3", "trainer.max_epochs=1", "trainer.limit_train_batches=6",
-                "trainer.limit_val_batches=2", "trainer.limit_test_batches=2", "logger=none", "export.packed=false",
-                "trainer.enable_progress_bar=false", *extra])
+            return compose(
+                "config",
+                overrides=[
+                    "data=digits",
+                    "seed=3",
+                    "trainer.max_epochs=1",
+                    "trainer.limit_train_batches=6",
+                    "trainer.limit_val_batches=2",
+                    "trainer.limit_test_batches=2",
+                    "logger=none",
+                    "export.packed=false",
+                    "trainer.enable_progress_bar=false",
+                    *extra,
+                ],
+            )
 
     cache = f"distill.teacher.cache={tmp_path / 'teachers'}"
     plain = train(cfg(), tmp_path / "plain")

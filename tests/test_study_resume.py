@@ -1,30 +1,42 @@
 """A study stopped in the middle and run again with ``resume=true``: the finished runs are
 skipped (their files untouched), the run that was cut continues bit-exactly, the rest start;
 the result is the unbroken study's, run by run."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import pytest
-
 from test_resume import STEPS_PER_EPOCH, assert_same_run, bnn_lab, kill_at_mid_epoch_checkpoint, start
 
-STUDY = ["-m", "experiment=study_fda", "arm=fda_ste,fda_fourier", "seed=1", "data=digits", "study.epochs=2",
-         "study.train_batches=1.0", "export.packed=false", "trainer.enable_progress_bar=false",
-         "checkpoint.every_n_train_steps=5"]
+STUDY = [
+    "-m",
+    "experiment=study_fda",
+    "arm=fda_ste,fda_fourier",
+    "seed=1",
+    "data=digits",
+    "study.epochs=2",
+    "study.train_batches=1.0",
+    "export.packed=false",
+    "trainer.enable_progress_bar=false",
+    "checkpoint.every_n_train_steps=5",
+]
 
 
 def jobs(sweep: Path) -> list[Path]:
-    return sorted((p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()), key=lambda p: int(p.name.split("_")[0]))
+    return sorted(
+        (p for p in sweep.iterdir() if p.is_dir() and p.name[0].isdigit()), key=lambda p: int(p.name.split("_")[0])
+    )
 
 
 def kill_in_second_run(sweep: Path, tmp_path: Path) -> int:
     """SIGKILL the study right after a mid-epoch step checkpoint of its second run."""
     err = tmp_path / "killed.err"
     proc = start(*STUDY, f"hydra.sweep.dir={sweep}", cwd=tmp_path, stderr=err)
-    return kill_at_mid_epoch_checkpoint(proc, lambda: next(sweep.glob("1_*/checkpoints/last.ckpt"), None),
-                                        STEPS_PER_EPOCH, err)
+    return kill_at_mid_epoch_checkpoint(
+        proc, lambda: next(sweep.glob("1_*/checkpoints/last.ckpt"), None), STEPS_PER_EPOCH, err
+    )
 
 
 @pytest.mark.slow
@@ -45,8 +57,9 @@ def test_a_killed_study_resumed_gives_the_unbroken_study(tmp_path):
     assert f"resuming stage train from {second}/checkpoints/last.ckpt" in (second / "bnn-lab.log").read_text()
     # the finished run was not touched (config.yaml, its log and the lock record each start)
     started = ("config.yaml", "bnn-lab.log", ".bnn-lab.lock")
-    assert {p: p.read_bytes() for p in finished if p.name not in started} == \
-        {p: b for p, b in finished.items() if p.name not in started}
+    assert {p: p.read_bytes() for p in finished if p.name not in started} == {
+        p: b for p, b in finished.items() if p.name not in started
+    }
     for a, b in zip(jobs(reference), jobs(sweep), strict=True):
         assert a.name == b.name
         assert_same_run(a, b)
@@ -58,8 +71,9 @@ def test_only_a_finished_run_of_the_same_configuration_is_skipped(tmp_path):
 
     from bnn_lab.training.safety.run_dir import finished_with
 
-    cfg = OmegaConf.create({"arch": {"name": "resnet20"}, "seed": 1, "resume": False,
-                            "trainer": {"max_epochs": 2}, "precision": "1w1a"})
+    cfg = OmegaConf.create(
+        {"arch": {"name": "resnet20"}, "seed": 1, "resume": False, "trainer": {"max_epochs": 2}, "precision": "1w1a"}
+    )
     (tmp_path / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
     assert not finished_with(tmp_path, cfg)  # no metrics.json: stopped before its end
     (tmp_path / "metrics.json").write_text("{}")

@@ -1,5 +1,6 @@
 """The statistics of bnn-lab-report's study tables against numbers worked by hand and against
 scipy's own t-test machinery (a different code path: ttest_1samp / ttest_rel intervals)."""
+
 import math
 
 import pytest
@@ -31,7 +32,7 @@ def test_interval_agrees_with_scipy():
 
 def test_paired_difference_by_hand_and_by_scipy():
     base = {1: 0.80, 2: 0.85, 3: 0.90}
-    arm = {1: 0.81, 2: 0.87, 3: 0.90, 4: 0.99}          # seed 4 has no partner: left out
+    arm = {1: 0.81, 2: 0.87, 3: 0.90, 4: 0.99}  # seed 4 has no partner: left out
     diff = paired_difference(arm, base)
     # d = 0.01, 0.02, 0.00: mean 0.01, std 0.01, half 4.302653 * 0.01 / sqrt(3) = 0.0248414
     assert diff.n == 3 and diff.mean == pytest.approx(0.01) and diff.std == pytest.approx(0.01)

@@ -1,4 +1,5 @@
 """The model summary against a hand count for ResNet-20 (1W1A, first/last FP)."""
+
 import pytest
 
 from bnn_lab.models import create

@@ -1,5 +1,6 @@
 """The surgery pass converts exactly what the policy says, and binary layers compute
 conv(sign(x), sign(w)) as a hand-written float reference does."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -35,7 +36,10 @@ def test_keep_downsample_and_regex():
     model = create("resnet20", 3, 10, 32)
     report = binarize(model, "ste", {"keep_downsample": True, "keep": [r"layer3\.2\.conv\d"]})
     assert len(report.binarized) == 20 - 2 - 2
-    assert {k for k, v in report.kept.items() if v == "downsample"} == {"layer2.0.downsample.0", "layer3.0.downsample.0"}
+    assert {k for k, v in report.kept.items() if v == "downsample"} == {
+        "layer2.0.downsample.0",
+        "layer3.0.downsample.0",
+    }
     assert {k for k, v in report.kept.items() if v == "policy.keep"} == {"layer3.2.conv1", "layer3.2.conv2"}
 
 

@@ -10,6 +10,7 @@
   expanding the ``command:`` macros (``${env}``, ``${program}``, ``${args_no_hyphens}``).
 * One command line per executed sweep then really runs, with a tiny budget appended.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -34,10 +35,15 @@ ENGINE_VERSION = "0.3.0"
 # their conf file is missing (every other value must be an option of conf/<group>/)
 PENDING = {("distill", "kd"), ("distill", "real2bin")}
 # appended to an agent's command line to run it here in seconds
-TINY = ["data=digits", "trainer=debug", "trainer.max_epochs=1", "trainer.enable_progress_bar=false",
-        "logger.mode=offline"]
+TINY = [
+    "data=digits",
+    "trainer=debug",
+    "trainer.max_epochs=1",
+    "trainer.enable_progress_bar=false",
+    "logger.mode=offline",
+]
 
-_DRIVER = r'''
+_DRIVER = r"""
 import json, random, sys, warnings
 warnings.simplefilter("ignore")
 import yaml
@@ -64,7 +70,7 @@ for path in paths:
     out[path] = {"violations": violations,
                  "runs": [{k: v["value"] for k, v in r.config.items()} for r in runs]}
 json.dump(out, sys.stdout, default=str)
-'''
+"""
 
 
 @pytest.fixture(scope="session")
@@ -87,8 +93,14 @@ def proposals(sweeps_engine, tmp_path_factory):
     driver = tmp_path_factory.mktemp("driver") / "driver.py"
     driver.write_text(_DRIVER)
     env = {**os.environ, "PYTHONPATH": str(sweeps_engine)}
-    proc = subprocess.run([sys.executable, str(driver), "400", *map(str, SWEEPS)], capture_output=True, text=True,
-                          env=env, cwd=driver.parent, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, str(driver), "400", *map(str, SWEEPS)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=driver.parent,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout)
     assert Path(out.pop("engine")).is_relative_to(sweeps_engine), "the engine must come from its own folder"
@@ -105,12 +117,15 @@ def agent_command(sweep: dict, run_params: dict, run_id: str, wandb_dir: Path) -
         def __init__(self, command=None, env=None, **kwargs):
             seen.update(command=command, env=env)
 
-    with mock.patch.dict(os.environ, {"WANDB_DIR": str(wandb_dir), "WANDB_SWEEP_ID": "offline-sweep"}), \
-            mock.patch.object(wandb_agent, "AgentProcess", Recorder):
+    with (
+        mock.patch.dict(os.environ, {"WANDB_DIR": str(wandb_dir), "WANDB_SWEEP_ID": "offline-sweep"}),
+        mock.patch.object(wandb_agent, "AgentProcess", Recorder),
+    ):
         agent = wandb_agent.Agent(api=None, queue=None, sweep_id="offline-sweep")
         agent._sweep_command = list(sweep["command"])
-        agent._command_run({"run_id": run_id, "program": sweep["program"],
-                            "args": {k: {"value": v} for k, v in run_params.items()}})
+        agent._command_run(
+            {"run_id": run_id, "program": sweep["program"], "args": {k: {"value": v} for k, v in run_params.items()}}
+        )
     return seen["command"], seen["env"]
 
 
@@ -158,9 +173,13 @@ def test_proposed_runs_compose(path, proposals, tmp_path):
             assert {(name, v) for v in unknown} <= PENDING, f"{path.name}: unknown {name} options {unknown}"
     runs = proposals[path.name]["runs"]
     # the first run, and the first run with each option of each swept config group
-    picked = {0} | {next(i for i, r in enumerate(runs) if r[name] == v)
-                    for name, param in sweep["parameters"].items() if name in groups and "values" in param
-                    for v in param["values"] if any(r[name] == v for r in runs)}
+    picked = {0} | {
+        next(i for i, r in enumerate(runs) if r[name] == v)
+        for name, param in sweep["parameters"].items()
+        if name in groups and "values" in param
+        for v in param["values"]
+        if any(r[name] == v for r in runs)
+    }
     checked = 0
     for i in sorted(picked):
         run = runs[i]
@@ -197,11 +216,17 @@ def test_agent_command_runs_the_chosen_parameters(proposals, tmp_path):
     assert any(k in _groups() for k in chosen) and any(isinstance(v, float) for v in chosen.values())
     command, env = agent_command(sweep, chosen, "agentrun1", tmp_path / "agent")
     assert command[0] == "/usr/bin/env" and command[1] == "bnn-lab"
-    assert [f"{k}={v}" for k, v in chosen.items()] == command[-len(chosen):]
+    assert [f"{k}={v}" for k, v in chosen.items()] == command[-len(chosen) :]
     run_dir = tmp_path / "run"
     env = {**env, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(command + TINY + [f"hydra.run.dir={run_dir}"], capture_output=True, text=True,
-                          env=env, cwd=tmp_path, timeout=600)
+    proc = subprocess.run(
+        command + TINY + [f"hydra.run.dir={run_dir}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
 
     from omegaconf import OmegaConf

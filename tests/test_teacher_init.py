@@ -1,6 +1,7 @@
 """A student taught by a teacher from a checkpoint can start from the teacher's weights
 (``distill.init_from_teacher=true``), and the Fashion-MNIST distillation preset is
 ``fmnist_bnn`` plus the teacher and nothing else."""
+
 from pathlib import Path
 
 import torch
@@ -9,9 +10,16 @@ from hydra import compose, initialize_config_dir
 from bnn_lab.training import run as run_module
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
-SHORT = ["data=digits", "logger=none", "trainer.enable_progress_bar=false", "trainer.max_epochs=1",
-         "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "trainer.limit_test_batches=1",
-         "export.packed=false"]
+SHORT = [
+    "data=digits",
+    "logger=none",
+    "trainer.enable_progress_bar=false",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=1",
+    "trainer.limit_test_batches=1",
+    "export.packed=false",
+]
 
 
 def _cfg(*overrides):
@@ -33,8 +41,10 @@ def test_student_starts_from_a_checkpoint_teachers_weights(tmp_path, monkeypatch
 
     monkeypatch.setattr(run_module, "init_from", spy)
     for init in ("true", "false"):
-        run_module.train(_cfg("distill=kd", f"distill.teacher.ckpt='{ckpt}'", f"distill.init_from_teacher={init}"),
-                         tmp_path / f"student_{init}")
+        run_module.train(
+            _cfg("distill=kd", f"distill.teacher.ckpt='{ckpt}'", f"distill.init_from_teacher={init}"),
+            tmp_path / f"student_{init}",
+        )
     assert len(seen) == 1  # only the run that asked for it
     shared = [k for k in seen[0] if k in teacher_state]
     assert len(shared) > 10 and all(torch.equal(seen[0][k], teacher_state[k]) for k in shared)

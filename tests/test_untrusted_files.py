@@ -2,6 +2,7 @@
 code runs, as a teacher, as a resume checkpoint and as a network a loss term loads; only an
 explicit ``distill.teacher.trust=true`` loads it with the full pickle. Damaged metrics files are
 refused in one line."""
+
 from __future__ import annotations
 
 import os
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
+from test_bad_input import FAST, ONE_THREAD, one_line_error
 
 from bnn_lab.errors import UserError
 from bnn_lab.files import RefusedFile, load_checkpoint, read_json
-from conftest import REPO
-from test_bad_input import FAST, ONE_THREAD, one_line_error
 
 
 class Payload:
@@ -75,8 +76,15 @@ def test_a_malicious_teacher_runs_no_code_and_is_refused_in_one_line(run_cli, tm
     one_line_error(proc, f"teacher checkpoint {file} refused", "posix.system", "distill.teacher.trust=true")
     assert not marker.exists()
     # vouched for: loaded with the full pickle (its code runs), then refused as a network of another shape
-    proc = run_cli(*FAST, "trainer=debug", "distill=kd", f"distill.teacher.ckpt={file}", "distill.teacher.trust=true",
-                   run_dir=tmp_path / "trusted", env=ONE_THREAD)
+    proc = run_cli(
+        *FAST,
+        "trainer=debug",
+        "distill=kd",
+        f"distill.teacher.ckpt={file}",
+        "distill.teacher.trust=true",
+        run_dir=tmp_path / "trusted",
+        env=ONE_THREAD,
+    )
     one_line_error(proc, "does not fit arch resnet20")
     assert marker.exists()
 
@@ -117,18 +125,26 @@ def test_damaged_metrics_files_are_refused_in_one_line(tmp_path):
         read_json(bad, "metrics file")
 
 
-@pytest.mark.parametrize("content,expected", [
-    ('{"test/acc": 0.9, "val/acc": 0.8, "summ', "is damaged"),
-    ('{"test/acc": 93.1, "val/acc": 0.8}', "test/acc = 93.1, not an accuracy in [0, 1]"),
-    ('{"test/acc": "0.9", "val/acc": 0.8}', "test/acc = '0.9', not an accuracy"),
-    ('{"test/acc": 0.9, "summary": {"params": "many"}}', "summary that is not a table of numbers"),
-])
+@pytest.mark.parametrize(
+    "content,expected",
+    [
+        ('{"test/acc": 0.9, "val/acc": 0.8, "summ', "is damaged"),
+        ('{"test/acc": 93.1, "val/acc": 0.8}', "test/acc = 93.1, not an accuracy in [0, 1]"),
+        ('{"test/acc": "0.9", "val/acc": 0.8}', "test/acc = '0.9', not an accuracy"),
+        ('{"test/acc": 0.9, "summary": {"params": "many"}}', "summary that is not a table of numbers"),
+    ],
+)
 def test_the_report_refuses_a_damaged_metrics_file_in_one_line(tmp_path, content, expected):
     run = tmp_path / "runs" / "a"
     run.mkdir(parents=True)
     (run / "metrics.json").write_text(content)
-    proc = subprocess.run([sys.executable, "-m", "bnn_lab.report", str(tmp_path / "runs")], capture_output=True,
-                          text=True, timeout=120, cwd=REPO)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bnn_lab.report", str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO,
+    )
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines()[-1].startswith("bnn-lab-report: error: metrics file")
     assert expected in proc.stderr and "Traceback" not in proc.stderr

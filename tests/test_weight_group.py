@@ -7,12 +7,12 @@ when the layers' estimators are at different points of their schedules (two grou
 test also checks how many grouped calls were made, so that a group that silently did nothing
 would fail.
 """
+
 import copy
 
 import pytest
 import torch
 import torch.nn.functional as F
-
 from binary_nets import small_binary_net
 
 from bnn_lab.estimators.fda import FDA
@@ -93,8 +93,11 @@ def test_layers_at_different_schedule_points_form_two_groups(calls):
 def test_evaluation_mode_binarizes_each_layer_to_plus_minus_one(calls):
     net = fda_net().eval()
     seen = []
-    hooks = [m.register_forward_hook(lambda m, a, o: seen.append(m.binary_weight()))
-             for m in net.modules() if isinstance(m, BinaryMixin)]
+    hooks = [
+        m.register_forward_hook(lambda m, a, o: seen.append(m.binary_weight()))
+        for m in net.modules()
+        if isinstance(m, BinaryMixin)
+    ]
     net(X)
     for h in hooks:
         h.remove()
@@ -165,8 +168,8 @@ def test_group_weights_false_leaves_each_layer_alone(calls):
 def test_config_switch(value):
     from hydra import compose, initialize_config_dir
 
-    from bnn_lab.cli.train import CONF_DIR
     from bnn_lab.build import build_model
+    from bnn_lab.cli.train import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["estimator=fda", f"binarize.group_weights={str(value).lower()}"])

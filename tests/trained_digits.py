@@ -1,5 +1,6 @@
 """Binary ResNet-20s trained briefly on the digits (plain loop, seconds), shared by the
 deployment tests: packed, ONNX and float evaluation must agree on their test split."""
+
 from __future__ import annotations
 
 import functools
@@ -24,8 +25,9 @@ def digits_splits() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Ten
 
 
 @functools.cache
-def trained_digits_model(estimator: str = "ste", scale: str = "none", activation: str = "hardtanh",
-                         epochs: int = 2) -> torch.nn.Module:
+def trained_digits_model(
+    estimator: str = "ste", scale: str = "none", activation: str = "hardtanh", epochs: int = 2
+) -> torch.nn.Module:
     x, y, _, _ = digits_splits()
     torch.manual_seed(0)
     model = create("resnet20", 1, 10, 8)

@@ -144,8 +144,7 @@ def _table(res: dict) -> str:
     bname = f"binary_{'matmul' if res['op'] == 'gemm' else 'conv2d'} ({res['backend']})"
     width = max(len(fname), len(bname))
     lines = [
-        f"{res['op']}  {shape}  device={res['device']} threads={res['threads']} "
-        f"median of {res['repeats']}",
+        f"{res['op']}  {shape}  device={res['device']} threads={res['threads']} median of {res['repeats']}",
         f"  {bname:<{width}}  {res['binary_ms']:9.3f} ms",
         f"  {fname:<{width}}  {res['float_ms']:9.3f} ms",
         f"  {'speedup':<{width}}  {res['speedup']:9.1f} x",

@@ -25,6 +25,7 @@ times every leaf module (forward hooks, separate untimed-for-the-table runs) and
 times by module type; "between modules" is the rest of the forward (residual additions,
 reshapes, Python).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,8 +55,8 @@ def models_from_run(path: str | Path, backend: str) -> tuple[nn.Module, nn.Modul
     """(packed, float network, input shape, info) of a run directory or packed file."""
     from omegaconf import OmegaConf
 
-    from ..export import PACKED_FILE, load_packed
     from ..build import build_model
+    from ..export import PACKED_FILE, load_packed
 
     path = Path(path).expanduser()
     file = path / PACKED_FILE if path.is_dir() else path
@@ -63,15 +64,20 @@ def models_from_run(path: str | Path, backend: str) -> tuple[nn.Module, nn.Modul
     cfg = OmegaConf.create(meta["config"])
     chans, classes, size = (int(meta[k]) for k in ("in_chans", "num_classes", "img_size"))
     floating, _ = build_model(cfg, chans, classes, size, mode="fp")
-    return packed, floating.eval(), (chans, size, size), {"model": str(file), "arch": meta["arch"],
-                                                          "estimator": meta.get("estimator"), "classes": classes}
+    return (
+        packed,
+        floating.eval(),
+        (chans, size, size),
+        {"model": str(file), "arch": meta["arch"], "estimator": meta.get("estimator"), "classes": classes},
+    )
 
 
-def models_from_arch(arch: str, estimator: str, chans: int, size: int, classes: int, backend: str,
-                     overrides: list[str] = ()) -> tuple[nn.Module, nn.Module, tuple[int, int, int], dict]:
+def models_from_arch(
+    arch: str, estimator: str, chans: int, size: int, classes: int, backend: str, overrides: list[str] = ()
+) -> tuple[nn.Module, nn.Module, tuple[int, int, int], dict]:
     """(packed, float network, input shape, info) of an architecture; checks packed == binary float."""
-    from ..export import pack_model
     from ..build import build_model
+    from ..export import pack_model
 
     cfg = _compose([f"arch={arch}", f"estimator={estimator}", *overrides])
     torch.manual_seed(0)
@@ -86,9 +92,20 @@ def models_from_arch(arch: str, estimator: str, chans: int, size: int, classes: 
     with torch.no_grad():
         same = bool(torch.equal(binary(x).argmax(1), packed(x).argmax(1)))
     floating, _ = build_model(cfg, chans, classes, size, mode="fp")
-    return packed, floating.eval(), (chans, size, size), {
-        "model": None, "arch": arch, "estimator": estimator, "classes": classes, "same_predictions": same,
-        "packed_layers": len(report.packed), "kept_float": len(report.kept_float)}
+    return (
+        packed,
+        floating.eval(),
+        (chans, size, size),
+        {
+            "model": None,
+            "arch": arch,
+            "estimator": estimator,
+            "classes": classes,
+            "same_predictions": same,
+            "packed_layers": len(report.packed),
+            "kept_float": len(report.kept_float),
+        },
+    )
 
 
 def _quartiles(times: list[float]) -> tuple[float, float, float]:
@@ -103,8 +120,9 @@ def _is_leaf(module: nn.Module) -> bool:
     from ..export.graph import PackedConv2dToBits
     from ..export.residual_fusion import PackedConv2dResidual
 
-    return isinstance(module, (PackedBinaryConv2d, PackedBinaryLinear, PackedConv2dToBits, PackedConv2dResidual)) or \
-        not any(True for _ in module.children())
+    return isinstance(
+        module, (PackedBinaryConv2d, PackedBinaryLinear, PackedConv2dToBits, PackedConv2dResidual)
+    ) or not any(True for _ in module.children())
 
 
 @torch.no_grad()
@@ -146,9 +164,19 @@ def profile(model: nn.Module, x: torch.Tensor, device: torch.device, runs: int =
     return dict(sorted(out.items(), key=lambda kv: -kv[1]))
 
 
-def bench_model(packed: nn.Module, floating: nn.Module, input_shape, info: dict, batch: int = 16,
-                device: str = "cpu", repeats: int = 20, rounds: int = 4, warmup: int = 2,
-                with_profile: bool = False, graph: bool = True) -> dict:
+def bench_model(
+    packed: nn.Module,
+    floating: nn.Module,
+    input_shape,
+    info: dict,
+    batch: int = 16,
+    device: str = "cpu",
+    repeats: int = 20,
+    rounds: int = 4,
+    warmup: int = 2,
+    with_profile: bool = False,
+    graph: bool = True,
+) -> dict:
     dev = torch.device(device)
     info = dict(info, graph=graph)
     if graph:
@@ -160,14 +188,27 @@ def bench_model(packed: nn.Module, floating: nn.Module, input_shape, info: dict,
     fdtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     packed = packed.to(dev).eval()
     floating = floating.to(dev, fdtype).eval()
-    res = {**info, "input": list(input_shape), "device": dev.type, "threads": torch.get_num_threads(),
-           "float_dtype": str(fdtype).replace("torch.", ""), "repeats": repeats, "rounds": rounds, "batches": {}}
+    res = {
+        **info,
+        "input": list(input_shape),
+        "device": dev.type,
+        "threads": torch.get_num_threads(),
+        "float_dtype": str(fdtype).replace("torch.", ""),
+        "repeats": repeats,
+        "rounds": rounds,
+        "batches": {},
+    }
     for n in sorted({1, batch}):
         torch.manual_seed(0)
         x = torch.randn(n, *input_shape, device=dev)
         xf = x.to(fdtype)
-        times = time_alternating({"packed": lambda: packed(x), "float": lambda: floating(xf)}, dev,
-                                 repeats if n == 1 else max(repeats // 2, rounds), rounds, warmup)
+        times = time_alternating(
+            {"packed": lambda x=x: packed(x), "float": lambda xf=xf: floating(xf)},
+            dev,
+            repeats if n == 1 else max(repeats // 2, rounds),
+            rounds,
+            warmup,
+        )
         entry = {}
         for name, t in times.items():
             q1, med, q3 = _quartiles(t)
@@ -176,27 +217,35 @@ def bench_model(packed: nn.Module, floating: nn.Module, input_shape, info: dict,
             entry[f"{name}_images_per_s"] = round(n / med * 1e3, 1)
         entry["speedup"] = round(entry["float_ms"] / entry["packed_ms"], 3)
         if with_profile:
-            entry["profile"] = {"packed": {k: round(v, 3) for k, v in profile(packed, x, dev).items()},
-                                "float": {k: round(v, 3) for k, v in profile(floating, xf, dev).items()}}
+            entry["profile"] = {
+                "packed": {k: round(v, 3) for k, v in profile(packed, x, dev).items()},
+                "float": {k: round(v, 3) for k, v in profile(floating, xf, dev).items()},
+            }
         res["batches"][str(n)] = entry
     return res
 
 
 def _table(res: dict) -> str:
     name = res["model"] or f"{res['arch']} (binarized with {res['estimator']}, packed)"
-    lines = [f"{name}: input {'x'.join(map(str, res['input']))}, {res['classes']} classes, {res['device']} "
-             f"x{res['threads']} threads; float = same net in {res['float_dtype']}; medians of alternating "
-             f"blocks [25th-75th percentile]"]
+    lines = [
+        f"{name}: input {'x'.join(map(str, res['input']))}, {res['classes']} classes, {res['device']} "
+        f"x{res['threads']} threads; float = same net in {res['float_dtype']}; medians of alternating "
+        f"blocks [25th-75th percentile]"
+    ]
     if res.get("graph"):
         lines.append(f"  inference graph: {res.get('graph_rewrites', res['bit_links'])}")
     if "same_predictions" in res:
-        lines.append(f"  packed layers {res['packed_layers']}, kept float {res['kept_float']}, "
-                     f"packed predicts as the binary float model: {res['same_predictions']}")
+        lines.append(
+            f"  packed layers {res['packed_layers']}, kept float {res['kept_float']}, "
+            f"packed predicts as the binary float model: {res['same_predictions']}"
+        )
     for n, e in res["batches"].items():
-        lines.append(f"  batch {n:>4}: packed {e['packed_ms']:9.2f} ms [{e['packed_p25_ms']:.2f}-{e['packed_p75_ms']:.2f}]"
-                     f" ({e['packed_images_per_s']:.1f} img/s)   float {e['float_ms']:9.2f} ms "
-                     f"[{e['float_p25_ms']:.2f}-{e['float_p75_ms']:.2f}] ({e['float_images_per_s']:.1f} img/s)"
-                     f"   speedup {e['speedup']:.2f}x")
+        lines.append(
+            f"  batch {n:>4}: packed {e['packed_ms']:9.2f} ms [{e['packed_p25_ms']:.2f}-{e['packed_p75_ms']:.2f}]"
+            f" ({e['packed_images_per_s']:.1f} img/s)   float {e['float_ms']:9.2f} ms "
+            f"[{e['float_p25_ms']:.2f}-{e['float_p75_ms']:.2f}] ({e['float_images_per_s']:.1f} img/s)"
+            f"   speedup {e['speedup']:.2f}x"
+        )
         if "profile" in e:
             for which in ("packed", "float"):
                 prof = e["profile"][which]
@@ -232,7 +281,7 @@ def run(args: argparse.Namespace) -> int:
     from ..cli.errors import user_errors
 
     with user_errors("bnn-lab-bench model"):
-        path = args.path[len("path="):] if args.path and args.path.startswith("path=") else args.path
+        path = args.path[len("path=") :] if args.path and args.path.startswith("path=") else args.path
         if (path is None) == (args.arch is None):
             raise UserError("give a run (path=<run dir>) or --arch NAME, not both")
         if args.device == "cuda" and not torch.cuda.is_available():
@@ -244,9 +293,18 @@ def run(args: argparse.Namespace) -> int:
         if path is not None:
             models = models_from_run(path, args.backend)
         else:
-            models = models_from_arch(args.arch, args.estimator, args.chans, args.size, args.classes, args.backend,
-                                      args.override)
-        res = bench_model(*models, batch=args.batch, device=args.device, repeats=args.repeats, rounds=args.rounds,
-                          warmup=args.warmup, with_profile=args.profile, graph=not args.plain)
+            models = models_from_arch(
+                args.arch, args.estimator, args.chans, args.size, args.classes, args.backend, args.override
+            )
+        res = bench_model(
+            *models,
+            batch=args.batch,
+            device=args.device,
+            repeats=args.repeats,
+            rounds=args.rounds,
+            warmup=args.warmup,
+            with_profile=args.profile,
+            graph=not args.plain,
+        )
         print(json.dumps(res) if args.json else _table(res))
     return 0

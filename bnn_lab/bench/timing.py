@@ -1,6 +1,7 @@
 """Timing side by side: every compared function in its own block of consecutive calls, the
 blocks alternating over several rounds, so that background load on a shared machine hits
 every function alike."""
+
 from __future__ import annotations
 
 import time
@@ -16,8 +17,9 @@ def sync(device: torch.device) -> None:
 
 
 @torch.no_grad()
-def time_alternating(fns: dict[str, Callable[[], object]], device: torch.device, repeats: int,
-                     rounds: int = 3, warmup: int = 1) -> dict[str, list[float]]:
+def time_alternating(
+    fns: dict[str, Callable[[], object]], device: torch.device, repeats: int, rounds: int = 3, warmup: int = 1
+) -> dict[str, list[float]]:
     """Milliseconds of every timed call of each function.
 
     ``repeats`` calls per function are split over ``rounds`` blocks, run in turn (a, b, a, b,

@@ -13,6 +13,7 @@ bf16`` runs forward and loss under bfloat16 autocast, ``--channels-last`` puts b
 (and the batch) in NHWC memory format, ``--compile`` times ``torch.compile`` of both models
 (the warm-up steps compile).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,8 @@ HEAP_MODES = ("keep", "default")
 def _model(arch: str, estimator: str, fp: bool, chans: int, size: int, classes: int, device):
     from hydra import compose, initialize_config_dir
 
-    from ..cli.train import CONF_DIR
     from ..build import build_model
+    from ..cli.train import CONF_DIR
 
     overrides = [f"arch={arch}", f"estimator={estimator}", f"fp={str(fp).lower()}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
@@ -43,9 +44,21 @@ def _model(arch: str, estimator: str, fp: bool, chans: int, size: int, classes: 
     return model.to(device).train()
 
 
-def bench_train(arch: str = "resnet20", estimator: str = "ste", batch: int = 128, size: int = 28, chans: int = 1,
-                classes: int = 10, steps: int = 20, rounds: int = 4, device: str = "cpu", precision: str = "32",
-                channels_last: bool = False, compile: bool = False, heap: str = "keep") -> dict:
+def bench_train(
+    arch: str = "resnet20",
+    estimator: str = "ste",
+    batch: int = 128,
+    size: int = 28,
+    chans: int = 1,
+    classes: int = 10,
+    steps: int = 20,
+    rounds: int = 4,
+    device: str = "cpu",
+    precision: str = "32",
+    channels_last: bool = False,
+    compile: bool = False,
+    heap: str = "keep",
+) -> dict:
     dev = torch.device(device)
     if heap not in HEAP_MODES:
         raise ValueError(f"heap must be one of {HEAP_MODES}, got {heap!r}")
@@ -88,14 +101,29 @@ def bench_train(arch: str = "resnet20", estimator: str = "ste", batch: int = 128
             times[name].append(block)
     b = statistics.median(t for block in times["binary"] for t in block)
     f = statistics.median(t for block in times["fp"] for t in block)
-    block_ratio = statistics.median(statistics.median(bb) / statistics.median(fb)
-                                    for bb, fb in zip(times["binary"], times["fp"]))
-    return {"arch": arch, "estimator": estimator, "batch": batch, "input": [chans, size, size], "device": device,
-            "threads": torch.get_num_threads(), "precision": precision, "channels_last": channels_last,
-            "compile": compile, "binary_step_ms": round(b, 3), "fp_step_ms": round(f, 3),
-            "ratio": round(b / f, 3), "block_ratio": round(block_ratio, 3), "steps": per_block * rounds,
-            "rounds": rounds, "heap": heap, "binary_images_per_s": round(batch / b * 1e3, 1),
-            "fp_images_per_s": round(batch / f * 1e3, 1)}
+    block_ratio = statistics.median(
+        statistics.median(bb) / statistics.median(fb) for bb, fb in zip(times["binary"], times["fp"])
+    )
+    return {
+        "arch": arch,
+        "estimator": estimator,
+        "batch": batch,
+        "input": [chans, size, size],
+        "device": device,
+        "threads": torch.get_num_threads(),
+        "precision": precision,
+        "channels_last": channels_last,
+        "compile": compile,
+        "binary_step_ms": round(b, 3),
+        "fp_step_ms": round(f, 3),
+        "ratio": round(b / f, 3),
+        "block_ratio": round(block_ratio, 3),
+        "steps": per_block * rounds,
+        "rounds": rounds,
+        "heap": heap,
+        "binary_images_per_s": round(batch / b * 1e3, 1),
+        "fp_images_per_s": round(batch / f * 1e3, 1),
+    }
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -112,26 +140,46 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", default="32", choices=PRECISIONS, help="32, or bf16 autocast (default 32)")
     p.add_argument("--channels-last", action="store_true", help="models and batch in channels_last format")
     p.add_argument("--compile", action="store_true", help="torch.compile both models (inductor)")
-    p.add_argument("--heap", default="keep", choices=HEAP_MODES,
-                   help="keep: freed tensor memory stays in the heap, as in training (bnn_lab.training.heap); "
-                        "default: the C library's own thresholds")
+    p.add_argument(
+        "--heap",
+        default="keep",
+        choices=HEAP_MODES,
+        help="keep: freed tensor memory stays in the heap, as in training (bnn_lab.training.heap); "
+        "default: the C library's own thresholds",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    res = bench_train(args.arch, args.estimator, args.batch, args.size, args.chans, args.classes, args.steps,
-                      rounds=args.rounds, device=args.device, precision=args.precision,
-                      channels_last=args.channels_last, compile=args.compile, heap=args.heap)
+    res = bench_train(
+        args.arch,
+        args.estimator,
+        args.batch,
+        args.size,
+        args.chans,
+        args.classes,
+        args.steps,
+        rounds=args.rounds,
+        device=args.device,
+        precision=args.precision,
+        channels_last=args.channels_last,
+        compile=args.compile,
+        heap=args.heap,
+    )
     if args.json:
         print(json.dumps(res))
     else:
         flags = [k.replace("_", "-") for k in ("channels_last", "compile") if res[k]]
         options = [f"precision {res['precision']}", f"heap {res['heap']}", *flags]
-        print(f"{res['arch']} / {res['estimator']}, batch {res['batch']}, input {res['input']}, "
-              f"{res['device']} x{res['threads']} threads, {', '.join(options)}")
+        print(
+            f"{res['arch']} / {res['estimator']}, batch {res['batch']}, input {res['input']}, "
+            f"{res['device']} x{res['threads']} threads, {', '.join(options)}"
+        )
         print(f"  binary step {res['binary_step_ms']:9.2f} ms  ({res['binary_images_per_s']:.0f} images/s)")
         print(f"  fp step     {res['fp_step_ms']:9.2f} ms  ({res['fp_images_per_s']:.0f} images/s)")
-        print(f"  ratio binary / fp: {res['ratio']:.3f} (medians of {res['steps']} steps), "
-              f"{res['block_ratio']:.3f} (median over {res['rounds']} pairs of blocks)")
+        print(
+            f"  ratio binary / fp: {res['ratio']:.3f} (medians of {res['steps']} steps), "
+            f"{res['block_ratio']:.3f} (median over {res['rounds']} pairs of blocks)"
+        )
     return 0

@@ -1,9 +1,18 @@
 """The build layer: data, network and precision from a composed configuration, shared by
 training, export, evaluation and the benchmarks (none of which imports another for it)."""
+
 from .data import build_data
 from .model import build_model
 from .precision import DEFAULT, PRECISIONS, check_precision, config_precision, stage_precision
 from .trained import load_trained  # also provides it to the loss terms that load networks
 
-__all__ = ["DEFAULT", "PRECISIONS", "build_data", "build_model", "check_precision", "config_precision",
-           "load_trained", "stage_precision"]
+__all__ = [
+    "DEFAULT",
+    "PRECISIONS",
+    "build_data",
+    "build_model",
+    "check_precision",
+    "config_precision",
+    "load_trained",
+    "stage_precision",
+]

@@ -1,4 +1,5 @@
 """The data module of a configuration (``cfg.data``)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

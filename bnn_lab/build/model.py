@@ -1,5 +1,6 @@
 """The network of a configuration: ``cfg.arch`` from timm, converted by the surgery pass for
 a precision mode."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -13,7 +14,11 @@ from .precision import PRECISIONS, check_precision, config_precision
 
 
 def build_model(
-    cfg: Mapping[str, Any], in_chans: int, num_classes: int, img_size: int, mode: str | None = None,
+    cfg: Mapping[str, Any],
+    in_chans: int,
+    num_classes: int,
+    img_size: int,
+    mode: str | None = None,
 ) -> tuple[nn.Module, SurgeryReport | None]:
     """The timm model of ``cfg.arch``, converted for precision ``mode`` (default: what cfg asks for).
 
@@ -23,8 +28,12 @@ def build_model(
     mode = check_precision(mode or config_precision(cfg))
     arch = cfg["arch"]
     model = models.create(
-        arch["name"], in_chans=in_chans, num_classes=num_classes, input_size=img_size,
-        small_stem=arch.get("small_stem"), **dict(arch.get("kwargs") or {}),
+        arch["name"],
+        in_chans=in_chans,
+        num_classes=num_classes,
+        input_size=img_size,
+        small_stem=arch.get("small_stem"),
+        **dict(arch.get("kwargs") or {}),
     )
     if PRECISIONS[mode] is None:
         return model, None
@@ -34,8 +43,13 @@ def build_model(
     own, extra = arch.get("keep") or [], policy.get("keep") or []
     policy["keep"] = [*([own] if isinstance(own, str) else own), *([extra] if isinstance(extra, str) else extra)]
     report = binarize(
-        model, estimator=dict(cfg["estimator"]), policy=policy, scale=cfg["binarize"]["scale"],
-        input_mode=input_mode, weight_mode=weight_mode, group_weights=cfg["binarize"].get("group_weights", True),
+        model,
+        estimator=dict(cfg["estimator"]),
+        policy=policy,
+        scale=cfg["binarize"]["scale"],
+        input_mode=input_mode,
+        weight_mode=weight_mode,
+        group_weights=cfg["binarize"].get("group_weights", True),
         replicate=int(cfg["binarize"].get("replicate") or 1),
         weight_norm=cfg["binarize"].get("weight_norm") or "none",
     )

@@ -3,6 +3,7 @@ of the binary layers are binary. Old spellings are mapped onto it: ``fp=true`` i
 ``precision=fp``, ``binarize.policy.weights_only=true`` is ``precision=bwn``, a stage's
 ``mode:`` is its ``precision:``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -14,9 +15,9 @@ DEFAULT = "1w1a"
 # mode -> (input mode, weight mode) of the binary layers; "fp" builds no binary layer
 PRECISIONS: dict[str, tuple[str, str] | None] = {
     "fp": None,
-    "soft": ("soft", "real"),          # real weights, tanh activations (Real-to-Binary stage 2)
+    "soft": ("soft", "real"),  # real weights, tanh activations (Real-to-Binary stage 2)
     "binary_act": ("binary", "real"),  # binary activations, real weights (stage 3)
-    "bwn": ("real", "binary"),         # binary weights, real activations
+    "bwn": ("real", "binary"),  # binary weights, real activations
     "1w1a": ("binary", "binary"),
 }
 
@@ -32,13 +33,19 @@ def config_precision(cfg: Mapping[str, Any]) -> str:
     ``fp=true`` / ``binarize.policy.weights_only=true`` (which must then agree with it)."""
     precision = check_precision(cfg.get("precision") or DEFAULT)
     policy = (cfg.get("binarize") or {}).get("policy") or {}
-    old = ("fp", "fp=true") if cfg.get("fp") else ("bwn", "binarize.policy.weights_only=true") \
-        if policy.get("weights_only") else None
+    old = (
+        ("fp", "fp=true")
+        if cfg.get("fp")
+        else ("bwn", "binarize.policy.weights_only=true")
+        if policy.get("weights_only")
+        else None
+    )
     if old is None:
         return precision
     if precision not in (DEFAULT, old[0]):
-        raise ConfigError(f"{old[1]} (the old spelling of precision={old[0]}) contradicts precision={precision}; "
-                          "set precision alone")
+        raise ConfigError(
+            f"{old[1]} (the old spelling of precision={old[0]}) contradicts precision={precision}; set precision alone"
+        )
     return old[0]
 
 

@@ -1,6 +1,7 @@
 """A trained network from a bnn-lab checkpoint file or a finished run directory, built from the
 configuration its run wrote (``config.yaml``): any architecture, in the precision it was trained
 in. Provided to the loss terms that load networks (``bnn_lab.losses.networks``)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """One-line errors for user mistakes; the traceback only with BNN_LAB_DEBUG=1."""
+
 from __future__ import annotations
 
 import contextlib
@@ -33,7 +34,9 @@ def user_errors(prog: str = "bnn-lab"):
     except OSError as exc:  # a full disk outside the files written whole (logs, caches)
         if debug() or exc.errno not in NO_ROOM:
             raise
-        print(f"{prog}: error: could not write {exc.filename or 'a file'} ({NO_ROOM[exc.errno]}); checkpoints, "
-              "metrics.json and the packed model are replaced only whole, so those on disk are intact",
-              file=sys.stderr)
+        print(
+            f"{prog}: error: could not write {exc.filename or 'a file'} ({NO_ROOM[exc.errno]}); checkpoints, "
+            "metrics.json and the packed model are replaced only whole, so those on disk are intact",
+            file=sys.stderr,
+        )
         sys.exit(EXIT_USER_ERROR)

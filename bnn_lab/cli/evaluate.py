@@ -3,6 +3,7 @@ evaluates a packed model with the binary kernels on a dataset's test split; ``--
 writes the model as ONNX in standard operators (``bnn_lab.export.onnx``) and evaluates that file
 with onnxruntime on the same split (``onnx/test_acc``, ``onnx/same_predictions``: the fraction of
 images where it predicts what the packed model predicts)."""
+
 from __future__ import annotations
 
 import json
@@ -12,7 +13,10 @@ from pathlib import Path
 from ..errors import ConfigError, UserError
 from .errors import user_errors
 
-USAGE = "usage: bnn-lab-eval path=<run dir or model.packed.safetensors> [data=<option>] [data.KEY=VALUE ...] [backend=auto|cpu|torch|triton] [--onnx OUT.onnx] [--json]"
+USAGE = (
+    "usage: bnn-lab-eval path=<run dir or model.packed.safetensors> [data=<option>] [data.KEY=VALUE ...] "
+    "[backend=auto|cpu|torch|triton] [--onnx OUT.onnx] [--json]"
+)
 
 
 def _parse(argv: list[str]) -> tuple[dict[str, str], list[str], bool]:
@@ -68,7 +72,11 @@ def _onnx(model, file: str, input_shape, loader) -> dict:
             correct += int((a == y).sum())
             same += int((a == b).sum())
             total += len(y)
-    return {"onnx/file": str(path), "onnx/test_acc": correct / max(total, 1), "onnx/same_predictions": same / max(total, 1)}
+    return {
+        "onnx/file": str(path),
+        "onnx/test_acc": correct / max(total, 1),
+        "onnx/same_predictions": same / max(total, 1),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         from hydra import compose, initialize_config_dir
         from omegaconf import OmegaConf
 
-        from ..export import PACKED_FILE, evaluate, load_packed
         from ..build import build_data
+        from ..export import PACKED_FILE, evaluate, load_packed
         from .overrides import check_group_choices
         from .train import CONF_DIR
 
@@ -93,8 +101,10 @@ def main(argv: list[str] | None = None) -> int:
             cfg = compose(config_name="config", overrides=data_overrides)
         dm = build_data(cfg)
         if (dm.in_chans, dm.num_classes) != (int(meta["in_chans"]), int(meta["num_classes"])):
-            raise UserError(f"data {cfg.data.name} has {dm.in_chans} channels / {dm.num_classes} classes but the "
-                            f"model was trained for {meta['in_chans']} / {meta['num_classes']}")
+            raise UserError(
+                f"data {cfg.data.name} has {dm.in_chans} channels / {dm.num_classes} classes but the "
+                f"model was trained for {meta['in_chans']} / {meta['num_classes']}"
+            )
         dm.setup("test")
         result = evaluate(model, dm.test_dataloader(), progress=not as_json)
         out = {"path": str(file), "arch": meta["arch"], "data": cfg.data.name, "packed/test_acc": result["acc"]}
@@ -104,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
             out.update(_onnx(model, opts["onnx"], (dm.in_chans, dm.img_size, dm.img_size), dm.test_dataloader()))
         lines = [f"{meta['arch']} on {cfg.data.name}: packed test accuracy {result['acc']:.4f} ({file})"]
         if "onnx" in opts:
-            lines.append(f"ONNX ({out['onnx/file']}): onnxruntime test accuracy {out['onnx/test_acc']:.4f}, "
-                         f"same prediction as packed on {out['onnx/same_predictions']:.2%} of the images")
+            lines.append(
+                f"ONNX ({out['onnx/file']}): onnxruntime test accuracy {out['onnx/test_acc']:.4f}, "
+                f"same prediction as packed on {out['onnx/same_predictions']:.2%} of the images"
+            )
         print(json.dumps(out) if as_json else "\n".join(lines))
     return 0
 

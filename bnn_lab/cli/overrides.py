@@ -1,6 +1,7 @@
 """Checks the command line before Hydra runs, so that mistakes fail with one line:
 unknown group options (listing the valid ones), unknown keys, values of the wrong type,
 mandatory values left unset, and a run directory that holds another run."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -126,8 +127,9 @@ def _check_writable(cfg: DictConfig, multirun: bool) -> Path | None:
         probe.touch()
         probe.unlink()
     except OSError as exc:
-        raise ConfigError(f"cannot write the run directory {target} ({exc.strerror}); "
-                          f"set {key}=<a writable folder>") from exc
+        raise ConfigError(
+            f"cannot write the run directory {target} ({exc.strerror}); set {key}=<a writable folder>"
+        ) from exc
     return target
 
 

@@ -7,6 +7,7 @@ that command line: the overrides saved in ``<run dir>/.hydra/overrides.yaml``, t
 here (they win, e.g. ``trainer.max_epochs=20`` to train longer), then ``resume=true
 hydra.run.dir=<run dir>``.
 """
+
 from __future__ import annotations
 
 import re
@@ -44,12 +45,15 @@ def expand_resume(args: list[str]) -> list[str]:
         return args
     run_dir = Path(value).expanduser().resolve()
     if "-m" in args or "--multirun" in args:
-        raise ConfigError("resume=<run dir> continues one run; continue a multirun with resume=true and its "
-                          "hydra.sweep.dir")
+        raise ConfigError(
+            "resume=<run dir> continues one run; continue a multirun with resume=true and its hydra.sweep.dir"
+        )
     saved_file = run_dir / ".hydra" / "overrides.yaml"
     if not saved_file.is_file():
-        raise ConfigError(f"resume={value}: {run_dir} is not a bnn-lab run directory (no .hydra/overrides.yaml); "
-                          "give the folder that holds config.yaml and checkpoints/")
+        raise ConfigError(
+            f"resume={value}: {run_dir} is not a bnn-lab run directory (no .hydra/overrides.yaml); "
+            "give the folder that holds config.yaml and checkpoints/"
+        )
     rest = [a for a in args if not a.startswith("resume=")]
     for a in rest:
         if a.startswith("hydra.run.dir=") and Path(a.split("=", 1)[1].strip("'\"")).expanduser().resolve() != run_dir:

@@ -1,4 +1,5 @@
 """``bnn-lab``: the Hydra app that trains one configuration (or a sweep with ``-m``)."""
+
 from __future__ import annotations
 
 import sys
@@ -42,8 +43,10 @@ def main() -> None:
     silence_known_noise()
     with user_errors():
         if not CONF_DIR.is_dir():
-            raise FileNotFoundError(f"config folder {CONF_DIR} missing: reinstall bnn-lab (`pip install .` "
-                                    "or `pip install -e .` in the repository)")
+            raise FileNotFoundError(
+                f"config folder {CONF_DIR} missing: reinstall bnn-lab (`pip install .` "
+                "or `pip install -e .` in the repository)"
+            )
         sys.argv[1:] = expand_resume(sys.argv[1:])  # resume=<run dir>: that run's own command line
         check_group_choices(sys.argv[1:], CONF_DIR)
         check_composition(sys.argv[1:], CONF_DIR)

@@ -8,6 +8,7 @@ their device (global torch RNG, which checkpoints hold); streamed images one at 
 generator seeded by (run seed, epoch, image index), so that workers and restarts see the
 same crops.
 """
+
 from __future__ import annotations
 
 import math
@@ -71,7 +72,7 @@ def pad_crop_flip(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tens
     """One CHW image: zero-pad by ``pad``, crop back at a random offset, flip with p = 1/2."""
     _, h, w = x.shape
     dy, dx = (int(v) for v in torch.randint(0, 2 * pad + 1, (2,), generator=gen))
-    out = F.pad(x, (pad, pad, pad, pad))[:, dy:dy + h, dx:dx + w]
+    out = F.pad(x, (pad, pad, pad, pad))[:, dy : dy + h, dx : dx + w]
     return out.flip(-1) if float(torch.rand(1, generator=gen)) < 0.5 else out
 
 

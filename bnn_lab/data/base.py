@@ -4,6 +4,7 @@ Small datasets are loaded once into memory as normalized float tensors; batches 
 gathered by index lists (no per-sample Python), and light augmentation (random crop with
 padding, horizontal flip) runs batched on the batch's device.
 """
+
 from __future__ import annotations
 
 import logging
@@ -87,8 +88,9 @@ class InMemoryDataModule(BaseDataModule):
     ``false`` keeps the splits on the CPU (datasets larger than the device memory).
     """
 
-    def __init__(self, val_size: int | float = 0.1, augment: bool = False, on_device: bool | str = "auto",
-                 **kwargs) -> None:
+    def __init__(
+        self, val_size: int | float = 0.1, augment: bool = False, on_device: bool | str = "auto", **kwargs
+    ) -> None:
         super().__init__(**kwargs)
         if on_device not in ("auto", True, False):
             raise ConfigError(f"data.on_device must be auto, true or false, got {on_device!r}")
@@ -157,8 +159,11 @@ class InMemoryDataModule(BaseDataModule):
             self.splits = dict(self._host_splits)
             return
         if self.num_workers:
-            log.info("data on %s: batches are gathered there, without loader workers (num_workers=%d ignored)",
-                     device, self.num_workers)
+            log.info(
+                "data on %s: batches are gathered there, without loader workers (num_workers=%d ignored)",
+                device,
+                self.num_workers,
+            )
             self.num_workers = 0
         moved: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # splits sharing tensors (test = val) still do
         for split, (x, y) in self.splits.items():
@@ -206,8 +211,8 @@ def random_crop_flip(x: torch.Tensor, pad: int) -> torch.Tensor:
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     dy = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
     dx = torch.randint(0, 2 * pad + 1, (n,), device=x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device)[None])  # n, h
-    cols = (dx[:, None] + torch.arange(w, device=x.device)[None])  # n, w
+    rows = dy[:, None] + torch.arange(h, device=x.device)[None]  # n, h
+    cols = dx[:, None] + torch.arange(w, device=x.device)[None]  # n, w
     idx = torch.arange(n, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[idx, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
     flip = torch.rand(n, device=x.device) < 0.5

@@ -1,6 +1,7 @@
 """CIFAR-10 / CIFAR-100 (32x32 RGB) through torchvision: read from ``data.root`` when it holds
 ``cifar-10-batches-py`` / ``cifar-100-python`` (the files torchvision downloads, checked
 against their checksums), else downloaded there (``data.download=true``)."""
+
 from __future__ import annotations
 
 import torch
@@ -34,11 +35,15 @@ class _Cifar(InMemoryDataModule):
                 downloader.root = str(self.root)
                 downloader.download()
         except Exception as exc:  # network errors come in many types, and so do unreadable files
-            raise UserError(f"could not download {self.tv_class} in {self.root} ({type(exc).__name__}: {exc}); "
-                            "delete its folder and download it again") from exc
+            raise UserError(
+                f"could not download {self.tv_class} in {self.root} ({type(exc).__name__}: {exc}); "
+                "delete its folder and download it again"
+            ) from exc
         if not all(check_integrity(str(folder / name), md5) for name, md5 in files):
-            raise UserError(f"{self.tv_class} not found in {self.root} (Dataset not found or corrupted); set "
-                            "data.root to the folder holding it or data.download=true")
+            raise UserError(
+                f"{self.tv_class} not found in {self.root} (Dataset not found or corrupted); set "
+                "data.root to the folder holding it or data.download=true"
+            )
         data, labels = [], []
         for name, _ in files:
             entry = load_plain_pickle(folder / name, f"{self.tv_class} file", encoding="latin1")

@@ -3,6 +3,7 @@
 A fixed, seeded 20 % of the images is the test split; the validation split comes out of
 the rest.
 """
+
 from __future__ import annotations
 
 import torch

@@ -4,6 +4,7 @@ Looked for, in order, in ``data.root`` (also under ``FashionMNIST/raw``), ``$BNN
 and Debian's ``dataset-fashion-mnist`` package (/usr/share/datasets/fashion-mnist); only then
 downloaded with torchvision (``data.download=true``).
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Reader for the IDX files of MNIST-style datasets (plain or gzipped)."""
+
 from __future__ import annotations
 
 import gzip
@@ -23,7 +24,7 @@ def read_idx(path: Path) -> torch.Tensor:
     if magic not in _MAGIC:
         raise UserError(f"dataset file {path} is not an IDX file (bad header); delete it and download it again")
     ndim = _MAGIC[magic]
-    dims = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     offset = 4 + 4 * ndim
     expected = offset + int(np.prod(dims))
     if len(data) != expected:

@@ -4,6 +4,7 @@ A split folder (``train/``, ``val/``, ``test/``) holds one folder per class; eve
 image extension below a class folder (at any depth) is one image of that class. Classes are
 numbered in sorted order of their folder names, as torchvision's ImageFolder does.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,7 @@ from ..errors import UserError
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 GREY_MODES = ("1", "L", "LA", "I", "F", "I;16", "I;16B", "I;16L")
 COLOUR_MODES = ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
-PROBE = 64          # images looked at to guess channels and size
+PROBE = 64  # images looked at to guess channels and size
 MAX_IMG_SIZE = 224  # a guessed size above this is cropped to it
 
 Sample = tuple[str, int]  # (path, class index)
@@ -35,21 +36,28 @@ def scan(folder: Path, classes: list[str] | None = None) -> tuple[list[str], lis
     if classes is None:
         classes = found
         if not classes:
-            raise UserError(f"{folder} holds no class folders; put each class's images into a folder of its own "
-                            f"({folder}/<class>/<image>.png)")
+            raise UserError(
+                f"{folder} holds no class folders; put each class's images into a folder of its own "
+                f"({folder}/<class>/<image>.png)"
+            )
     else:
         unknown = sorted(set(found) - set(classes))
         if unknown:
-            raise UserError(f"{folder} has classes that train/ lacks: {', '.join(unknown[:5])}; "
-                            f"the classes of train/ are {', '.join(classes[:10])}{'...' if len(classes) > 10 else ''}")
+            raise UserError(
+                f"{folder} has classes that train/ lacks: {', '.join(unknown[:5])}; "
+                f"the classes of train/ are {', '.join(classes[:10])}{'...' if len(classes) > 10 else ''}"
+            )
     samples: list[Sample] = []
     for index, name in enumerate(classes):
         if not (folder / name).is_dir():
             continue
         for dirpath, dirnames, filenames in os.walk(folder / name):
             dirnames.sort()
-            samples += [(os.path.join(dirpath, f), index) for f in sorted(filenames)
-                        if f.lower().endswith(EXTENSIONS) and not f.startswith(".")]
+            samples += [
+                (os.path.join(dirpath, f), index)
+                for f in sorted(filenames)
+                if f.lower().endswith(EXTENSIONS) and not f.startswith(".")
+            ]
     if not samples:
         raise UserError(f"{folder} holds no images ({', '.join(EXTENSIONS)})")
     return classes, samples

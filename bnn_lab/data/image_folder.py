@@ -14,6 +14,7 @@ resume through the global RNG state); larger ones stream from disk with ``data.n
 loader workers (augmentation seeded per image, so a resumed epoch sees the same batches).
 Augmentation (``data.augment``) follows the image size, see :mod:`bnn_lab.data.augment`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,16 +29,25 @@ from .sampler import EpochBatchSampler, ResumableDataLoader
 from .stats_cache import cached_stats, stats_key
 
 MEMORY_BUDGET = 2 * 2**30  # bytes of float32 images held in memory at most (in_memory=auto)
-STATS_SAMPLE = 5000        # streamed datasets: training images the mean and std are computed on
+STATS_SAMPLE = 5000  # streamed datasets: training images the mean and std are computed on
 
 
 @register_dataset("image_folder")
 class ImageFolderDataModule(InMemoryDataModule):
     name = "image_folder"
 
-    def __init__(self, num_classes: int | None = None, in_chans: int | None = None, img_size: int | None = None,
-                 mean: list[float] | None = None, std: list[float] | None = None, in_memory: bool | str = "auto",
-                 augment: bool = True, val_size: int | float = 0.1, **kwargs) -> None:
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        in_chans: int | None = None,
+        img_size: int | None = None,
+        mean: list[float] | None = None,
+        std: list[float] | None = None,
+        in_memory: bool | str = "auto",
+        augment: bool = True,
+        val_size: int | float = 0.1,
+        **kwargs,
+    ) -> None:
         super().__init__(val_size=val_size, augment=augment, **kwargs)
         if in_memory not in ("auto", True, False):
             raise ConfigError(f"data.in_memory must be auto, true or false, got {in_memory!r}")
@@ -58,8 +68,10 @@ class ImageFolderDataModule(InMemoryDataModule):
         root = self.root
         if not (root / "train").is_dir():
             what = "does not exist" if not root.exists() else "has no train/ folder"
-            raise UserError(f"data.root={root} {what}; it must hold train/ (one folder of images per class) "
-                            "and may hold val/ and test/")
+            raise UserError(
+                f"data.root={root} {what}; it must hold train/ (one folder of images per class) "
+                "and may hold val/ and test/"
+            )
         self.classes, train = image_files.scan(root / "train")
         train_src = "train/"
         if (root / "val").is_dir():
@@ -81,22 +93,28 @@ class ImageFolderDataModule(InMemoryDataModule):
             self.load_splits()
         else:
             self._set_stats(self._stream_stats, f"{STATS_SAMPLE} streamed")
-            self.streams = {split: FolderImages(s, self.in_chans, self.img_size, self.mean, self.std)
-                            for split, s in self.samples.items()}
+            self.streams = {
+                split: FolderImages(s, self.in_chans, self.img_size, self.mean, self.std)
+                for split, s in self.samples.items()
+            }
 
     def _hold_out(self, train: list[image_files.Sample]):
         n_val = int(round(self.val_size * len(train))) if isinstance(self.val_size, float) else int(self.val_size)
         if not 0 < n_val < len(train):
-            raise ConfigError(f"data.val_size={self.val_size} leaves no training or no validation images out of "
-                              f"{len(train)} in {self.root / 'train'} (or add a val/ folder)")
+            raise ConfigError(
+                f"data.val_size={self.val_size} leaves no training or no validation images out of "
+                f"{len(train)} in {self.root / 'train'} (or add a val/ folder)"
+            )
         perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(self.seed)).tolist()
         return [train[i] for i in sorted(perm[n_val:])], [train[i] for i in sorted(perm[:n_val])]
 
     def _set_shape(self) -> None:
         found = len(self.classes)
         if self.want["num_classes"] is not None and int(self.want["num_classes"]) != found:
-            raise UserError(f"{self.root / 'train'} has {found} class folders but data.num_classes="
-                            f"{self.want['num_classes']}; remove data.num_classes (it is inferred)")
+            raise UserError(
+                f"{self.root / 'train'} has {found} class folders but data.num_classes="
+                f"{self.want['num_classes']}; remove data.num_classes (it is inferred)"
+            )
         chans, side = (None, None)
         if self.want["in_chans"] is None or self.want["img_size"] is None:
             chans, side = image_files.probe(self.samples["train"])
@@ -106,8 +124,9 @@ class ImageFolderDataModule(InMemoryDataModule):
         if self.in_chans not in (1, 3):
             raise ConfigError(f"data.in_chans must be 1 (grey) or 3 (RGB), got {self.in_chans}")
         if self.mean is not None and not (len(self.mean) == len(self.std) == self.in_chans):
-            raise ConfigError(f"data.mean and data.std need {self.in_chans} values (one per channel), "
-                              f"got {self.mean} and {self.std}")
+            raise ConfigError(
+                f"data.mean and data.std need {self.in_chans} values (one per channel), got {self.mean} and {self.std}"
+            )
 
     def _fits_in_memory(self) -> bool:
         if self.in_memory != "auto":
@@ -121,8 +140,9 @@ class ImageFolderDataModule(InMemoryDataModule):
         """``self.mean``/``self.std``: as given, else cached, else ``compute()``d (``method`` names
         how, a part of the cache key)."""
         if self.mean is None:
-            key = stats_key([p for p, _ in self.samples["train"]], in_chans=self.in_chans, img_size=self.img_size,
-                            method=method)
+            key = stats_key(
+                [p for p, _ in self.samples["train"]], in_chans=self.in_chans, img_size=self.img_size, method=method
+            )
             self.mean, self.std = cached_stats(key, compute)
 
     def normalization(self, train_images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -175,8 +195,9 @@ class ImageFolderDataModule(InMemoryDataModule):
             ds.seed = torch.initial_seed()
             kind = KeyedEpochBatchSampler if self.augment else EpochBatchSampler
             batches = kind(len(ds), self.batch_size, seed=torch.initial_seed())
-            return ResumableDataLoader(ds, sampler=batches, batch_size=None, num_workers=self.num_workers,
-                                       pin_memory=pin)
+            return ResumableDataLoader(
+                ds, sampler=batches, batch_size=None, num_workers=self.num_workers, pin_memory=pin
+            )
         batches = BatchSampler(SequentialSampler(ds), self.batch_size, drop_last=False)
         return DataLoader(ds, sampler=batches, batch_size=None, num_workers=self.num_workers, pin_memory=pin)
 
@@ -196,10 +217,14 @@ class ImageFolderDataModule(InMemoryDataModule):
         c, h, w = self.input_shape
         kind = "in memory" if not self.streams else f"streamed, {self.num_workers} workers"
         parts = [f"{len(self.samples[s]):,} {s} ({self.sources[s]})" for s in ("train", "val", "test")]
-        aug = ("pad-and-crop + flip" if augment.is_small(self.img_size) else "random resized crop + flip") \
-            if self.augment else "no augmentation"
-        return (f"data {self.name}: {self.root}, {c}x{h}x{w}, {self.num_classes} classes, {kind}, {aug}; "
-                + "; ".join(parts))
+        aug = (
+            ("pad-and-crop + flip" if augment.is_small(self.img_size) else "random resized crop + flip")
+            if self.augment
+            else "no augmentation"
+        )
+        return f"data {self.name}: {self.root}, {c}x{h}x{w}, {self.num_classes} classes, {kind}, {aug}; " + "; ".join(
+            parts
+        )
 
     @property
     def test_is_val(self) -> bool:

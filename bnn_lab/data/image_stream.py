@@ -4,6 +4,7 @@ Training batches come from :class:`KeyedEpochBatchSampler` as ``(epoch, indices)
 image's augmentation is drawn from a generator seeded by (run seed, epoch, index), so a batch
 is the same whichever worker decodes it and after a restart in the middle of an epoch.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -35,8 +36,9 @@ class FolderImages(Dataset):
     side (large ones first resized to 8/7 of it); with one, it is augmented as
     :mod:`bnn_lab.data.augment` describes."""
 
-    def __init__(self, samples: list[Sample], in_chans: int, img_size: int, mean: list[float], std: list[float],
-                 seed: int = 0) -> None:
+    def __init__(
+        self, samples: list[Sample], in_chans: int, img_size: int, mean: list[float], std: list[float], seed: int = 0
+    ) -> None:
         self.samples, self.in_chans, self.img_size, self.seed = samples, in_chans, img_size, int(seed)
         self.mean = torch.tensor(mean).view(-1, 1, 1)
         self.std = torch.tensor(std).view(-1, 1, 1)

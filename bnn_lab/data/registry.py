@@ -1,4 +1,5 @@
 """Name -> data module class (the ``data`` config group's ``name``)."""
+
 from __future__ import annotations
 
 import inspect

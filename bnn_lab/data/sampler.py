@@ -7,6 +7,7 @@ counts the batches it has handed to the training loop. Its ``state_dict()`` goes
 checkpoints (bnn_lab.training.safety.data_position) and Lightning calls ``set_epoch`` before each
 epoch.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -61,20 +62,27 @@ class EpochBatchSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         perm = self.permutation(self.epoch)
         for i in range(self.position, len(self)):
-            yield perm[i * self.batch_size:(i + 1) * self.batch_size].tolist()
+            yield perm[i * self.batch_size : (i + 1) * self.batch_size].tolist()
         # a pass read to its end moves on by itself: wrappers that do not forward set_epoch (the
         # DistributedSampler that Lightning puts around it under DDP) still get a new order per epoch
         self.epoch, self.position = self.epoch + 1, 0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"seed": self.seed, "num_samples": self.num_samples, "batch_size": self.batch_size,
-                "epoch": self.epoch, "position": self.position}
+        return {
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+            "batch_size": self.batch_size,
+            "epoch": self.epoch,
+            "position": self.position,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         saved = (state["seed"], state["num_samples"], state["batch_size"])
         if saved != (self.seed, self.num_samples, self.batch_size):
-            raise ValueError(f"the checkpoint's batch order (seed, samples, batch size) = {saved} differs from "
-                             f"this run's {(self.seed, self.num_samples, self.batch_size)}")
+            raise ValueError(
+                f"the checkpoint's batch order (seed, samples, batch size) = {saved} differs from "
+                f"this run's {(self.seed, self.num_samples, self.batch_size)}"
+            )
         self.epoch, self.position = int(state["epoch"]), int(state["position"])
 
 

@@ -1,6 +1,7 @@
 """Per-channel mean and std of a dataset's training images, computed once and kept in
 ``$BNN_LAB_CACHE/stats/`` (default ``~/.cache/bnn-lab/stats/``), one small JSON file per
 (list of training files, channels, size)."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,5 +1,6 @@
 """Random tensors with random labels: for mechanical checks only (shapes, plumbing), never
 for accuracy claims."""
+
 from __future__ import annotations
 
 import torch
@@ -11,8 +12,13 @@ from .registry import register_dataset
 @register_dataset("synthetic")
 class SyntheticDataModule(InMemoryDataModule):
     def __init__(
-        self, in_chans: int = 3, num_classes: int = 10, img_size: int = 32,
-        n_train: int = 512, n_test: int = 128, **kwargs,
+        self,
+        in_chans: int = 3,
+        num_classes: int = 10,
+        img_size: int = 32,
+        n_train: int = 512,
+        n_test: int = 128,
+        **kwargs,
     ) -> None:
         super().__init__(**kwargs)
         self.in_chans, self.num_classes, self.img_size = in_chans, num_classes, img_size

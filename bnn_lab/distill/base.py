@@ -4,6 +4,7 @@ A preset's weights become loss terms (bnn_lab/losses/): ``kd`` -> the ``kd`` ter
 ``temperature``, ``attention`` -> the ``attention`` term at ``layers``; a zero weight adds
 no term. ``ce`` multiplies the run's cross-entropy weight (``loss.ce``).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,8 +13,14 @@ from typing import Any
 class Distiller:
     needs_teacher = True
 
-    def __init__(self, ce: float = 1.0, kd: float = 0.0, attention: float = 0.0, temperature: float = 1.0,
-                 layers: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        ce: float = 1.0,
+        kd: float = 0.0,
+        attention: float = 0.0,
+        temperature: float = 1.0,
+        layers: list[str] | None = None,
+    ) -> None:
         self.weights = {"ce": float(ce), "kd": float(kd), "attention": float(attention)}
         self.temperature = float(temperature)
         self.layers = list(layers) if layers else None

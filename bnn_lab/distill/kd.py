@@ -1,4 +1,5 @@
 """``kd``: ce * CE + kd * T^2 KL(softmax(z_t/T) || softmax(z_s/T)) (Hinton et al. 2015)."""
+
 from __future__ import annotations
 
 from .base import Distiller

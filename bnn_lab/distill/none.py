@@ -1,4 +1,5 @@
 """``none``: no teacher and no distillation term (the loss is ``loss``'s alone)."""
+
 from __future__ import annotations
 
 from .base import Distiller

@@ -1,4 +1,5 @@
 """Name -> distillation method (the ``distill`` config group)."""
+
 from __future__ import annotations
 
 from ..registry import Registry

@@ -3,8 +3,9 @@
 Each estimator lives in its own module and registers itself by name; the formulas are in
 each module's docstring and in docs/methods.md, section 1.
 """
+
+from . import adabin, approx, dorefa, dte, ede, fda, mlp, progressive, rsign, ste, swish, ternary  # noqa: F401  (registration)
 from .base import SignEstimator, binary_sign
 from .registry import build, get, names, register
-from . import adabin, approx, dorefa, dte, ede, fda, mlp, progressive, rsign, ste, swish, ternary  # noqa: F401  (registration)
 
 __all__ = ["SignEstimator", "binary_sign", "build", "get", "names", "register"]

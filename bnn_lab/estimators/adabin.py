@@ -12,14 +12,15 @@ theirs through the same expression).
 
 The output is binary in the sense of a two-valued set per channel, not +-1.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..errors import NoPackedForm
-from .ste import STE
 from .registry import register
+from .ste import STE
 
 
 @register("adabin")

@@ -1,5 +1,6 @@
 """ApproxSign (Bi-Real Net, Liu et al. 2018): the derivative of the piecewise quadratic
 that approximates sign, g(x) = (2 - 2|x|) * 1[|x| <= 1] = 2 relu(1 - |x|)."""
+
 from __future__ import annotations
 
 import torch

@@ -12,6 +12,7 @@ recomputed in ``set_progress``: an eager step then reads no tensor back from the
 CUDA sync per layer), and ``torch.compile`` sees them as scalar inputs of one graph instead
 of breaking the graph on ``.item()``.
 """
+
 from __future__ import annotations
 
 import math

@@ -6,16 +6,18 @@ Hubara et al. 2017), the low-bit neighbour of a 1W1A network.
 - weights (``role="weight"``): sign(w) with the clipped STE, g(w) = 1[|w| <= 1].
 
 The clip to [0, 1] is DoReFa's activation function: use it without another one in front
-(``binarize.policy.activation=identity``). The k-bit layers are not XNOR-popcount layers: the model summary counts k bits per input and
-the packed export keeps them in float (its report says which).
+(``binarize.policy.activation=identity``). The k-bit layers are not XNOR-popcount layers: the
+model summary counts k bits per input and the packed export keeps them in float (its report says
+which).
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
 from ..errors import NoPackedForm
-from .base import SurrogateSign, UNIT_BOUNDS, clipped_vjp
+from .base import UNIT_BOUNDS, SurrogateSign, clipped_vjp
 from .registry import register
 
 
@@ -41,7 +43,7 @@ class DoReFa(nn.Module):
             raise ValueError(f"estimator.bits must be a positive integer, got {bits!r}")
         self.role = role
         self.bits = int(bits) if role == "input" else 1  # what the summary counts
-        self.levels = 2 ** self.bits - 1
+        self.levels = 2**self.bits - 1
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.role == "input":

@@ -16,6 +16,7 @@ taken at x_hat, so the schedule sees every channel at the same scale. The forwar
 sign(x - mean) is exactly +-1. Activations use the schedule directly. The backward is EDE's
 (one tanh, then aten's fused tanh backward).
 """
+
 from __future__ import annotations
 
 import torch
@@ -26,8 +27,9 @@ from .registry import register
 
 @register("dte")
 class DTE(TanhSurrogate):
-    def __init__(self, t_min: float = 0.1, t_max: float = 10.0, switch: float = 0.5, role: str = "input",
-                 fused: bool = False) -> None:
+    def __init__(
+        self, t_min: float = 0.1, t_max: float = 10.0, switch: float = 0.5, role: str = "input", fused: bool = False
+    ) -> None:
         super().__init__(fused=fused)
         if not (0 < t_min <= 1 <= t_max and 0 < switch < 1):
             raise ValueError("dte needs 0 < t_min <= 1 <= t_max and 0 < switch < 1")

@@ -6,6 +6,7 @@ with p in [0, 1] the training progress: a wide identity-like gradient early (upd
 ability), approaching the true sign later (accuracy). The backward computes tanh(t x) once
 and lets aten's fused tanh backward form dy (1 - tanh^2).
 """
+
 from __future__ import annotations
 
 import torch

@@ -33,6 +33,7 @@ optimizer is built); the surgery pass provides ``features`` for weight binarizer
 per output channel, as in the paper's weight binarization). Without ``features``
 (activation binarizers) no noise module is created and only the Fourier gradient is used.
 """
+
 from __future__ import annotations
 
 import math
@@ -74,8 +75,14 @@ def _sine_ratio(a: torch.Tensor, terms: int | float, reduce: bool) -> torch.Tens
     return ratio if parity is None else ratio.mul_(parity)
 
 
-def fourier_vjp(dy: torch.Tensor, x: torch.Tensor, omega: float, terms: int | float, bound: float,
-                coefficients: torch.Tensor | None = None) -> torch.Tensor:
+def fourier_vjp(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    omega: float,
+    terms: int | float,
+    bound: float,
+    coefficients: torch.Tensor | None = None,
+) -> torch.Tensor:
     """dy * (4 w / pi) sum_{i<terms} cos((2i+1) w x) * 1[|x| <= 1], in float32 at least.
 
     ``bound``: the inclusive bound of 1 for x's dtype (the clip is aten's hardtanh backward).
@@ -89,8 +96,14 @@ def fourier_vjp(dy: torch.Tensor, x: torch.Tensor, omega: float, terms: int | fl
     return _in_window(_sine_ratio(a, terms, reduce=omega >= math.pi / 2), dy, x, omega, bound)
 
 
-def fourier_polynomial_vjp(dy: torch.Tensor, x: torch.Tensor, omega: float, terms: int | float, bound: float,
-                           coefficients: torch.Tensor | None = None) -> torch.Tensor:
+def fourier_polynomial_vjp(
+    dy: torch.Tensor,
+    x: torch.Tensor,
+    omega: float,
+    terms: int | float,
+    bound: float,
+    coefficients: torch.Tensor | None = None,
+) -> torch.Tensor:
     """:func:`fourier_vjp` with the ratio as the polynomial ``coefficients`` in x^2
     (:func:`.fda_polynomial.ratio_polynomial` for this omega and number of terms); the closed
     form where there is none. What the compiled loop of ``fused=True`` runs."""

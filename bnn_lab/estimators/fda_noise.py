@@ -17,6 +17,7 @@ CPU (``docs/performance-log.md``).
 ``tests/test_estimator_backward.py`` checks values and gradients against the formula written
 out with numpy and float64 autograd.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -88,8 +89,9 @@ class ElementwiseTerms(torch.autograd.Function):
         return g * factor, None, None
 
 
-def noisy_signs(weights: Sequence[torch.Tensor], noises: Sequence[NoiseAdaptation], alpha: float,
-                terms: Callable, constants: tuple) -> list[torch.Tensor]:
+def noisy_signs(
+    weights: Sequence[torch.Tensor], noises: Sequence[NoiseAdaptation], alpha: float, terms: Callable, constants: tuple
+) -> list[torch.Tensor]:
     """sign(w) + alpha e(w) for each weight (rows: the first dimension), its noise module
     alongside; sign's gradient through ``terms`` (a :func:`noise_terms`) with ``constants``.
 

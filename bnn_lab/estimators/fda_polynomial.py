@@ -17,6 +17,7 @@ float32 rounding of the closed form. Where R oscillates too much for the degree 
 never for FDA's defaults w = 0.1, m <= 18, where 2 m w <= 3.6) :func:`ratio_polynomial`
 returns None and the closed form is used.
 """
+
 from __future__ import annotations
 
 import functools
@@ -52,7 +53,8 @@ def ratio_polynomial(omega: float, terms: float) -> tuple[float, ...] | None:
     if omega >= math.pi / 2:  # sin(w x) vanishes inside the window: R is not polynomial-like there
         return None
     cheb = np.polynomial.Chebyshev.interpolate(
-        lambda v: ratio_truth(np.sqrt(np.clip(v, 0.0, 1.0)), omega, terms), DEGREE, domain=[0.0, 1.0])
+        lambda v: ratio_truth(np.sqrt(np.clip(v, 0.0, 1.0)), omega, terms), DEGREE, domain=[0.0, 1.0]
+    )
     coefficients = cheb.convert(kind=np.polynomial.Polynomial, domain=[0.0, 1.0], window=[0.0, 1.0]).coef
     c32 = coefficients.astype(np.float32)
     x = np.linspace(0.0, 1.0, GRID)

@@ -12,6 +12,7 @@ weights), float64 (reference checks, never training) and code already being comp
 call after compiling has failed once (no C++ compiler, no Triton), with one warning. Sizes
 are dynamic, so one kernel serves every layer.
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,9 +58,12 @@ class FusedLoop:
             return self.compiled(*(a.detach() if isinstance(a, torch.Tensor) else a for a in args))
         except Exception as exc:  # compiling is an optimisation: any failure means the eager path
             self.failed = True
-            log.warning("compiled loop of %s unavailable, using the eager one: %s: %s",
-                        getattr(self.fast, "__name__", self.fast), type(exc).__name__,
-                        str(exc).splitlines()[0] if str(exc) else "")
+            log.warning(
+                "compiled loop of %s unavailable, using the eager one: %s: %s",
+                getattr(self.fast, "__name__", self.fast),
+                type(exc).__name__,
+                str(exc).splitlines()[0] if str(exc) else "",
+            )
             return self.fn(*args)
 
 

@@ -12,6 +12,7 @@ ReLU MLP, c(x) = a x + b + w2 . relu(w1 x + b1), whose output weights w2 start a
 Both start as c(x) = x (gradient 1 - tanh(x)^2, 1 at x = 0). The MLP costs ``hidden`` floats
 per activation during training (nothing at inference: the forward is a plain sign).
 """
+
 from __future__ import annotations
 
 import torch

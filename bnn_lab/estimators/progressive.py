@@ -13,6 +13,7 @@ resumed run continues with the temperature it stopped at. The packed form exists
 below its floor (the weights are then exactly +-1); before, the packed export keeps the layers
 in float and says so. ``epochs`` is the number of epochs of the run (``${trainer.max_epochs}``).
 """
+
 from __future__ import annotations
 
 import math
@@ -26,7 +27,7 @@ from .registry import register
 def epoch_at(progress: float, epochs: int) -> int:
     """The epoch that ``progress`` (steps done / total steps) falls in. The progress comes as a
     float32: the slack of 4 float32 rounding steps keeps the first step of an epoch in it."""
-    return int(math.floor(progress * epochs + epochs * 2.0 ** -22))
+    return int(math.floor(progress * epochs + epochs * 2.0**-22))
 
 
 class _SoftSign(torch.autograd.Function):
@@ -45,8 +46,15 @@ class _SoftSign(torch.autograd.Function):
 class Progressive(SignEstimator):
     vjp_fn = staticmethod(clipped_vjp)
 
-    def __init__(self, t_start: float = 1.0, factor: float = 0.9, floor: float = 1e-7, epochs: int = 1,
-                 input_clip: float = 1.0, role: str = "input") -> None:
+    def __init__(
+        self,
+        t_start: float = 1.0,
+        factor: float = 0.9,
+        floor: float = 1e-7,
+        epochs: int = 1,
+        input_clip: float = 1.0,
+        role: str = "input",
+    ) -> None:
         if not 0.0 < float(factor) < 1.0 or float(t_start) <= 0.0 or float(floor) <= 0.0:
             raise ValueError("estimator.factor must lie in (0, 1), t_start and floor be positive")
         if int(epochs) < 1:

@@ -1,4 +1,5 @@
 """Name -> estimator class registry, in the style of timm's ``register_model``."""
+
 from __future__ import annotations
 
 import inspect

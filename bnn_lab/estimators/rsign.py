@@ -6,6 +6,7 @@ threshold is absent: plain sign with the ApproxSign gradient.
 
 Channels are dimension 1 of 4-D (conv) inputs and the last dimension otherwise (linear).
 """
+
 from __future__ import annotations
 
 import torch

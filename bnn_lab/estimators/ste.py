@@ -8,6 +8,7 @@
 - ``identity``: plain STE (Bengio et al. 2013), g(x) = 1; the backward hands dy through
   and keeps nothing from the forward pass.
 """
+
 from __future__ import annotations
 
 import torch

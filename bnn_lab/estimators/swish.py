@@ -8,6 +8,7 @@ The backward uses the second form: one transcendental (the sigmoid) instead of t
 cosh, no overflow for large |x| (cosh overflows near |beta x| = 89 in float32; the sigmoid
 form tends to 0 like the first one), and aten's fused sigmoid backward for s (1 - s).
 """
+
 from __future__ import annotations
 
 import torch

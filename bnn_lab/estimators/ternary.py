@@ -10,12 +10,13 @@ larq's ``ste_tern``).
 Ternary layers take 2 bits per weight in the model summary; the packed export keeps them in
 float (its report says which).
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .base import SurrogateSign, UNIT_BOUNDS, clipped_vjp
+from .base import UNIT_BOUNDS, SurrogateSign, clipped_vjp
 from .registry import register
 
 

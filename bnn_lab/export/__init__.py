@@ -1,9 +1,23 @@
 """Deployment: bit-packed binary layers, packed-model files, packed evaluation."""
+
 from .evaluate import evaluate
-from .onnx import export_onnx, onnx_form
+from .graph import build_inference_graph
 from .io import PACKED_FILE, load_packed, read_metadata, save_packed
+from .onnx import export_onnx, onnx_form
 from .pack import PackReport, pack_model
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
 
-__all__ = ["PACKED_FILE", "PackReport", "PackedBinaryConv2d", "PackedBinaryLinear", "evaluate", "export_onnx", "load_packed", "onnx_form",
-           "pack_model", "read_metadata", "save_packed"]
+__all__ = [
+    "PACKED_FILE",
+    "PackReport",
+    "PackedBinaryConv2d",
+    "PackedBinaryLinear",
+    "build_inference_graph",
+    "evaluate",
+    "export_onnx",
+    "load_packed",
+    "onnx_form",
+    "pack_model",
+    "read_metadata",
+    "save_packed",
+]

@@ -1,4 +1,5 @@
 """Accuracy of a (packed) model on a data loader, without Lightning."""
+
 from __future__ import annotations
 
 import torch
@@ -6,8 +7,9 @@ from torch import nn
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, progress: bool = False, device: torch.device | str | None = None
-             ) -> dict[str, float]:
+def evaluate(
+    model: nn.Module, loader, progress: bool = False, device: torch.device | str | None = None
+) -> dict[str, float]:
     """Top-1 (and top-5 with at least 5 classes) accuracy over ``loader``; with ``device`` the
     batches are moved to it (the model must already be there)."""
     model.eval()

@@ -16,6 +16,7 @@ remove passes without changing what is computed beyond float rounding:
   exactly (a non-decreasing function commutes with max; the -inf padding is never the maximum), and
   the activation then reads a tensor a quarter of the size (3x3 stride-2 stem pooling).
 """
+
 from __future__ import annotations
 
 import operator
@@ -57,8 +58,13 @@ def fold_float_batchnorms(gm: fx.GraphModule) -> int:
         if node.op != "call_module" or type(modules[node.target]) is not nn.Conv2d or user is None:
             continue
         bn = modules.get(user.target) if user.op == "call_module" else None
-        if not isinstance(bn, nn.BatchNorm2d) or not bn.track_running_stats or bn.running_mean is None \
-                or user.args != (node,) or calls[node.target] != 1:
+        if (
+            not isinstance(bn, nn.BatchNorm2d)
+            or not bn.track_running_stats
+            or bn.running_mean is None
+            or user.args != (node,)
+            or calls[node.target] != 1
+        ):
             continue
         gm.add_submodule(node.target, fuse_conv_bn_eval(modules[node.target].eval(), bn.eval()))
         user.replace_all_uses_with(node)
@@ -71,8 +77,13 @@ def drop_identities(gm: fx.GraphModule) -> int:
     """Remove the calls of Identity and Dropout modules (their output is their input at inference)."""
     modules, dropped = dict(gm.named_modules()), 0
     for node in list(gm.graph.nodes):
-        if node.op == "call_module" and isinstance(modules[node.target], (nn.Identity, nn.Dropout)) \
-                and len(node.args) == 1 and not node.kwargs and isinstance(node.args[0], fx.Node):
+        if (
+            node.op == "call_module"
+            and isinstance(modules[node.target], (nn.Identity, nn.Dropout))
+            and len(node.args) == 1
+            and not node.kwargs
+            and isinstance(node.args[0], fx.Node)
+        ):
             node.replace_all_uses_with(node.args[0])
             gm.graph.erase_node(node)
             dropped += 1
@@ -84,11 +95,22 @@ def pool_before_activation(gm: fx.GraphModule) -> int:
     modules, calls, swapped = dict(gm.named_modules()), module_calls(gm), 0
     for node in list(gm.graph.nodes):
         pool = single_user(node)
-        if node.op != "call_module" or not isinstance(modules[node.target], INPLACE_ACTIVATIONS) \
-                or isinstance(modules[node.target], nn.LeakyReLU) or len(node.args) != 1 or pool is None:
+        if (
+            node.op != "call_module"
+            or not isinstance(modules[node.target], INPLACE_ACTIVATIONS)
+            or isinstance(modules[node.target], nn.LeakyReLU)
+            or len(node.args) != 1
+            or pool is None
+        ):
             continue
-        if pool.op != "call_module" or not isinstance(modules[pool.target], nn.MaxPool2d) or pool.args != (node,) \
-                or modules[pool.target].return_indices or pool.kwargs or calls[node.target] != 1:
+        if (
+            pool.op != "call_module"
+            or not isinstance(modules[pool.target], nn.MaxPool2d)
+            or pool.args != (node,)
+            or modules[pool.target].return_indices
+            or pool.kwargs
+            or calls[node.target] != 1
+        ):
             continue
         pool.args = node.args
         with gm.graph.inserting_after(pool):
@@ -105,16 +127,33 @@ def inplace_float_ops(gm: fx.GraphModule) -> int:
     returns the count of rewritten nodes."""
     modules, calls, count = dict(gm.named_modules()), module_calls(gm), 0
     for node in list(gm.graph.nodes):
-        if node.op == "call_function" and node.target in ADDS and len(node.args) == 2 and not node.kwargs \
-                and _fresh(node.args[0], modules):
+        if (
+            node.op == "call_function"
+            and node.target in ADDS
+            and len(node.args) == 2
+            and not node.kwargs
+            and _fresh(node.args[0], modules)
+        ):
             node.target = add_into
             count += 1
-        elif node.op == "call_module" and isinstance(modules[node.target], INPLACE_ACTIVATIONS) \
-                and len(node.args) == 1 and _fresh(node.args[0], modules) and calls[node.target] == 1:
+        elif (
+            node.op == "call_module"
+            and isinstance(modules[node.target], INPLACE_ACTIVATIONS)
+            and len(node.args) == 1
+            and _fresh(node.args[0], modules)
+            and calls[node.target] == 1
+        ):
             modules[node.target].inplace = True
             count += 1
     return count
 
 
-__all__ = ["ADDS", "INPLACE_ACTIVATIONS", "add_into", "drop_identities", "fold_float_batchnorms", "inplace_float_ops",
-           "pool_before_activation"]
+__all__ = [
+    "ADDS",
+    "INPLACE_ACTIVATIONS",
+    "add_into",
+    "drop_identities",
+    "fold_float_batchnorms",
+    "inplace_float_ops",
+    "pool_before_activation",
+]

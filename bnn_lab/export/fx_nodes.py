@@ -1,4 +1,5 @@
 """Small questions the inference-graph rewrites ask of a torch.fx graph."""
+
 from __future__ import annotations
 
 from collections import Counter

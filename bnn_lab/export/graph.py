@@ -21,6 +21,7 @@ convolution (and after nothing else) is folded into that convolution's per-chann
 (NHWC), the layout of the binary kernels' output: the input is converted once at the entry, the
 packed convolutions read channels-last activations as they lie.
 """
+
 from __future__ import annotations
 
 import copy
@@ -39,8 +40,21 @@ from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
 from .pool_fusion import PooledClamp, fuse_pooling
 from .residual_fusion import fuse_residuals, hand_bits_to_next
 
-ELEMENTWISE = (nn.BatchNorm2d, nn.Identity, nn.Dropout, nn.Hardtanh, nn.ReLU, nn.ReLU6, nn.PReLU, nn.LeakyReLU,
-               RPReLU, nn.Tanh, nn.Sigmoid, nn.SiLU, nn.GELU)
+ELEMENTWISE = (
+    nn.BatchNorm2d,
+    nn.Identity,
+    nn.Dropout,
+    nn.Hardtanh,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.PReLU,
+    nn.LeakyReLU,
+    RPReLU,
+    nn.Tanh,
+    nn.Sigmoid,
+    nn.SiLU,
+    nn.GELU,
+)
 
 
 class _Tracer(fx.Tracer):
@@ -53,8 +67,13 @@ class PackedConv2dToBits(nn.Module):
     written inside the zero border ``out_padding`` (the padding of the convolution that reads them,
     which then takes them as they lie)."""
 
-    def __init__(self, conv: PackedBinaryConv2d, sgn: torch.Tensor, thr: torch.Tensor,
-                 out_padding: tuple[int, int, int, int] | None = None) -> None:
+    def __init__(
+        self,
+        conv: PackedBinaryConv2d,
+        sgn: torch.Tensor,
+        thr: torch.Tensor,
+        out_padding: tuple[int, int, int, int] | None = None,
+    ) -> None:
         super().__init__()
         self.conv = conv
         self.out_padding = out_padding
@@ -68,8 +87,16 @@ class PackedConv2dToBits(nn.Module):
             x = x - c.threshold.view(1, -1, 1, 1)
         if self._epilogue is None or self._epilogue.sgn is not self.sgn or self._epilogue.thr is not self.thr:
             self._epilogue = kernels.ThresholdEpilogue(self.sgn, self.thr)  # (constants converted once)
-        return kernels.binary_conv2d(x, c.packed_weight(), c.stride, c.padding, c.dilation, backend=c.backend,
-                                     epilogue=self._epilogue, out_padding=self.out_padding)
+        return kernels.binary_conv2d(
+            x,
+            c.packed_weight(),
+            c.stride,
+            c.padding,
+            c.dilation,
+            backend=c.backend,
+            epilogue=self._epilogue,
+            out_padding=self.out_padding,
+        )
 
     def extra_repr(self) -> str:
         return "output: packed bits (per-channel integer thresholds)"
@@ -89,14 +116,16 @@ class GraphReport:
     inplace_ops: int = 0
 
     def __str__(self) -> str:
-        lines = [f"{len(self.bit_links)} binary convolutions hand packed bits to the next one, "
-                 f"{self.folded_batchnorms} BatchNorms folded into binary convolutions, "
-                 f"{self.folded_float_batchnorms} into float ones, {self.fused_residuals} residual additions "
-                 f"(and activations) in binary convolutions' epilogues ({self.residual_bits} of them also packing "
-                 f"the next binary layer's input), {self.pools_first} max-poolings moved before "
-                 f"their activation, {self.fused_pools} max-poolings (and activations) in one pass "
-                 f"({self.pool_bits} of them also packing the next binary layer's input), "
-                 f"{self.inplace_ops} float ops in place"]
+        lines = [
+            f"{len(self.bit_links)} binary convolutions hand packed bits to the next one, "
+            f"{self.folded_batchnorms} BatchNorms folded into binary convolutions, "
+            f"{self.folded_float_batchnorms} into float ones, {self.fused_residuals} residual additions "
+            f"(and activations) in binary convolutions' epilogues ({self.residual_bits} of them also packing "
+            f"the next binary layer's input), {self.pools_first} max-poolings moved before "
+            f"their activation, {self.fused_pools} max-poolings (and activations) in one pass "
+            f"({self.pool_bits} of them also packing the next binary layer's input), "
+            f"{self.inplace_ops} float ops in place"
+        ]
         lines += [f"  float between {n} and the next binary layer: {why}" for n, why in self.not_linked.items()]
         return "\n".join(lines)
 
@@ -134,15 +163,20 @@ def to_channels_last(x):
 def fold_batchnorm(conv: PackedBinaryConv2d, bn: nn.BatchNorm2d) -> None:
     """conv's epilogue followed by bn in eval, as one per-channel scale and bias:
     bn(s * acc + b) = (s g) acc + (b g + beta - mean g), g = gamma / sqrt(var + eps)."""
-    g = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps) if bn.affine else 1 / torch.sqrt(bn.running_var + bn.eps)
+    g = (
+        bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        if bn.affine
+        else 1 / torch.sqrt(bn.running_var + bn.eps)
+    )
     beta = bn.bias.detach() if bn.affine else torch.zeros_like(g)
     scale = g if conv.scale is None else conv.scale * g
     bias = beta - bn.running_mean * g if conv.bias is None else conv.bias * g + beta - bn.running_mean * g
     conv.scale, conv.bias = scale.float().contiguous(), bias.float().contiguous()
 
 
-def build_inference_graph(packed: nn.Module, channels_last: bool = True,
-                          fold_bn: bool = True) -> tuple[nn.Module, GraphReport]:
+def build_inference_graph(
+    packed: nn.Module, channels_last: bool = True, fold_bn: bool = True
+) -> tuple[nn.Module, GraphReport]:
     """A copy of a packed model (``pack_model``) traced with torch.fx, in which every packed
     convolution that feeds only another one through elementwise modules hands it packed bits,
     BatchNorms after packed and float convolutions are folded into them, the residual addition and
@@ -165,12 +199,20 @@ def build_inference_graph(packed: nn.Module, channels_last: bool = True,
             continue
         conv = modules[node.target]
         chain, cur = [], single_user(node)
-        while cur is not None and cur.op == "call_module" and isinstance(modules[cur.target], ELEMENTWISE) \
-                and len(cur.args) == 1:
+        while (
+            cur is not None
+            and cur.op == "call_module"
+            and isinstance(modules[cur.target], ELEMENTWISE)
+            and len(cur.args) == 1
+        ):
             chain.append(cur)
             cur = single_user(cur)
-        if cur is None or cur.op != "call_module" or not isinstance(modules[cur.target], PackedBinaryConv2d) \
-                or cur.args[0] is not (chain[-1] if chain else node):
+        if (
+            cur is None
+            or cur.op != "call_module"
+            or not isinstance(modules[cur.target], PackedBinaryConv2d)
+            or cur.args[0] is not (chain[-1] if chain else node)
+        ):
             continue
         nxt = modules[cur.target]
         if conv.gate is not None or nxt.gate is not None:
@@ -226,5 +268,11 @@ def build_inference_graph(packed: nn.Module, channels_last: bool = True,
     return gm, report
 
 
-__all__ = ["GraphReport", "PackedConv2dToBits", "build_inference_graph", "fold_batchnorm", "integer_thresholds",
-           "to_channels_last"]
+__all__ = [
+    "GraphReport",
+    "PackedConv2dToBits",
+    "build_inference_graph",
+    "fold_batchnorm",
+    "integer_thresholds",
+    "to_channels_last",
+]

@@ -11,6 +11,7 @@ altered or inconsistent file is refused in one line (:class:`~bnn_lab.errors.Use
 turned into a network that predicts something else. Files of format 1 (no digest) are still read,
 with the dtype and shape checks only.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -69,8 +70,10 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
     except Exception as exc:
-        raise UserError(f"packed model {path} is corrupt or not a safetensors file "
-                        f"({' '.join(str(exc).split())[:120]}); export it again") from exc
+        raise UserError(
+            f"packed model {path} is corrupt or not a safetensors file "
+            f"({' '.join(str(exc).split())[:120]}); export it again"
+        ) from exc
     if meta.get("format") not in FORMATS:
         raise UserError(f"{path} is not a bnn-lab packed model (format {meta.get('format')!r}, expected {FORMAT})")
     missing = [k for k in ("arch", "mode", "config", *INT_KEYS) if k not in meta]
@@ -79,8 +82,10 @@ def read_metadata(path: str | Path) -> dict[str, str]:
     if missing:
         raise UserError(f"packed model {path} is corrupt: its metadata lacks {', '.join(missing)}; export it again")
     if not all(meta[k].isdigit() and 0 < int(meta[k]) < 1 << 20 for k in INT_KEYS):
-        raise UserError(f"packed model {path} is corrupt: {', '.join(f'{k}={meta[k]!r}' for k in INT_KEYS)} "
-                        "are not sizes; export it again")
+        raise UserError(
+            f"packed model {path} is corrupt: {', '.join(f'{k}={meta[k]!r}' for k in INT_KEYS)} "
+            "are not sizes; export it again"
+        )
     return meta
 
 
@@ -90,10 +95,14 @@ def _read_tensors(path: Path, meta: dict[str, str]) -> dict[str, torch.Tensor]:
     try:
         tensors = load_file(str(path))
     except Exception as exc:
-        raise UserError(f"packed model {path} is corrupt ({' '.join(str(exc).split())[:120]}); export it again") from exc
+        raise UserError(
+            f"packed model {path} is corrupt ({' '.join(str(exc).split())[:120]}); export it again"
+        ) from exc
     if DIGEST in meta and content_digest(tensors, meta) != meta[DIGEST]:
-        raise UserError(f"packed model {path} is corrupt: its content does not match its {DIGEST} digest "
-                        "(altered or damaged after it was written); export it again")
+        raise UserError(
+            f"packed model {path} is corrupt: its content does not match its {DIGEST} digest "
+            "(altered or damaged after it was written); export it again"
+        )
     return tensors
 
 
@@ -101,11 +110,15 @@ def _check_against(model: nn.Module, tensors: dict[str, torch.Tensor], path: Pat
     """Every tensor the rebuilt network has, with the same dtype and shape, and no other."""
     own = model.state_dict()
     missing, unexpected = sorted(set(own) - set(tensors)), sorted(set(tensors) - set(own))
-    wrong = [f"{k} {tensors[k].dtype} {tuple(tensors[k].shape)} (expected {v.dtype} {tuple(v.shape)})"
-             for k, v in own.items() if k in tensors and (tensors[k].dtype != v.dtype or tensors[k].shape != v.shape)]
+    wrong = [
+        f"{k} {tensors[k].dtype} {tuple(tensors[k].shape)} (expected {v.dtype} {tuple(v.shape)})"
+        for k, v in own.items()
+        if k in tensors and (tensors[k].dtype != v.dtype or tensors[k].shape != v.shape)
+    ]
     if missing or unexpected or wrong:
-        what = wrong[:1] or [f"{len(missing)} missing, {len(unexpected)} unexpected tensors, "
-                             f"e.g. {(missing + unexpected)[0]}"]
+        what = wrong[:1] or [
+            f"{len(missing)} missing, {len(unexpected)} unexpected tensors, e.g. {(missing + unexpected)[0]}"
+        ]
         raise UserError(f"packed model {path} does not match its {arch} network ({what[0]}); export it again")
 
 
@@ -125,8 +138,10 @@ def load_packed(path: str | Path, arch: str | None = None, backend: str = "auto"
     said = {k: OmegaConf.select(cfg, f"{k}.name", default=None) for k in ("arch", "estimator")}
     clash = [f"{k} {meta[k]!r} vs {v!r}" for k, v in said.items() if k in meta and v is not None and meta[k] != v]
     if clash:
-        raise UserError(f"packed model {path} is corrupt: its metadata and its config disagree ({', '.join(clash)}); "
-                        "export it again")
+        raise UserError(
+            f"packed model {path} is corrupt: its metadata and its config disagree ({', '.join(clash)}); "
+            "export it again"
+        )
     ints = {k: int(meta[k]) for k in INT_KEYS}
     try:
         skeleton, _ = build_model(cfg, ints["in_chans"], ints["num_classes"], ints["img_size"], mode=meta["mode"])
@@ -134,8 +149,10 @@ def load_packed(path: str | Path, arch: str | None = None, backend: str = "auto"
     except UserError:
         raise
     except Exception as exc:  # a format-1 file (no digest) whose configuration was altered
-        raise UserError(f"packed model {path} cannot be rebuilt from its metadata "
-                        f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); export it again") from exc
+        raise UserError(
+            f"packed model {path} cannot be rebuilt from its metadata "
+            f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); export it again"
+        ) from exc
     _check_against(model, tensors, path, meta["arch"])
     model.load_state_dict(tensors, strict=True)
     return model.eval(), meta

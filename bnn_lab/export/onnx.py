@@ -14,9 +14,11 @@ of +-1 values is exact in float32 up to 2^24 terms; onnxruntime's float kernels 
 BatchNorm, activations) round differently from torch's, so an activation within that rounding of
 a threshold can take the other sign: the predictions agree, the logits of almost every input too.
 """
+
 from __future__ import annotations
 
 import copy
+import importlib.util
 from pathlib import Path
 
 import torch
@@ -110,9 +112,16 @@ def export_onnx(model: nn.Module, path: str | Path, input_shape: tuple[int, int,
     example = torch.zeros(1, *input_shape)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the TorchScript-based exporter announces its deprecation
-        torch.onnx.export(graph, (example,), str(path), input_names=["image"], output_names=["logits"],
-                          dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=OPSET,
-                          dynamo=False)
+        torch.onnx.export(
+            graph,
+            (example,),
+            str(path),
+            input_names=["image"],
+            output_names=["logits"],
+            dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
     return path
 
 
@@ -135,10 +144,8 @@ class OnnxRuntimeModel(nn.Module):
 
     def __init__(self, path: str | Path) -> None:
         super().__init__()
-        try:
-            import onnxruntime
-        except ImportError as exc:  # pragma: no cover - a dependency
-            raise UserError("onnxruntime is not installed: pip install onnxruntime") from exc
+        if importlib.util.find_spec("onnxruntime") is None:  # pragma: no cover - a dependency
+            raise UserError("onnxruntime is not installed: pip install onnxruntime")
         self.session = runtime_session(path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

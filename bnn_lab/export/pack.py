@@ -8,6 +8,7 @@ are those of the normalized weight, its per-channel factor multiplies the scale:
 ``NoPackedForm`` with the reason, and the layer stays in float. A new estimator or scale
 brings its own packed form: nothing here names them.
 """
+
 from __future__ import annotations
 
 import copy
@@ -75,8 +76,10 @@ def weight_norm_factor(layer: BinaryMixin) -> torch.Tensor | None:
         raise NoPackedForm(f"weight normalization {type(norm).__name__} has no packed form (no packed_scale)")
     factor = norm.packed_scale(layer.weight)
     if factor is not None and factor.shape != (layer.weight.shape[0],):
-        raise NoPackedForm(f"weight normalization {type(norm).__name__} gives a factor of shape "
-                           f"{tuple(factor.shape)}, not one per output channel")
+        raise NoPackedForm(
+            f"weight normalization {type(norm).__name__} gives a factor of shape "
+            f"{tuple(factor.shape)}, not one per output channel"
+        )
     return None if factor is None else factor.detach()
 
 
@@ -89,11 +92,23 @@ def _pack_layer(layer: BinaryMixin, backend: str) -> nn.Module | None:
     threshold = packed_threshold(layer)
     scale_vector, gate = packed_scale(layer)
     if isinstance(layer, BinaryConv2d):
-        return PackedBinaryConv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride,
-                                  layer.padding, layer.dilation, bits, layer.bias, scale_vector, threshold, gate,
-                                  backend)
-    return PackedBinaryLinear(layer.in_features, layer.out_features, bits, layer.bias, scale_vector, threshold,
-                              gate, backend)
+        return PackedBinaryConv2d(
+            layer.in_channels,
+            layer.out_channels,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            bits,
+            layer.bias,
+            scale_vector,
+            threshold,
+            gate,
+            backend,
+        )
+    return PackedBinaryLinear(
+        layer.in_features, layer.out_features, bits, layer.bias, scale_vector, threshold, gate, backend
+    )
 
 
 def pack_model(model: nn.Module, backend: str = "auto") -> tuple[nn.Module, PackReport]:

@@ -9,6 +9,7 @@ kernels correct the border, see ``bnn_lab.kernels.conv``).
 Inputs are binarized as sign(x - threshold): the threshold is 0, or RSign's learned
 per-channel threshold.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,17 @@ from .. import kernels
 class _PackedMixin:
     """Buffers and epilogue shared by the packed layers."""
 
-    def _init_common(self, out_features: int, weight_bits: torch.Tensor, k: int, bias, scale_vector, threshold,
-                     gate: nn.Module | None, backend: str) -> None:
+    def _init_common(
+        self,
+        out_features: int,
+        weight_bits: torch.Tensor,
+        k: int,
+        bias,
+        scale_vector,
+        threshold,
+        gate: nn.Module | None,
+        backend: str,
+    ) -> None:
         self.k = int(k)
         self.backend = backend
         self.register_buffer("weight_bits", weight_bits.to(torch.int32).contiguous())
@@ -44,21 +54,46 @@ class _PackedMixin:
 
 
 class PackedBinaryConv2d(_PackedMixin, nn.Module):
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride, padding, dilation,
-                 weight_bits: torch.Tensor, bias=None, scale_vector=None, threshold=None, gate=None,
-                 backend: str = "auto") -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        weight_bits: torch.Tensor,
+        bias=None,
+        scale_vector=None,
+        threshold=None,
+        gate=None,
+        backend: str = "auto",
+    ) -> None:
         super().__init__()
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding, self.dilation = (
-            tuple(kernel_size), tuple(stride), tuple(padding), tuple(dilation))
-        self._init_common(out_channels, weight_bits, in_channels * kernel_size[0] * kernel_size[1],
-                          bias, scale_vector, threshold, gate, backend)
+            tuple(kernel_size),
+            tuple(stride),
+            tuple(padding),
+            tuple(dilation),
+        )
+        self._init_common(
+            out_channels,
+            weight_bits,
+            in_channels * kernel_size[0] * kernel_size[1],
+            bias,
+            scale_vector,
+            threshold,
+            gate,
+            backend,
+        )
         self._packed: kernels.PackedConv2dWeight | None = None
 
     def packed_weight(self) -> kernels.PackedConv2dWeight:
         if self._packed is None or self._packed.rows.device != self.weight_bits.device:
-            self._packed = kernels.PackedConv2dWeight.from_flat_bits(self.weight_bits, self.in_channels,
-                                                                     self.kernel_size)
+            self._packed = kernels.PackedConv2dWeight.from_flat_bits(
+                self.weight_bits, self.in_channels, self.kernel_size
+            )
         return self._packed
 
     def input_pads(self) -> tuple[int, int, int, int]:
@@ -75,21 +110,38 @@ class PackedBinaryConv2d(_PackedMixin, nn.Module):
         packed_in = isinstance(x, kernels.PackedConv2dInput)
         u = x if packed_in or self.threshold is None else x - self.threshold.view(1, -1, 1, 1)
         fused = self.gate is None and (packed_in or x.dtype == torch.float32)
-        out = kernels.binary_conv2d(u, self.packed_weight(), self.stride, self.padding, self.dilation,
-                                    backend=self.backend,
-                                    epilogue=kernels.AffineEpilogue(self.scale, self.bias) if fused else None)
+        out = kernels.binary_conv2d(
+            u,
+            self.packed_weight(),
+            self.stride,
+            self.padding,
+            self.dilation,
+            backend=self.backend,
+            epilogue=kernels.AffineEpilogue(self.scale, self.bias) if fused else None,
+        )
         if fused:
             return out
         return self._epilogue(out, torch.zeros((), dtype=torch.float32) if packed_in else x, 1)
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, packed=1 bit/weight")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, packed=1 bit/weight"
+        )
 
 
 class PackedBinaryLinear(_PackedMixin, nn.Module):
-    def __init__(self, in_features: int, out_features: int, weight_bits: torch.Tensor, bias=None,
-                 scale_vector=None, threshold=None, gate=None, backend: str = "auto") -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        weight_bits: torch.Tensor,
+        bias=None,
+        scale_vector=None,
+        threshold=None,
+        gate=None,
+        backend: str = "auto",
+    ) -> None:
         super().__init__()
         self.in_features, self.out_features = in_features, out_features
         self._init_common(out_features, weight_bits, in_features, bias, scale_vector, threshold, gate, backend)
@@ -97,8 +149,9 @@ class PackedBinaryLinear(_PackedMixin, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = x if self.threshold is None else x - self.threshold
         lead = u.shape[:-1]
-        acc = kernels.binary_matmul(kernels.pack_signs(u.reshape(-1, self.in_features)), self.weight_bits, self.k,
-                                    backend=self.backend)
+        acc = kernels.binary_matmul(
+            kernels.pack_signs(u.reshape(-1, self.in_features)), self.weight_bits, self.k, backend=self.backend
+        )
         return self._epilogue(acc.reshape(*lead, self.out_features), x, -1)
 
     def extra_repr(self) -> str:

@@ -7,6 +7,7 @@ same values, the signs its first binary convolution reads. ``kernels.max_pool2d_
 the pooling, the clamp and those packed signs in one pass (written inside that convolution's zero
 border), so the pooled activation is written once and not read again to be clamped and packed.
 """
+
 from __future__ import annotations
 
 import torch.fx as fx
@@ -31,8 +32,15 @@ class PooledClamp(nn.Module):
         self.bits_padding: tuple[int, int, int, int] | None = None
 
     def forward(self, x):
-        return kernels.max_pool2d_clamp(x, self.kernel_size, self.stride, self.padding, self.clamp,
-                                        bits_threshold=self.bits_threshold, out_padding=self.bits_padding)
+        return kernels.max_pool2d_clamp(
+            x,
+            self.kernel_size,
+            self.stride,
+            self.padding,
+            self.clamp,
+            bits_threshold=self.bits_threshold,
+            out_padding=self.bits_padding,
+        )
 
     def extra_repr(self) -> str:
         bits = "" if self.bits_threshold is None else ", also packed bits for the next binary layer"
@@ -40,8 +48,9 @@ class PooledClamp(nn.Module):
 
 
 def _fusable(pool: nn.Module) -> bool:
-    return (type(pool) is nn.MaxPool2d and pool.dilation in (1, (1, 1)) and not pool.ceil_mode
-            and not pool.return_indices)
+    return (
+        type(pool) is nn.MaxPool2d and pool.dilation in (1, (1, 1)) and not pool.ceil_mode and not pool.return_indices
+    )
 
 
 def fuse_pooling(gm: fx.GraphModule) -> int:
@@ -50,8 +59,13 @@ def fuse_pooling(gm: fx.GraphModule) -> int:
     returns the count."""
     modules, calls, count = dict(gm.named_modules()), module_calls(gm), 0
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not _fusable(modules[node.target]) or calls[node.target] != 1 \
-                or len(node.args) != 1 or node.kwargs:
+        if (
+            node.op != "call_module"
+            or not _fusable(modules[node.target])
+            or calls[node.target] != 1
+            or len(node.args) != 1
+            or node.kwargs
+        ):
             continue
         clamp, last = clamp_after(node, modules, calls)
         name = node.target.replace(".", "_") + "_clamp"

@@ -11,6 +11,7 @@ Where the result is also the input of one binary convolution (the next block's f
 same epilogue packs its signs for that convolution: ``sign(y - t) = +1`` exactly when ``y >= t``,
 so the next layer reads bits and the float stream is not read again to pack it.
 """
+
 from __future__ import annotations
 
 import math
@@ -59,16 +60,32 @@ class PackedConv2dResidual(nn.Module):
     def forward(self, x, residual):
         c = self.conv
         packed_in = isinstance(x, kernels.PackedConv2dInput)
-        if (isinstance(residual, torch.Tensor) and residual.dtype == torch.float32 and c.gate is None
-                and (packed_in or x.dtype == torch.float32) and tuple(residual.shape) == self._out_shape(x)):
+        if (
+            isinstance(residual, torch.Tensor)
+            and residual.dtype == torch.float32
+            and c.gate is None
+            and (packed_in or x.dtype == torch.float32)
+            and tuple(residual.shape) == self._out_shape(x)
+        ):
             u = x if packed_in or c.threshold is None else x - c.threshold.view(1, -1, 1, 1)
             ep = self._epilogue
-            if ep is None or ep.scale is not c.scale or ep.bias is not c.bias \
-                    or ep.bits_threshold is not self.bits_threshold:
+            if (
+                ep is None
+                or ep.scale is not c.scale
+                or ep.bias is not c.bias
+                or ep.bits_threshold is not self.bits_threshold
+            ):
                 self._epilogue = kernels.AffineEpilogue(c.scale, c.bias, None, self.clamp, self.bits_threshold)
-            return kernels.binary_conv2d(u, c.packed_weight(), c.stride, c.padding, c.dilation, backend=c.backend,
-                                         epilogue=self._epilogue.with_residual(residual),
-                                         out_padding=self.bits_padding)
+            return kernels.binary_conv2d(
+                u,
+                c.packed_weight(),
+                c.stride,
+                c.padding,
+                c.dilation,
+                backend=c.backend,
+                epilogue=self._epilogue.with_residual(residual),
+                out_padding=self.bits_padding,
+            )
         out = c(x) + residual
         out = out if self.clamp is None else out.clamp(*self.clamp)
         if self.bits_threshold is None:
@@ -85,8 +102,14 @@ def clamp_after(node: fx.Node, modules: dict, calls) -> tuple[tuple[float, float
     """The clamping activation (a module in :data:`CLAMPS`, called once) that alone reads ``node``:
     its ``(lo, hi)`` and its node; ``(None, node)`` when there is none."""
     act = single_user(node)
-    if act is not None and act.op == "call_module" and type(modules[act.target]) in CLAMPS \
-            and calls[act.target] == 1 and act.args == (node,) and not act.kwargs:
+    if (
+        act is not None
+        and act.op == "call_module"
+        and type(modules[act.target]) in CLAMPS
+        and calls[act.target] == 1
+        and act.args == (node,)
+        and not act.kwargs
+    ):
         return CLAMPS[type(modules[act.target])](modules[act.target]), act
     return None, node
 
@@ -97,8 +120,12 @@ def fuse_residuals(gm: fx.GraphModule) -> int:
     :class:`PackedConv2dResidual`; returns the count."""
     modules, calls, count = dict(gm.named_modules()), module_calls(gm), 0
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not isinstance(modules[node.target], PackedBinaryConv2d) \
-                or modules[node.target].gate is not None or calls[node.target] != 1:
+        if (
+            node.op != "call_module"
+            or not isinstance(modules[node.target], PackedBinaryConv2d)
+            or modules[node.target].gate is not None
+            or calls[node.target] != 1
+        ):
             continue
         add = single_user(node)
         if add is None or add.op != "call_function" or add.target not in _ADDS or len(add.args) != 2 or add.kwargs:
@@ -144,8 +171,14 @@ def hand_bits_to_next(gm: fx.GraphModule, producers: tuple[type, ...] = (PackedC
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(modules[node.target], producers):
             continue
-        readers = [u for u in node.users if u.op == "call_module" and u.args and u.args[0] is node
-                   and _input_threshold(modules[u.target]) is not None]
+        readers = [
+            u
+            for u in node.users
+            if u.op == "call_module"
+            and u.args
+            and u.args[0] is node
+            and _input_threshold(modules[u.target]) is not None
+        ]
         if len(readers) != 1:
             continue
         reader = modules[readers[0].target]
@@ -155,7 +188,7 @@ def hand_bits_to_next(gm: fx.GraphModule, producers: tuple[type, ...] = (PackedC
             bits = gm.graph.call_function(operator.getitem, (node, 1))
         with gm.graph.inserting_after(node):
             value = gm.graph.call_function(operator.getitem, (node, 0))
-        node.replace_all_uses_with(value, delete_user_cb=lambda user: user not in (value, bits))
+        node.replace_all_uses_with(value, delete_user_cb=lambda user, kept=(value, bits): user not in kept)
         readers[0].args = (bits,) + tuple(readers[0].args[1:])
         count += 1
     return count

@@ -5,6 +5,7 @@ to disk (fsync) and renamed over the target with ``os.replace``, atomic on POSIX
 write that cannot complete (disk full, file size limit, read-only folder) removes the temporary
 file and raises :class:`WriteFailed`, a one-line error that says the previous file is kept.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,8 +23,12 @@ from ..errors import UserError
 
 PARTIAL_SUFFIX = ".partial"
 # what a full or limited disk reports; named in the one-line error
-NO_ROOM = {errno.ENOSPC: "no space left on the device", errno.EFBIG: "file size limit reached",
-           errno.EDQUOT: "disk quota exceeded", errno.EROFS: "read-only file system"}
+NO_ROOM = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EFBIG: "file size limit reached",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+}
 
 
 class WriteFailed(UserError):
@@ -95,6 +100,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
 def torch_save(obj: Any, path: str | Path) -> Path:
     """``torch.save`` through :func:`atomic_write`, through a Python file object so that a full
     disk surfaces as its OSError rather than as the archive writer's own error."""
+
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             torch.save(obj, f)

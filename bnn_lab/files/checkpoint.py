@@ -7,6 +7,7 @@ checkpoints hold. A file that asks for anything else is refused before that thin
 one line that names it. ``trust=True`` (a file whose origin the user vouches for, through an
 explicit option such as ``distill.teacher.trust=true``) loads it with the full pickle.
 """
+
 from __future__ import annotations
 
 import collections
@@ -34,8 +35,9 @@ def allowed_globals() -> list[Any]:
     return list(ALLOWED)
 
 
-def load_checkpoint(path: str | Path, *, what: str = "checkpoint", trust: bool = False,
-                    trust_hint: str = "", mmap: bool = False) -> Any:
+def load_checkpoint(
+    path: str | Path, *, what: str = "checkpoint", trust: bool = False, trust_hint: str = "", mmap: bool = False
+) -> Any:
     """The object stored in ``path`` (on the CPU), read as data.
 
     ``what`` names the file in messages ("teacher checkpoint"); ``trust_hint`` says how the user
@@ -51,10 +53,14 @@ def load_checkpoint(path: str | Path, *, what: str = "checkpoint", trust: bool =
         found = _GLOBAL.search(str(exc))
         asks = f"it would call {found.group(1)}" if found else "it holds objects other than tensors and plain data"
         vouch = f"; if you trust where it comes from, {trust_hint}" if trust_hint else ""
-        raise RefusedFile(f"{what} {path} refused: {asks}, and a checkpoint is loaded as data, never as code "
-                          f"(re-save its state_dict with torch.save to share it){vouch}") from exc
+        raise RefusedFile(
+            f"{what} {path} refused: {asks}, and a checkpoint is loaded as data, never as code "
+            f"(re-save its state_dict with torch.save to share it){vouch}"
+        ) from exc
     except FileNotFoundError as exc:
         raise RefusedFile(f"{what} {path} does not exist") from exc
     except Exception as exc:  # truncated, not a torch file, damaged archive
-        raise RefusedFile(f"{what} {path} cannot be read ({' '.join(str(exc).split())[:160]}); "
-                          "it is damaged or not a torch checkpoint") from exc
+        raise RefusedFile(
+            f"{what} {path} cannot be read ({' '.join(str(exc).split())[:160]}); "
+            "it is damaged or not a torch checkpoint"
+        ) from exc

@@ -1,4 +1,5 @@
 """JSON files of a run (``metrics.json``, caches) read with a one-line error for a damaged one."""
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ def read_json(path: str | Path, what: str = "", required: tuple[str, ...] = ()) 
     except FileNotFoundError as exc:
         raise DamagedFile(f"{label} does not exist") from exc
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise DamagedFile(f"{label} is damaged ({' '.join(str(exc).split())[:120]}); "
-                          "move it away or run again") from exc
+        raise DamagedFile(
+            f"{label} is damaged ({' '.join(str(exc).split())[:120]}); move it away or run again"
+        ) from exc
     if not isinstance(obj, dict):
         raise DamagedFile(f"{label} holds a {type(obj).__name__}, not an object; move it away or run again")
     missing = [k for k in required if k not in obj]

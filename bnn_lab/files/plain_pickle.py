@@ -4,6 +4,7 @@
 that rebuild a NumPy array (:data:`ARRAY_GLOBALS`) and refuses every other one before it is
 called, as :func:`~bnn_lab.files.load_checkpoint` does for torch files.
 """
+
 from __future__ import annotations
 
 import pickle
@@ -12,10 +13,15 @@ from typing import Any
 
 from .checkpoint import RefusedFile
 
-ARRAY_GLOBALS = {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-                 for name in ("_reconstruct", "scalar")} | \
-    {(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")} | \
-    {("numpy", "ndarray"), ("numpy", "dtype")}
+ARRAY_GLOBALS = (
+    {
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    }
+    | {(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")}
+    | {("numpy", "ndarray"), ("numpy", "dtype")}
+)
 
 
 class _PlainUnpickler(pickle.Unpickler):

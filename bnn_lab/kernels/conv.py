@@ -62,7 +62,9 @@ class PackedConv2dInput:
     bits: torch.Tensor
     channels: int
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
-    _flat64: np.ndarray | None = field(default=None, repr=False)  # the cpu kernels' view of ``bits``, when they wrote it
+    _flat64: np.ndarray | None = field(
+        default=None, repr=False
+    )  # the cpu kernels' view of ``bits``, when they wrote it
 
     @property
     def shape(self) -> tuple[int, int, int, int]:
@@ -74,7 +76,7 @@ class PackedConv2dInput:
         """The bits of the image without the border: (N, H, W, words), a view."""
         top, bottom, left, right = self.pads
         _, h, w, _ = self.bits.shape
-        return self.bits[:, top:h - bottom, left:w - right]
+        return self.bits[:, top : h - bottom, left : w - right]
 
 
 def threshold_values(t: torch.Tensor | float, channels: int) -> np.ndarray:
@@ -138,7 +140,8 @@ class AffineEpilogue:
             got = self._arrays[channels] = (
                 scale.detach().to(torch.float32).contiguous().numpy(),
                 bias.detach().to(torch.float32).contiguous().numpy(),
-                None if self.bits_threshold is None else self.threshold_array(channels))
+                None if self.bits_threshold is None else self.threshold_array(channels),
+            )
         return got
 
     def residual_rows(self, shape) -> np.ndarray | None:
@@ -454,8 +457,9 @@ class _ConvPlan:
             dh, dw = dilation
             wp = w + pads[2] + pads[3]
             plan.geo = (kh, 1, kw * pw64, dh * wp * pw64, 0) if dw == 1 else (kh, kw, pw64, dh * wp * pw64, dw * pw64)
-            plan.panels = pw.cached("cpu_panels", lambda: numba_cpu.to_panels(
-                numba_cpu.as_u64_rows(pw.rows, kh * kw * pw64)))
+            plan.panels = pw.cached(
+                "cpu_panels", lambda: numba_cpu.to_panels(numba_cpu.as_u64_rows(pw.rows, kh * kw * pw64))
+            )
             plan.offs = numba_cpu.conv_row_offsets(n, (h + pads[0] + pads[1], wp), pw64, stride, out_hw)
             if corr is not None:  # only the border pixels' rows
                 plan.corr = numba_cpu.compact_correction(corr.numpy())
@@ -568,8 +572,9 @@ def binary_conv2d(
             src = xb.contiguous().numpy().view(np.uint64).reshape(-1)
         if isinstance(epilogue, ThresholdEpilogue):
             bits, words_view, bit_rows, flat = plan.bits_output(n, o, bit_pads)
-            numba_cpu.gemm_bits_into(src, plan.offs, plan.panels, plan.geo, pw.k, words_view, *epilogue.arrays(), p,
-                                     corr, bit_rows)
+            numba_cpu.gemm_bits_into(
+                src, plan.offs, plan.panels, plan.geo, pw.k, words_view, *epilogue.arrays(), p, corr, bit_rows
+            )
             return PackedConv2dInput(bits, o, bit_pads, flat)
         dtype = np.float32 if isinstance(epilogue, AffineEpilogue) else np.int32
         out = np.empty((n * p, o), dtype=dtype)
@@ -580,10 +585,24 @@ def binary_conv2d(
             bits = None
             if threshold is not None:
                 bits, words_view, bit_rows, flat = plan.bits_output(n, o, bit_pads)
-            numba_cpu.gemm_affine_into(src, plan.offs, plan.panels, plan.geo, pw.k, out, scale, bias,
-                                       p, corr, epilogue.residual_rows((n, o, h_out, w_out)), lo, hi,
-                                       None if bits is None else words_view, threshold,
-                                       None if bits is None else bit_rows)
+            numba_cpu.gemm_affine_into(
+                src,
+                plan.offs,
+                plan.panels,
+                plan.geo,
+                pw.k,
+                out,
+                scale,
+                bias,
+                p,
+                corr,
+                epilogue.residual_rows((n, o, h_out, w_out)),
+                lo,
+                hi,
+                None if bits is None else words_view,
+                threshold,
+                None if bits is None else bit_rows,
+            )
             if bits is not None:
                 return result, PackedConv2dInput(bits, o, bit_pads, flat)
         else:

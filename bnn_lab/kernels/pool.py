@@ -20,15 +20,28 @@ from .registry import resolve_backend
 
 def _pool_geometry(hw, kernel, stride, padding) -> tuple[int, int]:
     out = tuple((hw[d] + 2 * padding[d] - kernel[d]) // stride[d] + 1 for d in range(2))
-    if min(out) < 1 or min(kernel) < 1 or min(stride) < 1 or min(padding) < 0 \
-            or any(2 * padding[d] > kernel[d] for d in range(2)):
+    if (
+        min(out) < 1
+        or min(kernel) < 1
+        or min(stride) < 1
+        or min(padding) < 0
+        or any(2 * padding[d] > kernel[d] for d in range(2))
+    ):
         raise ValueError(f"invalid max-pooling: input {tuple(hw)}, kernel {kernel}, stride {stride}, padding {padding}")
     return out
 
 
-def max_pool2d_clamp(x: torch.Tensor, kernel_size, stride=None, padding=0, clamp: tuple[float, float] | None = None,
-                     *, bits_threshold: torch.Tensor | float | None = None,
-                     out_padding: tuple[int, int, int, int] | None = None, backend: str = "auto"):
+def max_pool2d_clamp(
+    x: torch.Tensor,
+    kernel_size,
+    stride=None,
+    padding=0,
+    clamp: tuple[float, float] | None = None,
+    *,
+    bits_threshold: torch.Tensor | float | None = None,
+    out_padding: tuple[int, int, int, int] | None = None,
+    backend: str = "auto",
+):
     """``clamp(F.max_pool2d(x, kernel_size, stride, padding), lo, hi)`` (``clamp`` None: no clamp).
 
     With ``bits_threshold`` (per channel, or a float) it returns the pair (that output, the signs of
@@ -43,8 +56,13 @@ def max_pool2d_clamp(x: torch.Tensor, kernel_size, stride=None, padding=0, clamp
     bit_pads = (0, 0, 0, 0) if out_padding is None else tuple(out_padding)
     lo, hi = clamp if clamp is not None else (-np.inf, np.inf)
     n, c, h, w = x.shape
-    fast = (x.dtype == torch.float32 and x.device.type == "cpu" and x.dim() == 4
-            and x.permute(0, 2, 3, 1).is_contiguous() and resolve_backend(backend, x.device) == "cpu")
+    fast = (
+        x.dtype == torch.float32
+        and x.device.type == "cpu"
+        and x.dim() == 4
+        and x.permute(0, 2, 3, 1).is_contiguous()
+        and resolve_backend(backend, x.device) == "cpu"
+    )
     if not fast:
         out = F.max_pool2d(x, kernel, stride, padding)
         if clamp is not None:
@@ -62,9 +80,21 @@ def max_pool2d_clamp(x: torch.Tensor, kernel_size, stride=None, padding=0, clamp
     if bits_threshold is not None:
         threshold = threshold_values(bits_threshold, c)
         packed = packed_output(n, out_hw, c, bit_pads)
-    numba_cpu.max_pool_clamp_into(x.detach().permute(0, 2, 3, 1).numpy().reshape(-1, c), n, (h, w), kernel, stride,
-                                  padding, out_hw, lo, hi, y, None if packed is None else packed[1], threshold,
-                                  None if packed is None else packed[2])
+    numba_cpu.max_pool_clamp_into(
+        x.detach().permute(0, 2, 3, 1).numpy().reshape(-1, c),
+        n,
+        (h, w),
+        kernel,
+        stride,
+        padding,
+        out_hw,
+        lo,
+        hi,
+        y,
+        None if packed is None else packed[1],
+        threshold,
+        None if packed is None else packed[2],
+    )
     out = torch.from_numpy(y.reshape(n, out_hw[0], out_hw[1], c).transpose(0, 3, 1, 2))
     if packed is None:
         return out

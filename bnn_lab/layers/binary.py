@@ -6,6 +6,7 @@ any: ``bnn_lab/layers/weight_norm.py``); inputs go through the input estimator.
 The float layer's zero padding is kept during training: the packed evaluation path corrects
 the border exactly (see ``bnn_lab.kernels``).
 """
+
 from __future__ import annotations
 
 import torch
@@ -72,8 +73,15 @@ class BinaryConv2d(BinaryMixin, nn.Conv2d):
     @classmethod
     def from_float(cls, conv: nn.Conv2d, weight_estimator, input_estimator=None, scale=None, weight_norm=None):
         new = cls(
-            conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-            conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode,
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            conv.groups,
+            conv.bias is not None,
+            conv.padding_mode,
             device="meta",
         )
         new.weight, new.bias = conv.weight, conv.bias  # the trained Parameters are reused

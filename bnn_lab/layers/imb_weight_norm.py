@@ -17,6 +17,7 @@ exactly into the packed layer's per-channel scale. For standardized weights mean
 close to sqrt(2 / pi) ~ 0.8, so the factor is usually 1 (0.5 or 2 for far-from-normal
 channels).
 """
+
 from __future__ import annotations
 
 import torch

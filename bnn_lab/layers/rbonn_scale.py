@@ -27,6 +27,7 @@ mean |w|), applied as an output scale: out = conv(x_b, sign(w)) |alpha|. Two add
 
 Packed form: |alpha| per output channel.
 """
+
 from __future__ import annotations
 
 import torch
@@ -63,8 +64,9 @@ class BilinearCoupling(torch.autograd.Function):
 
 
 class RBONNScale(nn.Module):
-    def __init__(self, layer: nn.Module, lam: float = 1e-4, threshold: float = 0.6, u_init: float = 0.2,
-                 u_lr_factor: float = 0.1) -> None:
+    def __init__(
+        self, layer: nn.Module, lam: float = 1e-4, threshold: float = 0.6, u_init: float = 0.2, u_lr_factor: float = 0.1
+    ) -> None:
         super().__init__()
         weight = layer.weight.detach()
         self.lam, self.threshold = float(lam), float(threshold)

@@ -16,11 +16,12 @@ to its exact integer product: None (nothing), a per-output-channel factor, or a 
 ``module(out, None, x)`` (data-dependent scales); a scale without an exact packed form raises
 :class:`bnn_lab.errors.NoPackedForm`.
 """
+
 from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

@@ -21,6 +21,7 @@ The grouped autograd node runs once every layer's gradient has reached it, so al
 weight gradients arrive at the end of the backward pass; under DDP their all-reduce then
 cannot overlap the backward (``binarize.group_weights=false`` keeps each layer alone).
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -40,8 +41,10 @@ class WeightGroup:
         self.handles: list = []
 
     def attach(self, model: nn.Module) -> None:
-        self.handles = [model.register_forward_pre_hook(self._before),
-                        model.register_forward_hook(self._after, always_call=True)]
+        self.handles = [
+            model.register_forward_pre_hook(self._before),
+            model.register_forward_hook(self._after, always_call=True),
+        ]
         model._weight_group = self
         for layer in self.layers:
             layer._weight_group = self
@@ -74,7 +77,9 @@ class WeightGroup:
                 groups[(type(estimator), key)].append(layer)
         results = {}
         for (cls, _), members in groups.items():
-            weights = cls.binarize_group([m.weight_estimator for m in members], [m.normalized_weight() for m in members])
+            weights = cls.binarize_group(
+                [m.weight_estimator for m in members], [m.normalized_weight() for m in members]
+            )
             results.update(zip(map(id, members), weights))
         return results
 

@@ -16,6 +16,7 @@ a normalization whose factor is not per output channel raises
 :class:`bnn_lab.errors.NoPackedForm` there. A new one is a module registered with
 ``@register_weight_norm(name)`` in its own file, imported by ``bnn_lab/layers/__init__.py``.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping

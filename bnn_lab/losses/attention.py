@@ -2,6 +2,7 @@
 sum over blocks j of mean_n ||Q_s^j - Q_t^j||^2 / (H W), with Q = vec(sum_c A_c^2) / ||.||_2
 the L2-normalized spatial attention map of block output A (teacher detached). It makes the
 binary student put its activation energy where the real-valued teacher does."""
+
 from __future__ import annotations
 
 import torch

@@ -3,6 +3,7 @@
 The training loss is ``ce_weight * CE(logits, y) + sum_i weight_i * term_i(inputs)``; each
 term is one file under ``bnn_lab/losses/`` with its formula in the docstring.
 """
+
 from __future__ import annotations
 
 import dataclasses

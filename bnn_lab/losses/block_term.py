@@ -1,4 +1,5 @@
 """The base of the terms that compare the student's block outputs with the teacher's."""
+
 from __future__ import annotations
 
 import torch
@@ -25,13 +26,16 @@ class BlockTerm(LossTerm):
     def feature_layers(self, model: nn.Module) -> list[str]:
         self.points = select_points(model, self.layers)
         if len(self.points) < self.min_blocks:
-            raise ConfigError(f"{self.name} needs {self.min_blocks} or more blocks, found {self.points}; "
-                              f"name them in loss.{self.name}.layers")
+            raise ConfigError(
+                f"{self.name} needs {self.min_blocks} or more blocks, found {self.points}; "
+                f"name them in loss.{self.name}.layers"
+            )
         return self.points
 
     def __call__(self, inputs: LossInputs) -> torch.Tensor:
-        return self.block_loss([inputs.features[n] for n in self.points],
-                               [inputs.teacher_features[n] for n in self.points])
+        return self.block_loss(
+            [inputs.features[n] for n in self.points], [inputs.teacher_features[n] for n in self.points]
+        )
 
     def block_loss(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError

@@ -1,4 +1,5 @@
 """Loss terms from the configuration: ``{name: weight}`` or ``{name: {weight: w, <options>}}``."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping

@@ -17,6 +17,7 @@ whole run (``loss.ce=1`` adds it back). Teachers are loaded on the first step th
 (any architecture, built from their run's config.yaml) and kept out of the checkpoints; the
 schedule follows the progress, so a resumed run takes up the teacher it was at.
 """
+
 from __future__ import annotations
 
 import bisect
@@ -51,20 +52,30 @@ def consecutive_kd_loss(student: torch.Tensor, teachers: Sequence[torch.Tensor],
 
 @register_term("consecutive_kd")
 class ConsecutiveKD(LossTerm):
-    def __init__(self, weight: float = 1.0, teachers: Sequence[str] = (), main: str | None = None,
-                 switch_at: Sequence[float] | None = None, temperature: float = 1.0) -> None:
+    def __init__(
+        self,
+        weight: float = 1.0,
+        teachers: Sequence[str] = (),
+        main: str | None = None,
+        switch_at: Sequence[float] | None = None,
+        temperature: float = 1.0,
+    ) -> None:
         super().__init__(weight)
         if isinstance(teachers, str):
             teachers = [teachers]
         self.teachers = [str(t) for t in teachers or ()]
         if not self.teachers:
-            raise ConfigError("loss.consecutive_kd.teachers: give the assistant teachers (checkpoint files or "
-                              "run directories), weakest first")
+            raise ConfigError(
+                "loss.consecutive_kd.teachers: give the assistant teachers (checkpoint files or "
+                "run directories), weakest first"
+            )
         k = len(self.teachers)
         points = [i / k for i in range(1, k)] if switch_at is None else [float(p) for p in switch_at]
         if len(points) != k - 1 or any(not 0.0 < p < 1.0 for p in points) or points != sorted(set(points)):
-            raise ConfigError(f"loss.consecutive_kd.switch_at: {k - 1} increasing fractions of training in (0, 1) "
-                              f"for {k} teachers, got {list(switch_at or [])}")
+            raise ConfigError(
+                f"loss.consecutive_kd.switch_at: {k - 1} increasing fractions of training in (0, 1) "
+                f"for {k} teachers, got {list(switch_at or [])}"
+            )
         self.switch_at = points
         self.main = None if main in (None, "") else str(main)
         self.temperature = float(temperature)

@@ -1,4 +1,5 @@
 """Forward hooks that capture module outputs for the loss terms that read features."""
+
 from __future__ import annotations
 
 import re
@@ -26,8 +27,10 @@ def select_points(model: nn.Module, patterns: list[str] | None) -> list[str]:
     if not patterns:
         points = default_points(model)
         if not points:
-            raise ConfigError("no residual/dense blocks found for attention matching; "
-                              "name the layers (distill.layers or loss.attention.layers)")
+            raise ConfigError(
+                "no residual/dense blocks found for attention matching; "
+                "name the layers (distill.layers or loss.attention.layers)"
+            )
         return points
     names = [n for n, _ in model.named_modules() if n]
     chosen = [n for n in names if any(n == p or re.fullmatch(p, n) for p in patterns)]

@@ -1,6 +1,7 @@
 """``kd``: logit distillation (Hinton et al., "Distilling the Knowledge in a Neural Network"):
 T^2 KL(softmax(z_t / T) || softmax(z_s / T)), averaged over the batch, teacher detached.
 T^2 keeps the gradient's size independent of the temperature."""
+
 from __future__ import annotations
 
 import torch

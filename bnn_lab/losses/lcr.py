@@ -30,6 +30,7 @@ matrix is new at every step, so a vector kept from the previous step would start
 ``iterations=0`` takes the exact largest singular value (``torch.linalg.matrix_norm``, an SVD
 per matrix: exact, cheap for narrow blocks, slow for wide ones).
 """
+
 from __future__ import annotations
 
 import torch
@@ -96,7 +97,9 @@ class LipschitzRetention(BlockTerm):
         super().__init__(weight, layers)
         self.iterations = int(iterations)
         if self.iterations < 0:
-            raise ConfigError(f"loss.lcr.iterations must be 0 (exact) or a number of power-iteration steps, got {iterations}")
+            raise ConfigError(
+                f"loss.lcr.iterations must be 0 (exact) or a number of power-iteration steps, got {iterations}"
+            )
 
     def block_loss(self, student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
         return lcr_loss(student, teacher, self.iterations)

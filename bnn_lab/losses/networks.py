@@ -4,6 +4,7 @@ as the teachers of ``consecutive_kd``.
 Building a network from a run's configuration belongs to a higher layer (``bnn_lab.build``),
 which provides the loader here when it is imported, as every run imports it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

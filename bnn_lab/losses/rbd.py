@@ -17,6 +17,7 @@ transfer (``attention``, which sums the squared activations over channels) it ke
 channel dimension, where a binary network loses its information. The mean over blocks keeps
 the weight's meaning independent of the depth.
 """
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """Name -> loss term (the ``loss`` config group: conf/loss/<name>.yaml)."""
+
 from __future__ import annotations
 
 from ..registry import Registry

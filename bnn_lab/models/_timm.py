@@ -1,4 +1,5 @@
 """Helpers for models registered into timm's registry."""
+
 from __future__ import annotations
 
 import torch

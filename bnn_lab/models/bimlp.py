@@ -32,6 +32,7 @@ The paper's training recipe and exact widths are not released; the options here:
 - bimlp_tiny (ImageNet size): widths (64, 128, 320, 512), blocks (2, 2, 4, 2) (Wave-MLP-T);
 - bimlp_small (28-32 px inputs): widths (32, 64, 128, 256), blocks (1, 1, 2, 1), 3x3/1 stem.
 """
+
 from __future__ import annotations
 
 import torch
@@ -167,7 +168,8 @@ def bimlp_tiny(pretrained: bool = False, **kwargs) -> BiMLP:
 
 @register_model
 def bimlp_small(pretrained: bool = False, **kwargs) -> BiMLP:
-    model = BiMLP(widths=(32, 64, 128, 256), blocks=(1, 1, 2, 1), stem_kernel=3, stem_stride=1,
-                  **strip_factory_kwargs(kwargs))
+    model = BiMLP(
+        widths=(32, 64, 128, 256), blocks=(1, 1, 2, 1), stem_kernel=3, stem_stride=1, **strip_factory_kwargs(kwargs)
+    )
     model.pretrained_cfg["architecture"] = "bimlp_small"
     return model

@@ -17,6 +17,7 @@ Configurations (initial filters 64, growth 64):
 - densenet45: blocks (6, 12, 14, 8), reductions (2.7, 3.3, 4)
 Published ImageNet top-1 (larq-zoo reproductions): 60.91 %, 62.89 %, 64.59 %.
 """
+
 from __future__ import annotations
 
 import torch

@@ -9,6 +9,7 @@ identity: the next binary conv sees sign(x) of the real-valued sum).
 Bi-Real-18 at 224x224 with 1000 classes has 11.69 M parameters (timm's ResNet-18 layout);
 larq-zoo's reproduction reports 11.99 M (57.47 % top-1) with its own stem details.
 """
+
 from __future__ import annotations
 
 import torch

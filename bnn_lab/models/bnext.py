@@ -20,6 +20,7 @@ the ``estimator`` gives sign(x + b) (``ste`` with ``clip: 1.5`` is the authors' 
 ``width`` scales every width (``arch.kwargs.width=0.125``: a BNext-Tiny of 4 -> 128 channels,
 for small data and quick checks).
 """
+
 from __future__ import annotations
 
 import torch
@@ -119,8 +120,15 @@ class BNextBlock(nn.Module):
 class BNext(ClassifierHead, nn.Module):
     real_layers = (r".*\.gate\.(reduce|expand)",)  # kept real by the surgery: the SE gates
 
-    def __init__(self, widths=WIDTHS["tiny"], in_chans: int = 3, num_classes: int = 1000, width: float = 1.0,
-                 drop_rate: float = 0.0, architecture: str = "bnext_tiny") -> None:
+    def __init__(
+        self,
+        widths=WIDTHS["tiny"],
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        width: float = 1.0,
+        drop_rate: float = 0.0,
+        architecture: str = "bnext_tiny",
+    ) -> None:
         super().__init__()
         first = max(int(round(widths[0] * float(width))), 1)
         widths = [first * w // widths[0] for w in widths]  # every width is the first times a power of 2

@@ -1,4 +1,5 @@
 """``create``: every architecture comes from ``timm.create_model``."""
+
 from __future__ import annotations
 
 import logging

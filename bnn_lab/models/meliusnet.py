@@ -14,6 +14,7 @@ Accuracy?"), registered in timm's registry; layout as larq-zoo's MeliusNet22.
 MeliusNet22: blocks (4, 5, 4, 4), transitions to (160, 224, 256) channels. larq-zoo's
 table: 6 944 584 parameters (with BN running statistics), 3.88 MiB, 62.4 % top-1.
 """
+
 from __future__ import annotations
 
 import torch
@@ -44,7 +45,7 @@ class ImprovementBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         w = self.conv(self.norm(x))
-        return torch.cat([x[:, : -w.shape[1]], x[:, -w.shape[1]:] + w], dim=1)
+        return torch.cat([x[:, : -w.shape[1]], x[:, -w.shape[1] :] + w], dim=1)
 
 
 class MeliusNet(ClassifierHead, nn.Module):
@@ -62,10 +63,14 @@ class MeliusNet(ClassifierHead, nn.Module):
         self.num_classes = num_classes
         self.stem = nn.Sequential()
         for name, module in (
-            ("conv", nn.Conv2d(in_chans, 32, 3, 2, 1, bias=False)), ("bn", nn.BatchNorm2d(32)), ("act", nn.ReLU()),
-            ("conv1", nn.Conv2d(32, 32, 3, 1, 1, groups=4, bias=False)), ("bn1", nn.BatchNorm2d(32)),
+            ("conv", nn.Conv2d(in_chans, 32, 3, 2, 1, bias=False)),
+            ("bn", nn.BatchNorm2d(32)),
+            ("act", nn.ReLU()),
+            ("conv1", nn.Conv2d(32, 32, 3, 1, 1, groups=4, bias=False)),
+            ("bn1", nn.BatchNorm2d(32)),
             ("act1", nn.ReLU()),
-            ("conv2", nn.Conv2d(32, 64, 3, 1, 1, groups=8, bias=False)), ("bn2", nn.BatchNorm2d(64)),
+            ("conv2", nn.Conv2d(32, 64, 3, 1, 1, groups=8, bias=False)),
+            ("bn2", nn.BatchNorm2d(64)),
             ("act2", nn.ReLU()),
             ("pool", nn.MaxPool2d(2, 2, ceil_mode=True)),
         ):

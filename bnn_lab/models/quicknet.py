@@ -22,6 +22,7 @@ Configurations (blocks per section, widths):
 (larq-zoo's table; its counts include BN running statistics and larq's MB are MiB.)
 Published ImageNet top-1: 59.4 %, 63.3 %, 66.9 %.
 """
+
 from __future__ import annotations
 
 import torch

@@ -8,6 +8,7 @@ plus the input) are concatenated. Full-precision 3x3/2 stem conv and classifier.
 In full precision the activations are ReLU; the surgery replaces them (``rprelu`` by
 default for this architecture) and ``estimator=rsign`` gives ReActNet's RSign.
 """
+
 from __future__ import annotations
 
 import torch
@@ -18,8 +19,21 @@ from torch import nn
 from ._timm import ClassifierHead, strip_factory_kwargs
 
 # (out channels, stride) of MobileNetV1's 13 separable blocks, after a 32-channel stem
-MOBILENET_V1 = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2),
-                (512, 1), (512, 1), (512, 1), (512, 1), (512, 1), (1024, 2), (1024, 1))
+MOBILENET_V1 = (
+    (64, 1),
+    (128, 2),
+    (128, 1),
+    (256, 2),
+    (256, 1),
+    (512, 2),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (512, 1),
+    (1024, 2),
+    (1024, 1),
+)
 
 
 class ReActBlock(nn.Module):
@@ -48,8 +62,14 @@ class ReActBlock(nn.Module):
 
 
 class ReActNet(ClassifierHead, nn.Module):
-    def __init__(self, in_chans: int = 3, num_classes: int = 1000, stem_width: int = 32,
-                 layout=MOBILENET_V1, drop_rate: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_chans: int = 3,
+        num_classes: int = 1000,
+        stem_width: int = 32,
+        layout=MOBILENET_V1,
+        drop_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         self.stem = nn.Sequential()

@@ -9,6 +9,7 @@ He et al.'s original block.
 Module names follow timm's ResNet (conv1/bn1/act1, layerN, global_pool, fc), so the
 surgery pass and ``get_classifier()`` treat both alike.
 """
+
 from __future__ import annotations
 
 import torch
@@ -34,9 +35,7 @@ class BasicBlock(nn.Module):
         self.act2 = nn.ReLU(inplace=True)
         self.downsample = None
         if stride != 1 or in_ch != out_ch:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch)
-            )
+            self.downsample = nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride, bias=False), nn.BatchNorm2d(out_ch))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x if self.downsample is None else self.downsample(x)
@@ -67,8 +66,10 @@ class CifarResNet(ClassifierHead, nn.Module):
         self.act1 = nn.ReLU(inplace=True)
         in_ch = widths[0]
         for i, w in enumerate(widths):
-            layers = [BasicBlock(in_ch if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1, shortcut_every_conv)
-                      for j in range(blocks)]
+            layers = [
+                BasicBlock(in_ch if j == 0 else w, w, 2 if (i > 0 and j == 0) else 1, shortcut_every_conv)
+                for j in range(blocks)
+            ]
             self.add_module(f"layer{i + 1}", nn.Sequential(*layers))
             in_ch = w
         self.global_pool = nn.AdaptiveAvgPool2d(1)

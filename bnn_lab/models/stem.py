@@ -7,6 +7,7 @@ ImageNet stems (7x7/2 conv + 3x3/2 max-pool) shrink 28x28 or 8x8 inputs to almos
 The first conv is found through timm's ``pretrained_cfg['first_conv']`` (every timm model
 has it), so this works for any timm CNN, not just the ones registered here.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -47,7 +48,7 @@ def shrink_stem(model: nn.Module) -> list[str]:
         changed.append(f"{name}: {tuple(conv.kernel_size)}/{conv.stride[0]} -> (3, 3)/1")
     depth = name.count(".")
     order = [n for n, _ in model.named_modules()]
-    after = order[order.index(name) + 1:]
+    after = order[order.index(name) + 1 :]
     for n in after:
         m = model.get_submodule(n)
         if isinstance(m, nn.Conv2d):

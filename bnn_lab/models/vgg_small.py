@@ -5,6 +5,7 @@ then a linear classifier; BN after every conv. About 4.6 M parameters for 32x32 
 The classifier input depends on the input size: the head pools to 4x4 (32x32 inputs give
 exactly 4x4 after three poolings) so any input size works.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,12 +16,14 @@ from ._timm import ClassifierHead, strip_factory_kwargs
 
 
 class VGGSmall(ClassifierHead, nn.Module):
-    def __init__(self, in_chans: int = 3, num_classes: int = 10, widths=(128, 256, 512), drop_rate: float = 0.0) -> None:
+    def __init__(
+        self, in_chans: int = 3, num_classes: int = 10, widths=(128, 256, 512), drop_rate: float = 0.0
+    ) -> None:
         super().__init__()
         self.num_classes = num_classes
         layers: list[nn.Module] = []
         in_ch = in_chans
-        for i, w in enumerate(widths):
+        for w in widths:
             for j in range(2):
                 layers += [nn.Conv2d(in_ch, w, 3, 1, 1, bias=False), nn.BatchNorm2d(w)]
                 if j == 1:

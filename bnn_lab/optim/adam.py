@@ -1,5 +1,6 @@
 """``adam``: Adam (Kingma and Ba, 2015); per-parameter steps from running moments of the
 gradient, m / (sqrt(v) + eps); L2 weight decay added to the gradient."""
+
 import torch
 
 from .registry import register_optimizer

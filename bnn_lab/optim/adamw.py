@@ -1,6 +1,7 @@
 """``adamw``: AdamW (Loshchilov and Hutter, "Decoupled Weight Decay Regularization"): Adam
 whose weight decay shrinks the weights directly, w <- w - lr * wd * w, instead of passing
 through the moment estimates."""
+
 import torch
 
 from .registry import register_optimizer

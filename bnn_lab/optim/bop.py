@@ -15,6 +15,7 @@ is built, the weights it owns are set to sign(w) (+1 where w = 0), so the networ
 is the binary one from the first step; m is optimizer state (``momentum``), so checkpoints
 hold it and a resumed run flips exactly as the unbroken one.
 """
+
 from __future__ import annotations
 
 import torch
@@ -59,8 +60,10 @@ class Bop(torch.optim.Optimizer):
 @register_optimizer("bop")
 def bop(param_groups, gamma: float = 1e-4, threshold: float = 1e-8) -> torch.optim.Optimizer:
     if any(g.get("name") not in (None, LATENT) for g in param_groups):
-        raise ConfigError("bop flips the signs of binary weights only; use it as optimizer.latent=bop "
-                          "(the run's optimizer trains the real-valued parameters)")
+        raise ConfigError(
+            "bop flips the signs of binary weights only; use it as optimizer.latent=bop "
+            "(the run's optimizer trains the real-valued parameters)"
+        )
     if any(g.get("weight_decay", 0.0) for g in param_groups):
         raise ConfigError("bop has no weight decay (its weights are +-1); set optimizer.latent_weight_decay=0")
     return Bop(param_groups, gamma=gamma, threshold=threshold)

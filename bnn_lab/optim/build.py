@@ -7,6 +7,7 @@ an optional ``scheduler``) gives that group an optimizer and a schedule of its o
 optimizers of the signs, a different LR); the two are then one ``GroupedOptimizer`` and one
 ``LambdaLR`` with a factor per group, so checkpoints, resume and DDP see a single optimizer.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -47,7 +48,7 @@ def build_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.Opt
     if "name" not in latent:
         raise ConfigError(f"optimizer.latent needs a name; valid optimizers: {', '.join(OPTIMIZERS.names())}")
     main = OPTIMIZERS.build(cfg["name"], real, **_options(cfg, *_RUN_KEYS))
-    side = OPTIMIZERS.build(latent["name"], groups[len(real):], **_options(latent, "name", "scheduler"))
+    side = OPTIMIZERS.build(latent["name"], groups[len(real) :], **_options(latent, "name", "scheduler"))
     return _scale_lr(GroupedOptimizer([main, side]))
 
 
@@ -67,14 +68,17 @@ def build_schedule(cfg: Mapping[str, Any], total_steps: int, steps_per_epoch: in
     return SCHEDULERS.build(cfg.pop("name"), total_steps, steps_per_epoch, **cfg)
 
 
-def configure_optimizer(model: nn.Module, optimizer: Mapping[str, Any], scheduler: Mapping[str, Any],
-                        total_steps: int, steps_per_epoch: int):
+def configure_optimizer(
+    model: nn.Module, optimizer: Mapping[str, Any], scheduler: Mapping[str, Any], total_steps: int, steps_per_epoch: int
+):
     """``(optimizer, LambdaLR or None)``: the latent group follows ``optimizer.latent.scheduler``
     when set, every other group ``scheduler``."""
     opt = build_optimizer(model, optimizer)
     latent_schedule = (_latent(optimizer) or {}).get("scheduler") or scheduler
-    factors = [build_schedule(latent_schedule if g.get("name") == LATENT else scheduler, total_steps,
-                              steps_per_epoch) for g in opt.param_groups]
+    factors = [
+        build_schedule(latent_schedule if g.get("name") == LATENT else scheduler, total_steps, steps_per_epoch)
+        for g in opt.param_groups
+    ]
     if all(f is None for f in factors):
         return opt, None
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, [f or _constant for f in factors])

@@ -7,6 +7,7 @@ scheduler's changes reach the parts), and its ``state`` is one table that the pa
 class's and a checkpoint looks like one of a single optimizer. ``step`` evaluates the closure
 once and then steps every part.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,7 +23,7 @@ class GroupedOptimizer(torch.optim.Optimizer):
         start = 0
         for part in self.parts:
             n = len(part.param_groups)
-            part.param_groups = self.param_groups[start:start + n]
+            part.param_groups = self.param_groups[start : start + n]
             part.state = self.state
             start += n
 

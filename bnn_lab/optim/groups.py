@@ -5,6 +5,7 @@ A real-valued parameter marked ``_bnn_lr_factor = f`` (a method's own parameter 
 at f times the run's learning rate, e.g. RBONN's recurrent step size) gets a group of its
 own with ``lr_factor`` f; :func:`~bnn_lab.optim.build.build_optimizer` multiplies that
 group's ``lr`` by it, and the schedule scales it like the others."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable

@@ -1,4 +1,5 @@
 """``sgd``: stochastic gradient descent, with (Nesterov) momentum and L2 weight decay."""
+
 import torch
 
 from .registry import register_optimizer

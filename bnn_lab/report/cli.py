@@ -15,6 +15,7 @@ directory, a multirun directory, outputs/, a folder of downloaded runs) into
 Curves come from the runs' csv logs (``logger=csv``: ``<run>/csv/metrics.csv``); runs trained
 with ``logger=none`` or W&B (binary offline files) have none and are listed as such.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,7 +36,7 @@ PROG = "bnn-lab-report"
 @dataclass
 class Report:
     runs: int
-    files: dict[str, Path]                     # kind (csv, markdown, study, accuracy, curves, ...) -> path
+    files: dict[str, Path]  # kind (csv, markdown, study, accuracy, curves, ...) -> path
     notes: list[str] = field(default_factory=list)
     studies: list = field(default_factory=list)
 
@@ -56,8 +57,12 @@ def build_report(root: Path, out: Path, baseline: str | None = None) -> Report:
         raise UserError(f"cannot write the report to {out} ({exc.strerror}); pass --out <a writable folder>") from exc
     rows = [r.row() for r in runs]
     studies = build_studies(runs, baseline)
-    written = {"csv": out / "runs.csv", "markdown": out / "report.md", "study": out / "study.csv",
-               "accuracy": out / "accuracy.png"}
+    written = {
+        "csv": out / "runs.csv",
+        "markdown": out / "report.md",
+        "study": out / "study.csv",
+        "accuracy": out / "accuracy.png",
+    }
     write_csv(rows, written["csv"])
     write_study_csv(studies, written["study"])
     accuracy_heatmap(rows, written["accuracy"])
@@ -76,8 +81,10 @@ def build_report(root: Path, out: Path, baseline: str | None = None) -> Report:
         written["curves"] = out / "curves.png"
     without = [r.name for r in runs if not r.curves.get("val/acc")]
     if without:
-        notes.append(f"no training curve for {len(without)} run(s) without a csv log (W&B offline files are "
-                     f"binary; train with logger=csv for curves): {', '.join(without)}")
+        notes.append(
+            f"no training curve for {len(without)} run(s) without a csv log (W&B offline files are "
+            f"binary; train with logger=csv for curves): {', '.join(without)}"
+        )
     plots = [p.name for k, p in written.items() if k in ("accuracy", "curves")]
     write_markdown(runs, rows, written["markdown"], plots, notes, study_plots)
     return Report(len(runs), written, notes, studies)
@@ -102,13 +109,18 @@ def study_summary(study: Study) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0].replace("``", "`"),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0].replace("``", "`"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("root", type=Path, help="a run directory, a multirun directory or any folder of runs")
     parser.add_argument("--out", type=Path, default=None, help="where to write the report (default: ROOT)")
-    parser.add_argument("--baseline", default=None,
-                        help="the arm the others are compared with (default: the study preset's study.baseline, "
-                             "else the first arm)")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="the arm the others are compared with (default: the study preset's study.baseline, else the first arm)",
+    )
     args = parser.parse_args(argv)
     with user_errors(PROG):
         report = build_report(args.root, args.out or args.root, args.baseline)

@@ -1,6 +1,7 @@
 """Finds the runs under a folder and reads what each one wrote: metrics.json, config.yaml, the
 Hydra overrides it was started with and, when the run logged with ``logger=csv``, its curves
 per epoch and per optimizer step (``logger=none`` and W&B's binary offline files give none)."""
+
 from __future__ import annotations
 
 import csv
@@ -18,8 +19,21 @@ from ..training.teacher_cache import MARKER
 
 # the table's columns, in order: (column, where the value comes from)
 COLUMNS = [
-    "run", "estimator", "arch", "distill", "data", "seed", "fp", "test_acc", "test_acc5", "val_acc",
-    "binary_params", "size_deployed_mb", "compression", "epochs", "wall_time_s",
+    "run",
+    "estimator",
+    "arch",
+    "distill",
+    "data",
+    "seed",
+    "fp",
+    "test_acc",
+    "test_acc5",
+    "val_acc",
+    "binary_params",
+    "size_deployed_mb",
+    "compression",
+    "epochs",
+    "wall_time_s",
 ]
 
 
@@ -47,12 +61,16 @@ class Run:
     config: dict[str, Any]
     curves: dict[str, Curve]
     csv_logs: list[Path]
-    overrides: list[str] | None = None               # .hydra/overrides.yaml: how the run was started
+    overrides: list[str] | None = None  # .hydra/overrides.yaml: how the run was started
     step_curves: dict[str, StepCurve] = field(default_factory=dict)
 
     @property
     def estimator(self) -> str:
-        return "fp" if self.metrics.get("fp") else str(self.metrics.get("estimator") or _cfg(self.config, "estimator.name"))
+        return (
+            "fp"
+            if self.metrics.get("fp")
+            else str(self.metrics.get("estimator") or _cfg(self.config, "estimator.name"))
+        )
 
     def row(self) -> dict[str, Any]:
         m, summary = self.metrics, self.metrics.get("summary") or {}
@@ -166,15 +184,21 @@ def checked_metrics(file: Path) -> dict[str, Any]:
     metrics = read_json(file, "metrics file")
     for key, value in metrics.items():
         if key.split("/")[-1].startswith("acc") or key.endswith("_acc"):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not 0.0 <= value <= 1.0):
-                raise DamagedFile(f"metrics file {file} has {key} = {value!r}, not an accuracy in [0, 1]; "
-                                  "move the run away or run it again")
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0
+            ):
+                raise DamagedFile(
+                    f"metrics file {file} has {key} = {value!r}, not an accuracy in [0, 1]; "
+                    "move the run away or run it again"
+                )
     summary = metrics.get("summary")
-    if summary is not None and not (isinstance(summary, dict) and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) for v in summary.values())):
-        raise DamagedFile(f"metrics file {file} has a summary that is not a table of numbers; "
-                          "move the run away or run it again")
+    if summary is not None and not (
+        isinstance(summary, dict)
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in summary.values())
+    ):
+        raise DamagedFile(
+            f"metrics file {file} has a summary that is not a table of numbers; move the run away or run it again"
+        )
     return metrics
 
 
@@ -184,15 +208,27 @@ def load_run(folder: Path, root: Path) -> Run:
     if not config_file.is_file():
         config_file = folder / ".hydra" / "config.yaml"
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-    logs = [folder / "csv" / "metrics.csv"] if (folder / "csv" / "metrics.csv").is_file() else \
-        sorted((folder / "stages").glob("*/csv/metrics.csv"), key=lambda p: int(p.parts[-3].split("_")[0])
-               if p.parts[-3].split("_")[0].isdigit() else 0)
+    logs = (
+        [folder / "csv" / "metrics.csv"]
+        if (folder / "csv" / "metrics.csv").is_file()
+        else sorted(
+            (folder / "stages").glob("*/csv/metrics.csv"),
+            key=lambda p: int(p.parts[-3].split("_")[0]) if p.parts[-3].split("_")[0].isdigit() else 0,
+        )
+    )
     name = str(folder.relative_to(root)) if folder != root else folder.name
     overrides_file = folder / ".hydra" / "overrides.yaml"
     overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else None
-    return Run(folder, name, metrics, config or {}, _read_csv_curves(logs), logs,
-               [str(o) for o in overrides] if isinstance(overrides, list) else None,
-               _read_step_curves(logs[-1]) if logs else {})
+    return Run(
+        folder,
+        name,
+        metrics,
+        config or {},
+        _read_csv_curves(logs),
+        logs,
+        [str(o) for o in overrides] if isinstance(overrides, list) else None,
+        _read_step_curves(logs[-1]) if logs else {},
+    )
 
 
 def collect_runs(root: str | Path) -> list[Run]:

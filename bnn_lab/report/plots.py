@@ -1,6 +1,7 @@
 """PNG plots (matplotlib, Agg backend): accuracy per estimator x architecture, training curves
 per epoch; for a study, each arm's accuracy with its interval and its curves by optimizer step
 as bands over seeds."""
+
 from __future__ import annotations
 
 import statistics
@@ -25,8 +26,10 @@ def accuracy_heatmap(rows: list[dict[str, Any]], path: Path) -> None:
             cells[(str(row["estimator"]), str(row["arch"]))].append(row["test_acc"])
     estimators = sorted({e for e, _ in cells})
     archs = sorted({a for _, a in cells})
-    grid = [[statistics.fmean(cells[(e, a)]) * 100 if cells.get((e, a)) else float("nan") for a in archs]
-            for e in estimators]
+    grid = [
+        [statistics.fmean(cells[(e, a)]) * 100 if cells.get((e, a)) else float("nan") for a in archs]
+        for e in estimators
+    ]
     fig, ax = plt.subplots(figsize=(1.6 * len(archs) + 2.5, 0.55 * len(estimators) + 1.8), dpi=100)
     image = ax.imshow(grid, cmap="viridis", aspect="auto", vmin=0, vmax=100)
     ax.set_xticks(range(len(archs)), labels=archs, rotation=20, ha="right")
@@ -38,8 +41,9 @@ def accuracy_heatmap(rows: list[dict[str, Any]], path: Path) -> None:
             values = cells.get((e, a))
             if values:
                 label = f"{grid[i][j]:.1f}" + (f"\n(n={len(values)})" if len(values) > 1 else "")
-                ax.text(j, i, label, ha="center", va="center", color="white" if grid[i][j] < 60 else "black",
-                        fontsize=8)
+                ax.text(
+                    j, i, label, ha="center", va="center", color="white" if grid[i][j] < 60 else "black", fontsize=8
+                )
     fig.colorbar(image, ax=ax, label="test accuracy (%)")
     ax.set_title("test accuracy (%), mean over runs")
     fig.tight_layout()
@@ -126,8 +130,15 @@ def step_bands(study: Study, path: Path) -> bool:
             lo = [scale * (m - s) for m, s in zip(means, stds)]
             hi = [scale * (m + s) for m, s in zip(means, stds)]
             if len(steps) == 1:
-                ax.errorbar(steps, [scale * means[0]], yerr=[[scale * stds[0]], [scale * stds[0]]], fmt="o",
-                            color=color, capsize=5, label=label)
+                ax.errorbar(
+                    steps,
+                    [scale * means[0]],
+                    yerr=[[scale * stds[0]], [scale * stds[0]]],
+                    fmt="o",
+                    color=color,
+                    capsize=5,
+                    label=label,
+                )
             else:
                 ax.plot(steps, [scale * m for m in means], color=color, label=label)
                 ax.fill_between(steps, lo, hi, color=color, alpha=0.2)

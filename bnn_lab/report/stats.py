@@ -11,6 +11,7 @@ each seed removes that common part, and its interval (the same formula over the 
 narrower than one computed from the two arms' spreads. The verdict: a gain when the whole
 interval is above 0, a loss when it is below, otherwise not distinguishable.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,8 @@ GAIN, LOSS, UNCLEAR, TOO_FEW = "gain", "loss", "not distinguishable", "n < 2: no
 class Estimate:
     n: int
     mean: float
-    std: float | None       # None for n < 2
-    low: float | None       # the confidence interval of the mean; None for n < 2
+    std: float | None  # None for n < 2
+    low: float | None  # the confidence interval of the mean; None for n < 2
     high: float | None
 
     @property
@@ -50,8 +51,9 @@ def estimate(values: Iterable[float], level: float = LEVEL) -> Estimate:
     return Estimate(n, mean, std, mean - half, mean + half)
 
 
-def paired_difference(arm: Mapping[Hashable, float], baseline: Mapping[Hashable, float],
-                      level: float = LEVEL) -> Estimate | None:
+def paired_difference(
+    arm: Mapping[Hashable, float], baseline: Mapping[Hashable, float], level: float = LEVEL
+) -> Estimate | None:
     """``arm - baseline`` over the seeds (keys) both have; None when they share none."""
     shared = [k for k in arm if k in baseline]
     if not shared:

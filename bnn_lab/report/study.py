@@ -13,6 +13,7 @@ stage): data set, batch size, optimizer steps and epochs. A teacher and the earl
 of a progressive recipe are counted and shown apart; a comparison with unequal budgets is
 refused.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,10 +27,25 @@ from .collect import Run, natural_key
 from .stats import Estimate, estimate, paired_difference, verdict
 
 # configuration keys that do not make another arm: the seed, bookkeeping, paths, speed switches
-NOT_AN_ARM = ("seed", "resume", "logger", "study", "export", "checkpoint", "compile", "channels_last",
-              "keep_freed_memory", "data.root", "data.download", "data.num_workers", "data.on_device",
-              "trainer.enable_progress_bar", "trainer.log_every_n_steps", "distill.teacher.cache",
-              "distill.teacher.ckpt")
+NOT_AN_ARM = (
+    "seed",
+    "resume",
+    "logger",
+    "study",
+    "export",
+    "checkpoint",
+    "compile",
+    "channels_last",
+    "keep_freed_memory",
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "data.on_device",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+    "distill.teacher.cache",
+    "distill.teacher.ckpt",
+)
 BUDGET_KEYS = ("data", "batch", "steps", "epochs")
 
 
@@ -51,10 +67,12 @@ def budget(run: Run) -> dict[str, Any]:
     stages = m.get("stages") or []
     batch = (cfg.get("data") or {}).get("batch_size")
     accumulate = (cfg.get("trainer") or {}).get("accumulate_grad_batches") or 1
-    return {"data": m.get("data") or (cfg.get("data") or {}).get("name"),
-            "batch": batch * accumulate if isinstance(batch, int) else None,
-            "steps": m.get("global_steps"),
-            "epochs": stages[-1].get("epochs") if stages else m.get("epochs")}
+    return {
+        "data": m.get("data") or (cfg.get("data") or {}).get("name"),
+        "batch": batch * accumulate if isinstance(batch, int) else None,
+        "steps": m.get("global_steps"),
+        "epochs": stages[-1].get("epochs") if stages else m.get("epochs"),
+    }
 
 
 def other_training(run: Run) -> dict[str, Any]:
@@ -63,16 +81,18 @@ def other_training(run: Run) -> dict[str, Any]:
     stages = m.get("stages") or []
     earlier = [s for s in stages[:-1]]
     teacher = m.get("teacher") or {}
-    return {"stage_steps": sum(s.get("global_steps") or 0 for s in earlier) if earlier else 0,
-            "stages": [f"{s['name']} {s.get('global_steps', '?')} steps" for s in earlier],
-            "teacher_steps": teacher.get("global_steps") or 0}
+    return {
+        "stage_steps": sum(s.get("global_steps") or 0 for s in earlier) if earlier else 0,
+        "stages": [f"{s['name']} {s.get('global_steps', '?')} steps" for s in earlier],
+        "teacher_steps": teacher.get("global_steps") or 0,
+    }
 
 
 @dataclass
 class Arm:
     label: str
     runs: list[Run]
-    accs: dict[Any, float] = field(default_factory=dict)   # seed -> test/acc
+    accs: dict[Any, float] = field(default_factory=dict)  # seed -> test/acc
     budgets: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -157,8 +177,10 @@ def _choose_baseline(arms: list[Arm], wanted: str | None, name: str | None) -> A
     for arm in arms:
         if wanted in (arm.label, f"arm={arm.label}") or arm.label.removeprefix("arm=") == wanted:
             return arm
-    raise UserError(f"baseline {wanted!r} is no arm of {'study ' + name if name else 'these runs'}; "
-                    f"arms: {', '.join(a.label for a in arms)}")
+    raise UserError(
+        f"baseline {wanted!r} is no arm of {'study ' + name if name else 'these runs'}; "
+        f"arms: {', '.join(a.label for a in arms)}"
+    )
 
 
 def _budget_note(arm: Arm, base: Arm) -> str:

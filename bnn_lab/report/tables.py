@@ -1,6 +1,7 @@
 """The run table (CSV + markdown), its per-configuration summary over seeds, and the study
 tables: each arm's accuracy with its interval and budget, and its paired difference with the
 baseline."""
+
 from __future__ import annotations
 
 import csv
@@ -53,19 +54,27 @@ def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for key, members in sorted(groups.items(), key=lambda kv: [str(k) for k in kv[0]]):
         accs = [r["test_acc"] for r in members if r["test_acc"] is not None]
-        out.append({
-            **dict(zip(GROUP_KEYS, key)),
-            "runs": len(members),
-            "test_acc_mean": statistics.fmean(accs) if accs else None,
-            "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
-            "test_acc_best": max(accs) if accs else None,
-            "size_deployed_mb": members[0]["size_deployed_mb"],
-        })
+        out.append(
+            {
+                **dict(zip(GROUP_KEYS, key)),
+                "runs": len(members),
+                "test_acc_mean": statistics.fmean(accs) if accs else None,
+                "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
+                "test_acc_best": max(accs) if accs else None,
+                "size_deployed_mb": members[0]["size_deployed_mb"],
+            }
+        )
     return out
 
 
-def write_markdown(runs: list[Run], rows: list[dict[str, Any]], path: Path, plots: list[str], notes: list[str],
-                   studies: list[tuple[Study, list[str]]] = ()) -> None:
+def write_markdown(
+    runs: list[Run],
+    rows: list[dict[str, Any]],
+    path: Path,
+    plots: list[str],
+    notes: list[str],
+    studies: list[tuple[Study, list[str]]] = (),
+) -> None:
     parts = [f"# bnn-lab report: {len(rows)} run{'s' if len(rows) != 1 else ''}", ""]
     for study, study_plots in studies:
         parts += study_markdown(study, study_plots)
@@ -73,12 +82,22 @@ def write_markdown(runs: list[Run], rows: list[dict[str, Any]], path: Path, plot
     if summary:
         parts += ["## Test accuracy (%) per configuration, over seeds", ""]
         header = [*GROUP_KEYS, "runs", "mean", "std", "best", "size deployed (MB)"]
-        parts.append(markdown_table(header, [
-            [_fmt(s[k]) for k in GROUP_KEYS] + [str(s["runs"]), _fmt(s["test_acc_mean"], "test_acc"),
-                                                _fmt(s["test_acc_std"], "test_acc"), _fmt(s["test_acc_best"], "test_acc"),
-                                                _fmt(s["size_deployed_mb"], "size_deployed_mb")]
-            for s in summary
-        ]))
+        parts.append(
+            markdown_table(
+                header,
+                [
+                    [_fmt(s[k]) for k in GROUP_KEYS]
+                    + [
+                        str(s["runs"]),
+                        _fmt(s["test_acc_mean"], "test_acc"),
+                        _fmt(s["test_acc_std"], "test_acc"),
+                        _fmt(s["test_acc_best"], "test_acc"),
+                        _fmt(s["size_deployed_mb"], "size_deployed_mb"),
+                    ]
+                    for s in summary
+                ],
+            )
+        )
         parts.append("")
     parts += ["## Runs", "", "(accuracies in %; `size_deployed_mb`: 1 bit per binary weight, float32 for the rest)", ""]
     parts.append(markdown_table(COLUMNS, [[_fmt(row[c], c) for c in COLUMNS] for row in rows]))
@@ -107,24 +126,57 @@ def study_rows(study: Study) -> list[dict[str, Any]]:
     for arm in study.arms:
         est, budget, c = arm.estimate, arm.budget or {}, by_arm.get(id(arm))
         other = [other_training(r) for r in arm.runs]
-        rows.append({
-            "study": study.name or "", "arm": arm.label, "baseline": arm is study.baseline, "n": est.n,
-            "seeds": " ".join(map(str, arm.accs)), "mean": est.mean, "std": est.std, "ci_low": est.low,
-            "ci_high": est.high, "data": budget.get("data"), "batch": budget.get("batch"),
-            "steps": budget.get("steps"), "epochs": budget.get("epochs"),
-            "earlier_stage_steps": max((o["stage_steps"] for o in other), default=0),
-            "teacher_steps": max((o["teacher_steps"] for o in other), default=0),
-            "pairs": c.diff.n if c and c.diff else None, "diff": c.diff.mean if c and c.diff else None,
-            "diff_low": c.diff.low if c and c.diff else None, "diff_high": c.diff.high if c and c.diff else None,
-            "verdict": ("baseline" if arm is study.baseline else c.verdict if c else ""),
-            "note": (c.note if c else "") or ("" if arm.budget else "the seeds had different budgets"),
-        })
+        rows.append(
+            {
+                "study": study.name or "",
+                "arm": arm.label,
+                "baseline": arm is study.baseline,
+                "n": est.n,
+                "seeds": " ".join(map(str, arm.accs)),
+                "mean": est.mean,
+                "std": est.std,
+                "ci_low": est.low,
+                "ci_high": est.high,
+                "data": budget.get("data"),
+                "batch": budget.get("batch"),
+                "steps": budget.get("steps"),
+                "epochs": budget.get("epochs"),
+                "earlier_stage_steps": max((o["stage_steps"] for o in other), default=0),
+                "teacher_steps": max((o["teacher_steps"] for o in other), default=0),
+                "pairs": c.diff.n if c and c.diff else None,
+                "diff": c.diff.mean if c and c.diff else None,
+                "diff_low": c.diff.low if c and c.diff else None,
+                "diff_high": c.diff.high if c and c.diff else None,
+                "verdict": ("baseline" if arm is study.baseline else c.verdict if c else ""),
+                "note": (c.note if c else "") or ("" if arm.budget else "the seeds had different budgets"),
+            }
+        )
     return rows
 
 
-STUDY_COLUMNS = ["study", "arm", "baseline", "n", "seeds", "mean", "std", "ci_low", "ci_high", "data", "batch",
-                 "steps", "epochs", "earlier_stage_steps", "teacher_steps", "pairs", "diff", "diff_low", "diff_high",
-                 "verdict", "note"]
+STUDY_COLUMNS = [
+    "study",
+    "arm",
+    "baseline",
+    "n",
+    "seeds",
+    "mean",
+    "std",
+    "ci_low",
+    "ci_high",
+    "data",
+    "batch",
+    "steps",
+    "epochs",
+    "earlier_stage_steps",
+    "teacher_steps",
+    "pairs",
+    "diff",
+    "diff_low",
+    "diff_high",
+    "verdict",
+    "note",
+]
 
 
 def write_study_csv(studies: list[Study], path: Path) -> None:
@@ -139,35 +191,80 @@ def write_study_csv(studies: list[Study], path: Path) -> None:
 def study_markdown(study: Study, plots: list[str]) -> list[str]:
     title = f"Study `{study.name}`" if study.name else "Arms"
     rows = study_rows(study)
-    parts = [f"## {title}: test accuracy (%) over seeds, against `{study.baseline.label}`", "",
-             "Runs that differ only in `seed` form an arm. 95% interval: Student t over the seeds; the "
-             "difference is paired by seed (arm minus baseline, percentage points); budget: the judged "
-             "network's data, batch size, optimizer steps and epochs.", ""]
-    parts.append(markdown_table(
-        ["arm", "n", "mean", "std", "95% CI", "data", "batch", "steps", "epochs", "other training (steps)"],
-        [[f"**{r['arm']}** (baseline)" if r["baseline"] else r["arm"], str(r["n"]), _pct(r["mean"]), _pct(r["std"]),
-          _interval(r["ci_low"], r["ci_high"]), _fmt(r["data"]), _fmt(r["batch"]), _fmt(r["steps"]), _fmt(r["epochs"]),
-          ", ".join(x for x in ([f"earlier stages {r['earlier_stage_steps']}"] if r["earlier_stage_steps"] else [])
-                    + ([f"teacher {r['teacher_steps']}"] if r["teacher_steps"] else [])) or "none"]
-         for r in rows]))
+    parts = [
+        f"## {title}: test accuracy (%) over seeds, against `{study.baseline.label}`",
+        "",
+        "Runs that differ only in `seed` form an arm. 95% interval: Student t over the seeds; the "
+        "difference is paired by seed (arm minus baseline, percentage points); budget: the judged "
+        "network's data, batch size, optimizer steps and epochs.",
+        "",
+    ]
+    parts.append(
+        markdown_table(
+            ["arm", "n", "mean", "std", "95% CI", "data", "batch", "steps", "epochs", "other training (steps)"],
+            [
+                [
+                    f"**{r['arm']}** (baseline)" if r["baseline"] else r["arm"],
+                    str(r["n"]),
+                    _pct(r["mean"]),
+                    _pct(r["std"]),
+                    _interval(r["ci_low"], r["ci_high"]),
+                    _fmt(r["data"]),
+                    _fmt(r["batch"]),
+                    _fmt(r["steps"]),
+                    _fmt(r["epochs"]),
+                    ", ".join(
+                        x
+                        for x in ([f"earlier stages {r['earlier_stage_steps']}"] if r["earlier_stage_steps"] else [])
+                        + ([f"teacher {r['teacher_steps']}"] if r["teacher_steps"] else [])
+                    )
+                    or "none",
+                ]
+                for r in rows
+            ],
+        )
+    )
     parts.append("")
     compared = [r for r in rows if not r["baseline"]]
     if compared:
-        parts.append(markdown_table(
-            [f"arm - {study.baseline.label}", "pairs", "difference (pp)", "95% CI (pp)", "verdict"],
-            [[r["arm"], _fmt(r["pairs"]), _pct(r["diff"], True), _interval(r["diff_low"], r["diff_high"], True),
-              r["verdict"] or r["note"]] for r in compared]))
+        parts.append(
+            markdown_table(
+                [f"arm - {study.baseline.label}", "pairs", "difference (pp)", "95% CI (pp)", "verdict"],
+                [
+                    [
+                        r["arm"],
+                        _fmt(r["pairs"]),
+                        _pct(r["diff"], True),
+                        _interval(r["diff_low"], r["diff_high"], True),
+                        r["verdict"] or r["note"],
+                    ]
+                    for r in compared
+                ],
+            )
+        )
         parts.append("")
         extra = [f"- {r['arm']}: {r['note']}" for r in compared if r["note"] and r["verdict"]]
         parts += extra + ([""] if extra else [])
     teachers = study.teachers()
     if teachers:
         parts += ["Teachers (full precision, trained once each and shared; not part of the students' budgets):", ""]
-        parts.append(markdown_table(
-            ["teacher", "steps", "epochs", "test acc", "wall time (s)", "used by runs", "trained by"],
-            [[Path(t.get("dir") or t.get("checkpoint") or "").name, _fmt(t.get("global_steps")), _fmt(t.get("epochs")),
-              _pct(t.get("test/acc")), _fmt(t.get("wall_time_s"), "wall_time_s"), str(t["used_by"]),
-              ", ".join(t["trained_by"]) or "an earlier run (cache)"] for t in teachers]))
+        parts.append(
+            markdown_table(
+                ["teacher", "steps", "epochs", "test acc", "wall time (s)", "used by runs", "trained by"],
+                [
+                    [
+                        Path(t.get("dir") or t.get("checkpoint") or "").name,
+                        _fmt(t.get("global_steps")),
+                        _fmt(t.get("epochs")),
+                        _pct(t.get("test/acc")),
+                        _fmt(t.get("wall_time_s"), "wall_time_s"),
+                        str(t["used_by"]),
+                        ", ".join(t["trained_by"]) or "an earlier run (cache)",
+                    ]
+                    for t in teachers
+                ],
+            )
+        )
         parts.append("")
     parts += [f"![{p}]({p})" for p in plots] + ([""] if plots else [])
     return parts

@@ -1,6 +1,7 @@
 """``cosine``: linear warm-up to the base LR over ``warmup_epochs``, then cosine decay to
 ``min_lr_factor`` x base LR: f(t) = m + (1 - m) (1 + cos(pi t)) / 2, t the fraction of the
 post-warm-up steps done (SGDR, Loshchilov and Hutter, without restarts)."""
+
 from __future__ import annotations
 
 import math
@@ -22,6 +23,7 @@ def warmup_cosine(total_steps: int, warmup_steps: int, min_factor: float) -> Cal
 
 
 @register_scheduler("cosine")
-def cosine(total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
-           min_lr_factor: float = 0.0) -> Callable[[int], float]:
+def cosine(
+    total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0.0, min_lr_factor: float = 0.0
+) -> Callable[[int], float]:
     return warmup_cosine(total_steps, int(round(warmup_epochs * steps_per_epoch)), min_lr_factor)

@@ -1,4 +1,5 @@
 """``none``: a constant learning rate."""
+
 from __future__ import annotations
 
 from .registry import register_scheduler

@@ -3,6 +3,7 @@
 A schedule is called as ``schedule(total_steps, steps_per_epoch, **options)`` and returns
 the LR factor of each step, ``factor(step) -> float``, or None for a constant LR.
 """
+
 from __future__ import annotations
 
 from ..registry import Registry

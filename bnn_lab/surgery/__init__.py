@@ -1,4 +1,5 @@
 """Module surgery: convert a float timm model into a binary one (``binarize``)."""
+
 from .binarize import SurgeryReport, binarize
 from .policy import ACTIVATIONS, Policy, is_downsample
 

@@ -1,4 +1,5 @@
 """Activations the surgery can put in place of ReLU (``binarize.policy.activation``)."""
+
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,5 @@
 """The module-surgery pass: Conv2d / Linear -> binary versions, in place."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -162,14 +163,19 @@ def binarize(
             w_est = make_estimator(role="weight", features=layer.weight[0].numel(), channels=out_ch)
         else:
             w_est = nn.Identity()
-        a_est = {"binary": lambda: make_estimator(role="input", channels=in_ch),
-                 "soft": nn.Tanh, "real": lambda: None}[input_mode]()
+        a_est = {
+            "binary": lambda in_ch=in_ch: make_estimator(role="input", channels=in_ch),
+            "soft": nn.Tanh,
+            "real": lambda: None,
+        }[input_mode]()
         cls = BinaryConv2d if isinstance(layer, nn.Conv2d) else BinaryLinear
         norm = build_weight_norm(weight_norm, layer) if weight_mode == "binary" else None
         layer_scale = build_scale(scale, layer)
         if norm is not None and hasattr(layer_scale, "latent_weight"):
-            raise ConfigError(f"binarize.weight_norm={weight_norm} cannot be combined with binarize.scale={scale}: "
-                              "that scale prepares the latent weights itself; use one of them")
+            raise ConfigError(
+                f"binarize.weight_norm={weight_norm} cannot be combined with binarize.scale={scale}: "
+                "that scale prepares the latent weights itself; use one of them"
+            )
         new = cls.from_float(layer, w_est, a_est, layer_scale, norm)
         _set(model, name, new)
         report.binarized.append(name)
@@ -192,7 +198,9 @@ def binarize(
     for name, m in model.named_modules():
         own = list(m.parameters(recurse=False))
         if own and name not in converted and not isinstance(m, known) and not _inside(name, converted):
-            if type(m).__module__.startswith(("bnn_lab.estimators", "bnn_lab.layers", "bnn_lab.surgery", "bnn_lab.models")):
+            if type(m).__module__.startswith(
+                ("bnn_lab.estimators", "bnn_lab.layers", "bnn_lab.surgery", "bnn_lab.models")
+            ):
                 continue
             report.left_alone[name or "<root>"] = f"{type(m).__name__} with {len(own)} own parameter(s)"
     for name, what in report.left_alone.items():

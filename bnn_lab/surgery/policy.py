@@ -1,4 +1,5 @@
 """What the surgery pass keeps in full precision, and which activations it swaps."""
+
 from __future__ import annotations
 
 import dataclasses

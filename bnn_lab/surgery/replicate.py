@@ -25,6 +25,7 @@ of every channel (a multi-threshold binarization) where the original network saw
 Binary layers start from a fresh initialization (their shape changes). Networks with other
 channel-sized parameters (LayerNorm, GroupNorm, multi-channel PReLU) are refused.
 """
+
 from __future__ import annotations
 
 import torch
@@ -59,14 +60,30 @@ def _rep_layer(layer: nn.Module, beta: int) -> nn.Module:
     """The binary layer's replacement: beta C_in inputs, C_out / beta outputs, fresh weights."""
     kw = {"device": layer.weight.device, "dtype": layer.weight.dtype}
     if isinstance(layer, nn.Conv2d):
-        return nn.Conv2d(beta * layer.in_channels, layer.out_channels // beta, layer.kernel_size, layer.stride,
-                         layer.padding, layer.dilation, 1, layer.bias is not None, layer.padding_mode, **kw)
+        return nn.Conv2d(
+            beta * layer.in_channels,
+            layer.out_channels // beta,
+            layer.kernel_size,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+            1,
+            layer.bias is not None,
+            layer.padding_mode,
+            **kw,
+        )
     return nn.Linear(beta * layer.in_features, layer.out_features // beta, layer.bias is not None, **kw)
 
 
 def _rep_norm(bn: nn.modules.batchnorm._BatchNorm, beta: int) -> nn.Module:
-    new = type(bn)(beta * bn.num_features, bn.eps, bn.momentum, bn.affine, bn.track_running_stats,
-                   device=getattr(bn.weight, "device", None))
+    new = type(bn)(
+        beta * bn.num_features,
+        bn.eps,
+        bn.momentum,
+        bn.affine,
+        bn.track_running_stats,
+        device=getattr(bn.weight, "device", None),
+    )
     with torch.no_grad():
         for key in ("weight", "bias", "running_mean", "running_var"):
             src, dst = getattr(bn, key), getattr(new, key)
@@ -84,7 +101,11 @@ def _set(model: nn.Module, name: str, module: nn.Module) -> None:
 
 
 def replicate_channels(
-    model: nn.Module, plan: dict[str, str | None], beta: int, image_layer: str | None, classifier: str | None,
+    model: nn.Module,
+    plan: dict[str, str | None],
+    beta: int,
+    image_layer: str | None,
+    classifier: str | None,
 ) -> dict[str, str | None]:
     """Apply the rules above in place. ``plan`` maps each Conv2d/Linear to why it stays as it
     is (None: it becomes binary); returns the plan under the layers' new names."""
@@ -92,8 +113,10 @@ def replicate_channels(
         raise ConfigError(f"binarize.replicate must be a positive integer, got {beta}")
     for name, m in model.named_modules():
         if isinstance(m, _OTHER_NORMS) or (isinstance(m, nn.PReLU) and m.num_parameters > 1):
-            raise ConfigError(f"binarize.replicate supports Conv2d, Linear and BatchNorm networks; "
-                              f"{name} is a {type(m).__name__} with per-channel parameters")
+            raise ConfigError(
+                f"binarize.replicate supports Conv2d, Linear and BatchNorm networks; "
+                f"{name} is a {type(m).__name__} with per-channel parameters"
+            )
     new_plan: dict[str, str | None] = {}
     for name, reason in plan.items():
         layer = model.get_submodule(name)
@@ -103,8 +126,9 @@ def replicate_channels(
         elif binary:
             out = layer.out_channels if isinstance(layer, nn.Conv2d) else layer.out_features
             if out % beta:
-                raise ConfigError(f"binarize.replicate={beta}: {name} has {out} output channels, not a multiple "
-                                  f"of {beta}")
+                raise ConfigError(
+                    f"binarize.replicate={beta}: {name} has {out} output channels, not a multiple of {beta}"
+                )
             wrapped = Replicated(_rep_layer(layer, beta), beta, fold=False, repeat=beta * beta)
         else:
             wrapped = Replicated(layer, beta, fold=True, repeat=1 if name == classifier else beta)

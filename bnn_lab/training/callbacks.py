@@ -1,4 +1,5 @@
 """Callbacks every run uses."""
+
 from __future__ import annotations
 
 import pytorch_lightning as pl

@@ -3,6 +3,7 @@ stands at, in its log file and in redirected output, where no progress bar is dr
 
 A run continued in the middle of an epoch gets no epoch-start hook for that epoch (Lightning
 skips it), so that epoch's time counts from the resume and its line says so."""
+
 from __future__ import annotations
 
 import logging
@@ -29,8 +30,11 @@ class EpochLog(pl.Callback):
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        values = {k.removesuffix("_epoch"): float(v) for k, v in trainer.callback_metrics.items()
-                  if not k.endswith("_step") and getattr(v, "numel", lambda: 1)() == 1}
+        values = {
+            k.removesuffix("_epoch"): float(v)
+            for k, v in trainer.callback_metrics.items()
+            if not k.endswith("_step") and getattr(v, "numel", lambda: 1)() == 1
+        }
         shown = ", ".join(f"{k} {v:.4f}" for k, v in sorted(values.items()))
         elapsed = _duration(time.time() - self.start) + self.since
         log.info("epoch %d/%d: %s (%s)", trainer.current_epoch + 1, trainer.max_epochs, shown, elapsed)

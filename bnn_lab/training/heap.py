@@ -12,6 +12,7 @@ reused); the process just does not give them back between steps.
 
 Only glibc has ``mallopt``; elsewhere (macOS, musl) this does nothing and says so.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -24,13 +25,13 @@ log = logging.getLogger(__name__)
 M_TRIM_THRESHOLD = -1  # glibc's <malloc.h> parameter numbers
 M_MMAP_THRESHOLD = -3
 MMAP_MAX = 32 << 20  # glibc's ceiling for the mmap threshold on 64-bit systems
-TRIM = 1 << 30       # keep up to 1 GiB of free heap top
+TRIM = 1 << 30  # keep up to 1 GiB of free heap top
 
 
 def _glibc():
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # only glibc has it
+        _ = libc.gnu_get_libc_version  # only glibc has it
         return libc
     except (OSError, AttributeError):
         return None
@@ -40,8 +41,9 @@ def _glibc():
 def keep_freed_memory() -> bool:
     """Raise glibc's mmap and trim thresholds once per process; True when they are set."""
     libc = _glibc()
-    applied = libc is not None and libc.mallopt(M_MMAP_THRESHOLD, MMAP_MAX) == 1 \
-        and libc.mallopt(M_TRIM_THRESHOLD, TRIM) == 1
+    applied = (
+        libc is not None and libc.mallopt(M_MMAP_THRESHOLD, MMAP_MAX) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM) == 1
+    )
     if not applied:
         log.info("malloc thresholds left as they are (not glibc)")
     return applied

@@ -6,6 +6,7 @@ A resumed run (``resume=true``) logs into the same W&B run: the run id is kept i
 the stopped run's rows up to the checkpoint's step (:mod:`bnn_lab.training.safety.csv_log`);
 tensorboard adds an event file next to the earlier ones.
 """
+
 from __future__ import annotations
 
 import logging
@@ -26,13 +27,15 @@ logger_names = LOGGERS.names
 WANDB_ID_FILE = "wandb_id.txt"
 
 
-def build_logger(cfg: Mapping[str, Any], run_dir: Path, run_name: str, resuming: bool = False,
-                 resume_step: int | None = None):
+def build_logger(
+    cfg: Mapping[str, Any], run_dir: Path, run_name: str, resuming: bool = False, resume_step: int | None = None
+):
     """The configured logger; ``resuming``: the run continues (``resume=true``), from the
     checkpoint of training step ``resume_step`` when there is one (every logger is told both)."""
     cfg = dict(cfg)
-    return LOGGERS.build(cfg.pop("name"), run_dir=run_dir, run_name=run_name, resuming=resuming,
-                         resume_step=resume_step, **cfg)
+    return LOGGERS.build(
+        cfg.pop("name"), run_dir=run_dir, run_name=run_name, resuming=resuming, resume_step=resume_step, **cfg
+    )
 
 
 @register_logger("none")
@@ -66,7 +69,8 @@ def wandb_run_id(run_dir: Path, resuming: bool) -> str:
         return stored
     # else W&B's id alphabet, from the OS entropy pool: the seeded RNG streams are not touched
     run_id = os.environ.get("WANDB_RUN_ID") or "".join(
-        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+        secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8)
+    )
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         file.write_text(run_id + "\n")
@@ -101,18 +105,29 @@ def _wandb(
     if mode not in ("offline", "online", "disabled"):
         raise ConfigError(f"logger.mode must be offline, online or disabled, got {mode!r}")
     if mode == "online" and not wandb_can_go_online():
-        log.warning("W&B: no API key (run `wandb login` or set WANDB_API_KEY); logging offline instead, "
-                    "sync later with `wandb sync %s/wandb`", run_dir)
+        log.warning(
+            "W&B: no API key (run `wandb login` or set WANDB_API_KEY); logging offline instead, "
+            "sync later with `wandb sync %s/wandb`",
+            run_dir,
+        )
         mode = "offline"
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
 
     if wandb.run is not None:  # left open by the previous job of a multirun in this process:
-        wandb.finish()         # WandbLogger would otherwise log this job into that run
+        wandb.finish()  # WandbLogger would otherwise log this job into that run
     logger = WandbLogger(
-        name=run_name, project=project, entity=entity, group=group, tags=list(tags),
-        id=id or wandb_run_id(run_dir, resuming), resume="allow",
-        save_dir=str(run_dir), offline=(mode == "offline"), mode=mode, log_model=False,
+        name=run_name,
+        project=project,
+        entity=entity,
+        group=group,
+        tags=list(tags),
+        id=id or wandb_run_id(run_dir, resuming),
+        resume="allow",
+        save_dir=str(run_dir),
+        offline=(mode == "offline"),
+        mode=mode,
+        log_model=False,
     )
     # Lightning 2.6 always passes W&B's `anonymous` setting (None), which W&B 0.31 no longer has
     # and warns about at every run; leaving it out changes nothing else

@@ -1,4 +1,5 @@
 """The LightningModule that trains any (binary) classifier, optionally taught by a teacher."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -56,15 +57,19 @@ class ClassificationModule(pl.LightningModule):
         self.terms = build_terms(merge_specs(self.distiller.term_specs(), loss))
         for term in self.terms:
             if term.needs_teacher and teacher is None:
-                raise UserError(f"loss term {term.name!r} needs a teacher (distill=kd or real2bin, or a stage "
-                                "taught by the previous one)")
+                raise UserError(
+                    f"loss term {term.name!r} needs a teacher (distill=kd or real2bin, or a stage "
+                    "taught by the previous one)"
+                )
         if teacher is not None:
             teacher.eval().requires_grad_(False)
         object.__setattr__(self, "teacher", teacher)  # not a submodule: never trained, never saved
         object.__setattr__(self, "compiled", None)  # likewise: the compiled model shares the weights
         self.meta = dict(meta or {})
         self._captures: tuple[FeatureCapture, FeatureCapture | None] | None = None
-        self.acc = nn.ModuleDict({f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("val", "test")})
+        self.acc = nn.ModuleDict(
+            {f"{s}_acc": MulticlassAccuracy(num_classes, average="micro") for s in ("val", "test")}
+        )
         self.train_epoch = EpochMetrics(num_classes, [term.name for term in self.terms])
         self.acc5 = MulticlassAccuracy(num_classes, top_k=5, average="micro") if num_classes >= 5 else None
 
@@ -109,8 +114,15 @@ class ClassificationModule(pl.LightningModule):
             acc = self.acc[f"{stage}_acc"]
         acc(logits, y)
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y),
-                 sync_dist=stage != "train")
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=on_step,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(y),
+            sync_dist=stage != "train",
+        )
         self.log(f"{stage}/acc", acc, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
         if stage == "test" and self.acc5 is not None:
             self.acc5(logits, y)
@@ -126,10 +138,16 @@ class ClassificationModule(pl.LightningModule):
                 teacher_logits = self.teacher(x)
         if self.terms:
             student, teacher = self._captures or (None, None)
-            inputs = LossInputs(x, y, logits, self.model, self.progress(),
-                                student.outputs if student else {},
-                                teacher_logits if self.teacher is not None else None,
-                                teacher.outputs if teacher else {})
+            inputs = LossInputs(
+                x,
+                y,
+                logits,
+                self.model,
+                self.progress(),
+                student.outputs if student else {},
+                teacher_logits if self.teacher is not None else None,
+                teacher.outputs if teacher else {},
+            )
             for term in self.terms:
                 value = term.weight * term(inputs)
                 mean = self.train_epoch.terms[term.name]
@@ -176,8 +194,9 @@ class ClassificationModule(pl.LightningModule):
     def configure_optimizers(self):
         total = int(self.trainer.estimated_stepping_batches)
         epochs = max(int(self.trainer.max_epochs or 1), 1)
-        optimizer, scheduler = configure_optimizer(self.model, self.optimizer_cfg, self.scheduler_cfg, total,
-                                                   max(total // epochs, 1))
+        optimizer, scheduler = configure_optimizer(
+            self.model, self.optimizer_cfg, self.scheduler_cfg, total, max(total // epochs, 1)
+        )
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

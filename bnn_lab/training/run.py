@@ -1,4 +1,5 @@
 """A run: data, then its stages (model, surgery, summary, fit, test), then metrics.json."""
+
 from __future__ import annotations
 
 import copy
@@ -21,15 +22,15 @@ from ..losses import build_terms
 from ..plugins import load_plugins
 from ..progress import is_terminal, wanted
 from ..summary import summarize
-from .safety import rng
 from .callbacks import EstimatorProgress, LatentClip
-from .safety.checkpoint_io import AtomicCheckpointIO
-from .safety.checkpoints import LastCheckpoint, best_checkpoint
-from .safety.data_position import TrainLoaderPosition
 from .epoch_log import EpochLog
 from .heap import keep_freed_memory
 from .loggers import build_logger
 from .module import ClassificationModule
+from .safety import rng
+from .safety.checkpoint_io import AtomicCheckpointIO
+from .safety.checkpoints import LastCheckpoint, best_checkpoint
+from .safety.data_position import TrainLoaderPosition
 from .safety.preemption import PreemptionCheckpoint, cluster_plugins, exit_on_sigterm
 from .safety.resume import checkpoint_step, checkpoint_to_resume
 from .safety.run_dir import check_run_dir, finished_with, resume_hint
@@ -102,8 +103,12 @@ class _StageRunner:
         if stage.init in ("previous", "teacher"):
             source = previous if stage.init == "previous" else teacher
             fresh = init_from(model, source.state_dict())
-            log.info("stage %s starts from the %s's weights (%d new tensors)", stage.name,
-                     "teacher" if stage.init == "teacher" else f"stage {index - 1}", len(fresh))
+            log.info(
+                "stage %s starts from the %s's weights (%d new tensors)",
+                stage.name,
+                "teacher" if stage.init == "teacher" else f"stage {index - 1}",
+                len(fresh),
+            )
 
         summary = summarize(model, dm.input_shape)
         header = f"stage {index} ({stage.name}, {stage.mode}): " if n_stages > 1 else ""
@@ -116,29 +121,48 @@ class _StageRunner:
         optimizer = dict(cfg.optimizer)
         if stage.lr is not None:
             optimizer["lr"] = stage.lr
-        distill_kwargs = {k: v for k, v in OmegaConf.to_container(cfg.distill, resolve=True).items()
-                          if k not in ("name", "teacher", "init_from_teacher")}
+        distill_kwargs = {
+            k: v
+            for k, v in OmegaConf.to_container(cfg.distill, resolve=True).items()
+            if k not in ("name", "teacher", "init_from_teacher")
+        }
         distiller = build_distiller(stage.distill, **{**distill_kwargs, **(stage.loss or {})})
-        meta = {"arch": cfg.arch.name, "mode": stage.mode, "num_classes": dm.num_classes,
-                "in_chans": dm.in_chans, "stage": stage.name}
+        meta = {
+            "arch": cfg.arch.name,
+            "mode": stage.mode,
+            "num_classes": dm.num_classes,
+            "in_chans": dm.in_chans,
+            "stage": stage.name,
+        }
         loss = stage.terms
         if loss is None and "loss" in cfg:
             loss = OmegaConf.to_container(cfg.loss, resolve=True)
-        lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, distiller,
-                                   teacher, meta, loss)
+        lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, distiller, teacher, meta, loss)
         if cfg.get("compile"):
             lit.compile_model()
         suffix = "" if n_stages == 1 else f"-{stage.name}"
         resume_from = checkpoint_to_resume(out / "checkpoints", lit, self.run_dir) if cfg.get("resume") else None
         if resume_from:
             log.info("resuming stage %s from %s", stage.name, resume_from)
-        logger = build_logger(cfg.logger, out, run_name(cfg) + suffix, resuming=bool(cfg.get("resume")),
-                              resume_step=checkpoint_step(resume_from) if resume_from else None)
+        logger = build_logger(
+            cfg.logger,
+            out,
+            run_name(cfg) + suffix,
+            resuming=bool(cfg.get("resume")),
+            resume_step=checkpoint_step(resume_from) if resume_from else None,
+        )
         ckpt_cb = best_checkpoint(out / "checkpoints")  # first: written before last.ckpt at epoch ends
         last_cb = LastCheckpoint(out / "checkpoints", cfg.checkpoint.every_n_train_steps)
         hint = resume_hint(self.run_dir)
-        callbacks = [ckpt_cb, last_cb, PreemptionCheckpoint(last_cb.save, hint), rng.RngState(), TrainLoaderPosition(),
-                     EstimatorProgress(), EpochLog()]
+        callbacks = [
+            ckpt_cb,
+            last_cb,
+            PreemptionCheckpoint(last_cb.save, hint),
+            rng.RngState(),
+            TrainLoaderPosition(),
+            EstimatorProgress(),
+            EpochLog(),
+        ]
         if cfg.optimizer.get("clip_latent", False):
             callbacks.append(LatentClip())
         trainer = _trainer(cfg, stage, out, logger, callbacks)
@@ -158,11 +182,19 @@ class _StageRunner:
         if ckpt_cb.best_model_score is not None:
             metrics["val/acc"] = float(ckpt_cb.best_model_score)
         metrics.update(
-            stage=stage.name, mode=stage.mode, epochs=int(trainer.current_epoch),
-            global_steps=int(trainer.global_step), wall_time_s=round(time.time() - start, 2),
-            arch=cfg.arch.name, estimator=None if stage.mode == "fp" else cfg.estimator.name,
-            data=cfg.data.name, distill=stage.distill, seed=int(cfg.seed), fp=stage.mode == "fp",
-            summary=summary.totals, best_checkpoint=best,
+            stage=stage.name,
+            mode=stage.mode,
+            epochs=int(trainer.current_epoch),
+            global_steps=int(trainer.global_step),
+            wall_time_s=round(time.time() - start, 2),
+            arch=cfg.arch.name,
+            estimator=None if stage.mode == "fp" else cfg.estimator.name,
+            data=cfg.data.name,
+            distill=stage.distill,
+            seed=int(cfg.seed),
+            fp=stage.mode == "fp",
+            summary=summary.totals,
+            best_checkpoint=best,
         )
         if is_rank_zero():
             write_json(done, metrics)
@@ -192,9 +224,15 @@ def _export(cfg: DictConfig, model: nn.Module, stage: Stage, dm, run_dir: Path, 
     device = export_device(cfg.export.get("device", "cpu"))
     packed, report = pack_model(model.cpu(), backend=cfg.export.backend)
     log.info("%s", report)
-    meta = {"arch": cfg.arch.name, "estimator": cfg.estimator.name, "mode": stage.mode,
-            "in_chans": dm.in_chans, "num_classes": dm.num_classes, "img_size": dm.img_size,
-            "config": OmegaConf.to_yaml(cfg, resolve=True)}
+    meta = {
+        "arch": cfg.arch.name,
+        "estimator": cfg.estimator.name,
+        "mode": stage.mode,
+        "in_chans": dm.in_chans,
+        "num_classes": dm.num_classes,
+        "img_size": dm.img_size,
+        "config": OmegaConf.to_yaml(cfg, resolve=True),
+    }
     save_packed(packed, run_dir / PACKED_FILE, meta)
     result = evaluate(packed.to(device), dm.test_dataloader(), progress=is_terminal(), device=device)
     metrics["packed/test_acc"] = result["acc"]
@@ -251,9 +289,18 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     final = dict(per_stage[-1])
     _export(cfg, previous, stages[-1], dm, run_dir, final)
     final.update(
-        stages=[{"name": s.name, "mode": s.mode, "epochs": m["epochs"], "global_steps": m.get("global_steps"),
-                 "wall_time_s": m.get("wall_time_s"), "test/acc": m.get("test/acc"), "distill": s.distill}
-                for s, m in zip(stages, per_stage)],
+        stages=[
+            {
+                "name": s.name,
+                "mode": s.mode,
+                "epochs": m["epochs"],
+                "global_steps": m.get("global_steps"),
+                "wall_time_s": m.get("wall_time_s"),
+                "test/acc": m.get("test/acc"),
+                "distill": s.distill,
+            }
+            for s, m in zip(stages, per_stage)
+        ],
         distill=cfg.distill.name,
         epochs=sum(m["epochs"] for m in per_stage),
         wall_time_s=round(time.time() - start, 2),

@@ -2,6 +2,7 @@
 loaded from ``distill.teacher.ckpt`` or from the teacher cache) or, with
 ``distill.teacher.cache=false``, teacher + student; the list under ``stages:`` for
 progressive recipes (each stage initialized from and taught by the previous one)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,9 +15,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ..build import build_model, config_precision, stage_precision
 from ..errors import ConfigError, UserError
 from ..files import load_checkpoint
-from ..build import build_model, config_precision, stage_precision
 from .safety.checkpoints import find_best_checkpoint
 
 log = logging.getLogger(__name__)
@@ -25,14 +26,14 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class Stage:
     name: str
-    mode: str                             # precision (bnn_lab/build/precision.py)
+    mode: str  # precision (bnn_lab/build/precision.py)
     epochs: int
     lr: float | None = None
-    loss: dict[str, Any] | None = None   # distiller keyword arguments (ce, kd, attention, temperature, layers)
-    distill: str = "none"                 # distillation method of this stage
-    teacher: str | None = None            # "previous", CACHED or a checkpoint / run directory
-    init: str | None = None               # "previous" / "teacher": start from that network's weights
-    terms: dict[str, Any] | None = None   # this stage's loss terms (None: the run's ``loss``)
+    loss: dict[str, Any] | None = None  # distiller keyword arguments (ce, kd, attention, temperature, layers)
+    distill: str = "none"  # distillation method of this stage
+    teacher: str | None = None  # "previous", CACHED or a checkpoint / run directory
+    init: str | None = None  # "previous" / "teacher": start from that network's weights
+    terms: dict[str, Any] | None = None  # this stage's loss terms (None: the run's ``loss``)
 
 
 CACHED = "cached"  # the teacher comes from the teacher cache (bnn_lab/training/teacher_cache.py)
@@ -101,16 +102,22 @@ def load_teacher(path: str, cfg: DictConfig, in_chans: int, num_classes: int, im
     ckpt = load_checkpoint(file, what="teacher checkpoint", trust=trust, trust_hint="add distill.teacher.trust=true")
     meta = ckpt.get("bnn_lab", {}) if isinstance(ckpt, dict) else {}
     if meta.get("arch") and meta["arch"] != cfg.arch.name:
-        raise UserError(f"teacher checkpoint {file} is a {meta['arch']} but arch.name is {cfg.arch.name}; "
-                        "use a teacher of the same architecture")
+        raise UserError(
+            f"teacher checkpoint {file} is a {meta['arch']} but arch.name is {cfg.arch.name}; "
+            "use a teacher of the same architecture"
+        )
     state = {k.removeprefix("model."): v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
     teacher, _ = build_model(cfg, in_chans, num_classes, img_size, mode=meta.get("mode", "fp"))
     try:
         missing, unexpected = teacher.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shapes differ
-        raise UserError(f"teacher checkpoint {file} does not fit arch {cfg.arch.name} (tensor shapes differ); "
-                        "same architecture needed") from exc
+        raise UserError(
+            f"teacher checkpoint {file} does not fit arch {cfg.arch.name} (tensor shapes differ); "
+            "same architecture needed"
+        ) from exc
     if missing or unexpected:
-        raise UserError(f"teacher checkpoint {file} does not fit arch {cfg.arch.name} "
-                        f"({len(missing)} missing, {len(unexpected)} unexpected tensors); same architecture needed")
+        raise UserError(
+            f"teacher checkpoint {file} does not fit arch {cfg.arch.name} "
+            f"({len(missing)} missing, {len(unexpected)} unexpected tensors); same architecture needed"
+        )
     return teacher

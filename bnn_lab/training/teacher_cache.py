@@ -14,6 +14,7 @@ folder and renames it into place (atomic: a teacher folder is complete or absent
 wait for the lock and find the finished teacher. In a DDP run every process trains the teacher
 together, rank 0 holding the lock and renaming the folder.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -38,29 +39,54 @@ from .stages import TEACHER_TERMS
 log = logging.getLogger(__name__)
 ENV = "BNN_LAB_TEACHERS"
 DEFAULT_DIR = Path("~/.cache/bnn-lab/teachers")
-MARKER = "bnn-lab-teachers.txt"   # in the cache root: bnn-lab-report leaves the folder out of the study
+MARKER = "bnn-lab-teachers.txt"  # in the cache root: bnn-lab-report leaves the folder out of the study
 # values that do not change the full-precision teacher's weights (what is binarized and how,
 # the student's distillation, bookkeeping, where files go, speed switches)
-NOT_IN_KEY = ("estimator", "binarize", "distill", "stages", "study", "logger", "resume", "export", "checkpoint",
-              "compile", "channels_last", "keep_freed_memory", "data.root", "data.download", "data.num_workers",
-              "data.on_device", "trainer.enable_progress_bar", "trainer.log_every_n_steps")
+NOT_IN_KEY = (
+    "estimator",
+    "binarize",
+    "distill",
+    "stages",
+    "study",
+    "logger",
+    "resume",
+    "export",
+    "checkpoint",
+    "compile",
+    "channels_last",
+    "keep_freed_memory",
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "data.on_device",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+)
 WAIT_S = 24 * 3600  # a DDP rank other than 0 waits this long at most for rank 0's rename
 
 
 @dataclass
 class Teacher:
-    folder: Path           # the teacher's run directory
-    checkpoint: Path       # its best checkpoint (what students load)
+    folder: Path  # the teacher's run directory
+    checkpoint: Path  # its best checkpoint (what students load)
     key: str
-    trained: bool          # trained by this run (False: found in the cache)
+    trained: bool  # trained by this run (False: found in the cache)
     metrics: dict[str, Any]
 
     def cost(self) -> dict[str, Any]:
         """What bnn-lab-report shows as the teacher's cost, apart from the student's."""
         m = self.metrics
-        return {"dir": str(self.folder), "checkpoint": str(self.checkpoint), "key": self.key,
-                "trained_in_this_run": self.trained, "test/acc": m.get("test/acc"), "val/acc": m.get("val/acc"),
-                "epochs": m.get("epochs"), "global_steps": m.get("global_steps"), "wall_time_s": m.get("wall_time_s")}
+        return {
+            "dir": str(self.folder),
+            "checkpoint": str(self.checkpoint),
+            "key": self.key,
+            "trained_in_this_run": self.trained,
+            "test/acc": m.get("test/acc"),
+            "val/acc": m.get("val/acc"),
+            "epochs": m.get("epochs"),
+            "global_steps": m.get("global_steps"),
+            "wall_time_s": m.get("wall_time_s"),
+        }
 
 
 def cache_dir(cfg: DictConfig) -> Path | None:
@@ -138,8 +164,10 @@ def cached_teacher(cfg: DictConfig, train: Callable[[DictConfig, Path], dict]) -
     root.mkdir(parents=True, exist_ok=True)
     marker = root / MARKER
     if not marker.exists():
-        marker.write_text("Full-precision teachers of bnn-lab distillation runs, one run directory each, "
-                          "named <arch>-<data>-s<seed>-<hash of the teacher's configuration>. Safe to delete.\n")
+        marker.write_text(
+            "Full-precision teachers of bnn-lab distillation runs, one run directory each, "
+            "named <arch>-<data>-s<seed>-<hash of the teacher's configuration>. Safe to delete.\n"
+        )
     partial = root / f".{folder.name}.partial"
     if is_other_rank():  # trains together with rank 0, which renames the folder
         train(tcfg, partial)

@@ -152,38 +152,51 @@ def test_epilogues_match_the_float_conv_followed_by_the_same_float_ops(backend, 
     ref = conv_ref(x, wt, stride=s, padding=p, dilation=d)  # float +-1 conv, as int32
     scale, bias = torch.rand(o, generator=gen) + 0.1, torch.randn(o, generator=gen)
     pw = pack_conv2d_weight(wt)
-    out = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend,
-                        epilogue=AffineEpilogue(scale, bias))
+    out = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend, epilogue=AffineEpilogue(scale, bias))
     expect = ref.to(torch.float32) * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
     assert out.dtype == torch.float32 and torch.equal(out, expect)
     out = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend, epilogue=AffineEpilogue(None, bias))
     assert torch.equal(out, ref.to(torch.float32) + bias.view(1, -1, 1, 1))
     # a residual added and a Hardtanh after it, as the modules do it: F.hardtanh(conv * s + b + r)
     res = torch.randn(ref.shape, generator=gen).contiguous(memory_format=torch.channels_last) * 3
-    out = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend,
-                        epilogue=AffineEpilogue(scale, bias, res, (-1.0, 1.0)))
+    out = binary_conv2d(
+        x, pw, stride=s, padding=p, dilation=d, backend=backend, epilogue=AffineEpilogue(scale, bias, res, (-1.0, 1.0))
+    )
     assert torch.equal(out, F.hardtanh(expect + res))
     assert (out == 1).any() and (out == -1).any() and ((out > -1) & (out < 1)).any()  # every branch taken
-    out = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend,
-                        epilogue=AffineEpilogue(scale, bias, res.contiguous(), (0.0, float("inf"))))  # NCHW residual
+    out = binary_conv2d(
+        x,
+        pw,
+        stride=s,
+        padding=p,
+        dilation=d,
+        backend=backend,
+        epilogue=AffineEpilogue(scale, bias, res.contiguous(), (0.0, float("inf"))),
+    )  # NCHW residual
     assert torch.equal(out, F.relu(expect + res))
     # and the signs of (output - t) packed for the next binary layer, from the same epilogue
     t = torch.randn(o, generator=gen) * 0.3
-    out, nxt = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend,
-                             epilogue=AffineEpilogue(scale, bias, res, (-1.0, 1.0), bits_threshold=t))
+    out, nxt = binary_conv2d(
+        x,
+        pw,
+        stride=s,
+        padding=p,
+        dilation=d,
+        backend=backend,
+        epilogue=AffineEpilogue(scale, bias, res, (-1.0, 1.0), bits_threshold=t),
+    )
     assert torch.equal(out, F.hardtanh(expect + res))
     want = pack_conv2d_input(out - t.view(1, -1, 1, 1)).bits
-    assert nxt.channels == o and torch.equal(nxt.bits[..., :want.shape[-1]], want)
-    assert not nxt.bits[..., want.shape[-1]:].any()
+    assert nxt.channels == o and torch.equal(nxt.bits[..., : want.shape[-1]], want)
+    assert not nxt.bits[..., want.shape[-1] :].any()
     sgn = torch.where(torch.rand(o, generator=gen) < 0.5, 1, -1).to(torch.int32)
     thr = torch.randint(-5, 6, (o,), generator=gen, dtype=torch.int32)
-    bits = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend,
-                         epilogue=ThresholdEpilogue(sgn, thr))
+    bits = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend, epilogue=ThresholdEpilogue(sgn, thr))
     decided = ref * sgn.view(1, -1, 1, 1) >= thr.view(1, -1, 1, 1)  # (N, O, H', W') booleans
     expect_bits = pack_conv2d_input(torch.where(decided, 1.0, -1.0)).bits
     assert bits.channels == o and bits.bits.shape[-1] == 2 * ((o + 63) // 64)  # whole uint64 words per pixel
-    assert torch.equal(bits.bits[..., :expect_bits.shape[-1]], expect_bits)
-    assert not bits.bits[..., expect_bits.shape[-1]:].any()
+    assert torch.equal(bits.bits[..., : expect_bits.shape[-1]], expect_bits)
+    assert not bits.bits[..., expect_bits.shape[-1] :].any()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -210,7 +223,7 @@ def test_bits_written_inside_the_next_convolutions_border(backend, out_padding):
         assert padded.bits.shape == (2, 7 + top + bottom, 6 + left + right, plain.bits.shape[-1])
         assert torch.equal(padded.unpadded(), plain.bits)
         border = padded.bits.clone()
-        border[:, top:top + 7, left:left + 6] = 0
+        border[:, top : top + 7, left : left + 6] = 0
         assert not border.any()
         for pad in (top, 1, 0):  # the next layer's own padding: read as it lies, or re-padded
             want = binary_conv2d(plain, pw2, padding=(pad, pad), backend=backend)
@@ -222,7 +235,7 @@ def unpack_bits(packed) -> torch.Tensor:
     """(N, C, H, W) booleans from a PackedConv2dInput without a border."""
     words = packed.bits
     bit = torch.arange(32, dtype=torch.int32)
-    flat = ((words.unsqueeze(-1) >> bit) & 1).bool().reshape(*words.shape[:3], -1)[..., :packed.channels]
+    flat = ((words.unsqueeze(-1) >> bit) & 1).bool().reshape(*words.shape[:3], -1)[..., : packed.channels]
     return flat.permute(0, 3, 1, 2)
 
 
@@ -233,8 +246,9 @@ def test_channels_last_signs_of_zero_in_whole_words(backend):
     x[0, :, 1, 1], x[1, :, 2, 3], x[1, 5:40, 0, 0] = 0.0, -0.0, -0.0  # sign(+-0) = +1
     wt = torch.randn(8, 64, 3, 3)
     ref = conv_ref(torch.where(x >= 0, 1.0, -1.0), wt, padding=1)
-    out = binary_conv2d(x.contiguous(memory_format=torch.channels_last), pack_conv2d_weight(wt), padding=1,
-                        backend=backend)
+    out = binary_conv2d(
+        x.contiguous(memory_format=torch.channels_last), pack_conv2d_weight(wt), padding=1, backend=backend
+    )
     assert torch.equal(out, ref)
 
 
@@ -244,15 +258,21 @@ def test_a_next_convolution_reads_the_bits_a_packed_input_holds_now():
     changed in place or replaced afterwards are what that call reads."""
     gen = torch.Generator().manual_seed(5)
     x = torch.randn(1, 64, 6, 6, generator=gen)
-    pw, pw2 = pack_conv2d_weight(torch.randn(64, 64, 3, 3, generator=gen)), pack_conv2d_weight(
-        torch.randn(8, 64, 3, 3, generator=gen))
+    pw, pw2 = (
+        pack_conv2d_weight(torch.randn(64, 64, 3, 3, generator=gen)),
+        pack_conv2d_weight(torch.randn(8, 64, 3, 3, generator=gen)),
+    )
     sgn, thr = torch.ones(64, dtype=torch.int32), torch.zeros(64, dtype=torch.int32)
-    handed = binary_conv2d(x, pw, padding=1, backend="cpu", epilogue=ThresholdEpilogue(sgn, thr), out_padding=(1, 1, 1, 1))
+    handed = binary_conv2d(
+        x, pw, padding=1, backend="cpu", epilogue=ThresholdEpilogue(sgn, thr), out_padding=(1, 1, 1, 1)
+    )
     flipped = ~handed.unpadded()  # every bit of the image inverted (64 channels: both words used)
     expect = binary_conv2d(PackedConv2dInput(flipped, 64), pw2, padding=1, backend="torch")
     handed.bits[:, 1:-1, 1:-1] = flipped  # in place
     assert torch.equal(binary_conv2d(handed, pw2, padding=1, backend="cpu"), expect)
     handed.bits = handed.bits.clone()  # replaced
     handed.bits[:, 1:-1, 1:-1, :2] = 0
-    assert torch.equal(binary_conv2d(handed, pw2, padding=1, backend="cpu"),
-                       binary_conv2d(PackedConv2dInput(torch.zeros_like(flipped), 64), pw2, padding=1, backend="torch"))
+    assert torch.equal(
+        binary_conv2d(handed, pw2, padding=1, backend="cpu"),
+        binary_conv2d(PackedConv2dInput(torch.zeros_like(flipped), 64), pw2, padding=1, backend="torch"),
+    )

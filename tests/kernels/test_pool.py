@@ -1,5 +1,6 @@
 """max_pool2d_clamp: clamp(max_pool2d(x)) and the next binary convolution's packed input in one pass,
 against torch's max-pooling, clamp and packing."""
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -11,8 +12,10 @@ BACKENDS = ["torch", "cpu"]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("n,c,h,w,k,s,p", [(2, 64, 15, 14, 3, 2, 1), (1, 40, 9, 9, 2, 2, 0), (3, 3, 7, 8, 3, 1, 1),
-                                           (1, 96, 8, 8, (3, 2), (2, 1), (1, 0))])
+@pytest.mark.parametrize(
+    "n,c,h,w,k,s,p",
+    [(2, 64, 15, 14, 3, 2, 1), (1, 40, 9, 9, 2, 2, 0), (3, 3, 7, 8, 3, 1, 1), (1, 96, 8, 8, (3, 2), (2, 1), (1, 0))],
+)
 @pytest.mark.parametrize("clamp", [(-1.0, 1.0), (0.0, float("inf")), None])
 def test_pooled_clamped_values_and_bits_equal_torchs(backend, n, c, h, w, k, s, p, clamp):
     gen = torch.Generator().manual_seed(c + h)
@@ -33,9 +36,9 @@ def test_pooled_clamped_values_and_bits_equal_torchs(backend, n, c, h, w, k, s, 
         assert bits.pads == pads and bits.channels == c and bits.shape == tuple(want.shape)
         assert bits.bits.shape == (n, want.shape[2] + top + bottom, want.shape[3] + left + right, words_per_pixel(c))
         inside = bits.unpadded()
-        assert torch.equal(inside[..., :packed.shape[-1]], packed) and not inside[..., packed.shape[-1]:].any()
+        assert torch.equal(inside[..., : packed.shape[-1]], packed) and not inside[..., packed.shape[-1] :].any()
         border = bits.bits.clone()
-        border[:, top:top + want.shape[2], left:left + want.shape[3]] = 0
+        border[:, top : top + want.shape[2], left : left + want.shape[3]] = 0
         assert not border.any()
 
 
@@ -43,8 +46,7 @@ def test_a_binary_convolution_reads_the_pooled_bits_as_it_reads_the_float_output
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 64, 16, 16, generator=gen).contiguous(memory_format=torch.channels_last)
     pw = pack_conv2d_weight(torch.randn(32, 64, 3, 3, generator=gen))
-    out, bits = max_pool2d_clamp(x, 3, 2, 1, (-1.0, 1.0), bits_threshold=0.0, out_padding=(1, 1, 1, 1),
-                                 backend="cpu")
+    out, bits = max_pool2d_clamp(x, 3, 2, 1, (-1.0, 1.0), bits_threshold=0.0, out_padding=(1, 1, 1, 1), backend="cpu")
     assert torch.equal(binary_conv2d(bits, pw, padding=1), binary_conv2d(out, pw, padding=1))
     signs = torch.where(out >= 0, 1.0, -1.0)
     assert torch.equal(binary_conv2d(bits, pw, padding=1), F.conv2d(signs, pw_float(pw), padding=1).to(torch.int32))

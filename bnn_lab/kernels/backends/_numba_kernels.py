@@ -41,7 +41,6 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 
-
 def _host_has_avx512() -> bool:
     try:
         from llvmlite import binding
@@ -140,14 +139,15 @@ def _exact_products(builder, counts, k32, corr, ci, row_len, j0):
     i32v = ir.VectorType(ir.IntType(32), LANES)
     k_vec = _broadcast(builder, k32, i32v)
     slots = []
-    for c, cnt in enumerate(counts):
+    for cnt in counts:
         v = builder.sub(k_vec, builder.shl(builder.trunc(cnt, i32v), ir.Constant(i32v, [1] * LANES)))
         slots.append(cgutils.alloca_once_value(builder, v))
     with builder.if_then(builder.icmp_signed(">=", ci, ir.Constant(_I64, 0)), likely=False):
         base = builder.add(builder.mul(ci, row_len), j0)
         for c, slot in enumerate(slots):
-            cv = builder.load(_vec_ptr(builder, corr.data, builder.add(base, ir.Constant(_I64, c * LANES)), i32v),
-                              align=4)
+            cv = builder.load(
+                _vec_ptr(builder, corr.data, builder.add(base, ir.Constant(_I64, c * LANES)), i32v), align=4
+            )
             builder.store(builder.add(builder.load(slot), cv), slot)
     return [builder.load(slot) for slot in slots]
 
@@ -201,8 +201,30 @@ def _make_tile(rows: int, panels: int):
 
 
 @intrinsic
-def _tile_affine(typingctx, src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, stride_j, meta, k, corr_rows, scale,
-                 bias, res, lo, hi, out, bits, tb):
+def _tile_affine(
+    typingctx,
+    src,
+    offs,
+    bp,
+    i0,
+    p0,
+    n_i,
+    n_j,
+    seg_len,
+    stride_i,
+    stride_j,
+    meta,
+    k,
+    corr_rows,
+    scale,
+    bias,
+    res,
+    lo,
+    hi,
+    out,
+    bits,
+    tb,
+):
     """A full tile (TILE_ROWS x TILE_PANELS) with the float epilogue done on the accumulators in
     registers: for each row ``r`` (``i = i0 + r``) and the ``8 * TILE_PANELS`` columns ``j`` from
     ``j0 = 8 p0``, ``y = clamp(float(k - 2 count (+ corr_rows[meta[r], j])) * scale[j] + bias[j]
@@ -210,15 +232,37 @@ def _tile_affine(typingctx, src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, 
     a multiply then adds, no contraction: torch's rounding), stored in ``out[i, j]``; when ``bits`` has
     rows, also bit ``j % 32`` of ``bits[meta[TILE_ROWS + r], j // 32]`` ORed with ``y >= tb[j]``.
     ``clamp`` propagates NaN as torch's does."""
-    sig = types.void(src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, stride_j, meta, k, corr_rows, scale, bias,
-                     res, lo, hi, out, bits, tb)
+    sig = types.void(
+        src,
+        offs,
+        bp,
+        i0,
+        p0,
+        n_i,
+        n_j,
+        seg_len,
+        stride_i,
+        stride_j,
+        meta,
+        k,
+        corr_rows,
+        scale,
+        bias,
+        res,
+        lo,
+        hi,
+        out,
+        bits,
+        tb,
+    )
 
     def codegen(context, builder, signature, args):
         tys = signature.args
         arrays, i0_v, p0_v, geo = _count_args(context, builder, signature, args)
         acc = _count_tile(context, builder, arrays, i0_v, p0_v, geo, TILE_ROWS, TILE_PANELS)
         meta_a, corr, scale_a, bias_a, res_a, out_a, bits_a, tb_a = (
-            context.make_array(tys[i])(context, builder, args[i]) for i in (10, 12, 13, 14, 15, 18, 19, 20))
+            context.make_array(tys[i])(context, builder, args[i]) for i in (10, 12, 13, 14, 15, 18, 19, 20)
+        )
         k32 = builder.trunc(_i64(context, builder, args, tys, 11), ir.IntType(32))
         f32v = ir.VectorType(ir.FloatType(), LANES)
         lo_v, hi_v = _broadcast(builder, args[16], f32v), _broadcast(builder, args[17], f32v)
@@ -262,8 +306,9 @@ def _tile_affine(typingctx, src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, 
 
 
 @intrinsic
-def _tile_bits(typingctx, src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, stride_j, meta, k, corr_rows, sgn, thr,
-               bits):
+def _tile_bits(
+    typingctx, src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, stride_j, meta, k, corr_rows, sgn, thr, bits
+):
     """A full tile (TILE_ROWS x TILE_PANELS) stored as bits on the accumulators in registers: bit
     ``j % 32`` of ``bits[meta[TILE_ROWS + r], j // 32]`` ORed with ``(k - 2 count (+ corr_rows[meta[r],
     j])) * sgn[j] >= thr[j]`` (int32 operands, an int64 product)."""
@@ -274,7 +319,8 @@ def _tile_bits(typingctx, src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, st
         arrays, i0_v, p0_v, geo = _count_args(context, builder, signature, args)
         acc = _count_tile(context, builder, arrays, i0_v, p0_v, geo, TILE_ROWS, TILE_PANELS)
         meta_a, corr, sgn_a, thr_a, bits_a = (
-            context.make_array(tys[i])(context, builder, args[i]) for i in (10, 12, 13, 14, 15))
+            context.make_array(tys[i])(context, builder, args[i]) for i in (10, 12, 13, 14, 15)
+        )
         k32 = builder.trunc(_i64(context, builder, args, tys, 11), ir.IntType(32))
         i32v = ir.VectorType(ir.IntType(32), LANES)
         corr_len = builder.extract_value(corr.shape, 1)
@@ -286,8 +332,14 @@ def _tile_bits(typingctx, src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, st
         for r in range(TILE_ROWS):
             ci = builder.load(builder.gep(meta_a.data, [ir.Constant(_I64, r)]))
             vals = _exact_products(builder, acc[r], k32, corr, ci, corr_len, j0)
-            masks = [builder.icmp_signed(">=", builder.mul(builder.sext(vals[c], _VEC), builder.sext(sgns[c], _VEC)),
-                                         builder.sext(thrs[c], _VEC)) for c in range(TILE_PANELS)]
+            masks = [
+                builder.icmp_signed(
+                    ">=",
+                    builder.mul(builder.sext(vals[c], _VEC), builder.sext(sgns[c], _VEC)),
+                    builder.sext(thrs[c], _VEC),
+                )
+                for c in range(TILE_PANELS)
+            ]
             brow = builder.load(builder.gep(meta_a.data, [ir.Constant(_I64, TILE_ROWS + r)]))
             _or_bits(builder, bits_a, brow, words, j0, masks)
         return context.get_dummy_value()
@@ -413,8 +465,30 @@ def _affine_store(vals, scale, bias, rrow, with_res, lo, hi, row, j0, n):
 
 
 @njit(inline="always", cache=True)
-def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi, bits, tb,
-                  bit_rows, i0, p0, buf, vals, meta):
+def _block_affine(
+    src,
+    offs,
+    bp,
+    geo,
+    k,
+    out,
+    period,
+    corr_index,
+    corr_rows,
+    scale,
+    bias,
+    res,
+    lo,
+    hi,
+    bits,
+    tb,
+    bit_rows,
+    i0,
+    p0,
+    buf,
+    vals,
+    meta,
+):
     """The same block, stored as float32 ``min(max(acc * scale + bias (+ res), lo), hi)`` (per output
     column; ``res`` (M, N) or empty: a residual added before the clamp); with ``bits`` (M, words) not
     empty, also the bits ``y >= tb[j]`` of those values packed along the columns (the next binary
@@ -423,8 +497,29 @@ def _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sca
     if _whole_tile(offs, bp, i0, p0, out.shape[1]):
         _tile_meta(meta, corr_index, period, bit_rows, i0)
         n_i, n_j, seg_len, st_i, st_j = geo
-        _tile_affine(src, offs, bp, i0, p0, n_i, n_j, seg_len, st_i, st_j, meta, k, corr_rows, scale, bias, res, lo,
-                     hi, out, bits, tb)
+        _tile_affine(
+            src,
+            offs,
+            bp,
+            i0,
+            p0,
+            n_i,
+            n_j,
+            seg_len,
+            st_i,
+            st_j,
+            meta,
+            k,
+            corr_rows,
+            scale,
+            bias,
+            res,
+            lo,
+            hi,
+            out,
+            bits,
+            tb,
+        )
         return
     nrows, npan = _tile_counts(src, offs, bp, geo, i0, p0, buf)
     j0 = p0 * LANES
@@ -459,8 +554,7 @@ def _bit_row(bit_rows, i):
 
 
 @njit(inline="always", cache=True)
-def _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, bit_rows, i0, p0, buf, vals,
-                meta):
+def _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, bit_rows, i0, p0, buf, vals, meta):
     """The same block, stored as the bits ``acc * sgn >= thr`` packed along the columns: column ``j`` is
     bit ``j % 32`` of uint32 word ``j // 32`` of row ``bit_rows[i]`` (:func:`_bit_row`; ``out``
     zero-filled by the caller). A whole tile packs on the accumulators in registers (:func:`_tile_bits`)."""
@@ -518,8 +612,11 @@ def _tile_at(outer, inner, by_rows):
 def _scratch():
     """A thread's scratch for its share of the tiles: the counts of an edge tile, their exact products and a
     whole tile's row metadata (allocated once per share, not per tile)."""
-    return (np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64), np.empty(TILE_COLS, np.int32),
-            np.empty(2 * TILE_ROWS, np.int64))
+    return (
+        np.empty((TILE_ROWS, TILE_PANELS * LANES), np.uint64),
+        np.empty(TILE_COLS, np.int32),
+        np.empty(2 * TILE_ROWS, np.int64),
+    )
 
 
 def _gemm(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows, n_threads):
@@ -543,12 +640,47 @@ def _gemm(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, 
         for a in range(t * outer // chunks, (t + 1) * outer // chunks):
             for b in range(inner):
                 ib, jb = _tile_at(a, b, by_rows)
-                _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, ib * TILE_ROWS, jb * TILE_PANELS,
-                       buf, vals)
+                _block(
+                    src,
+                    offs,
+                    bp,
+                    geo,
+                    k,
+                    out,
+                    period,
+                    corr_index,
+                    corr_rows,
+                    ib * TILE_ROWS,
+                    jb * TILE_PANELS,
+                    buf,
+                    vals,
+                )
 
 
-def _gemm_affine(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows,
-                 scale, bias, res, lo, hi, bits, tb, bit_rows, n_threads):
+def _gemm_affine(
+    src,
+    offs,
+    bp,
+    n_i,
+    n_j,
+    seg_len,
+    stride_i,
+    stride_j,
+    k,
+    out,
+    period,
+    corr_index,
+    corr_rows,
+    scale,
+    bias,
+    res,
+    lo,
+    hi,
+    bits,
+    tb,
+    bit_rows,
+    n_threads,
+):
     """:func:`_gemm` whose output is float32 ``clamp(acc * scale[j] + bias[j] (+ res[i, j]), lo, hi)``:
     a packed layer's epilogue, the residual addition and the clamping activation after it in the
     GEMM (no int32 product in memory). Compiled without fastmath: the float operations round as
@@ -563,12 +695,51 @@ def _gemm_affine(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, p
         for a in range(t * outer // chunks, (t + 1) * outer // chunks):
             for b in range(inner):
                 ib, jb = _tile_at(a, b, by_rows)
-                _block_affine(src, offs, bp, geo, k, out, period, corr_index, corr_rows, scale, bias, res, lo, hi,
-                              bits, tb, bit_rows, ib * TILE_ROWS, jb * TILE_PANELS, buf, vals, meta)
+                _block_affine(
+                    src,
+                    offs,
+                    bp,
+                    geo,
+                    k,
+                    out,
+                    period,
+                    corr_index,
+                    corr_rows,
+                    scale,
+                    bias,
+                    res,
+                    lo,
+                    hi,
+                    bits,
+                    tb,
+                    bit_rows,
+                    ib * TILE_ROWS,
+                    jb * TILE_PANELS,
+                    buf,
+                    vals,
+                    meta,
+                )
 
 
-def _gemm_bits(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, corr_index, corr_rows,
-               sgn, thr, bit_rows, n_threads):
+def _gemm_bits(
+    src,
+    offs,
+    bp,
+    n_i,
+    n_j,
+    seg_len,
+    stride_i,
+    stride_j,
+    k,
+    out,
+    period,
+    corr_index,
+    corr_rows,
+    sgn,
+    thr,
+    bit_rows,
+    n_threads,
+):
     """:func:`_gemm` whose output is the packed bits ``acc * sgn[j] >= thr[j]`` (uint32 (M, words),
     zero-filled): a binary layer's output handed to the next one as bits, GEMM row ``i`` in row
     ``bit_rows[i]`` (or ``i`` when empty). Split by rows only, so that every output word is written
@@ -580,15 +751,34 @@ def _gemm_bits(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, per
         buf, vals, meta = _scratch()
         for ib in range(t * outer // chunks, (t + 1) * outer // chunks):
             for jb in range(inner):
-                _block_bits(src, offs, bp, geo, k, out, period, corr_index, corr_rows, sgn, thr, bit_rows,
-                            ib * TILE_ROWS, jb * TILE_PANELS, buf, vals, meta)
+                _block_bits(
+                    src,
+                    offs,
+                    bp,
+                    geo,
+                    k,
+                    out,
+                    period,
+                    corr_index,
+                    corr_rows,
+                    sgn,
+                    thr,
+                    bit_rows,
+                    ib * TILE_ROWS,
+                    jb * TILE_PANELS,
+                    buf,
+                    vals,
+                    meta,
+                )
 
 
 _GEMM_ARGS = "uint64[::1], int64[::1], uint64[:, :, ::1], int64, int64, int64, int64, int64, int64"
 _CORR_ARGS = "int64, int32[::1], int32[:, ::1]"
 _GEMM_SIG = f"void({_GEMM_ARGS}, int32[:, ::1], {_CORR_ARGS}, int64)"
-_GEMM_AFFINE_SIG = (f"void({_GEMM_ARGS}, float32[:, ::1], {_CORR_ARGS}, float32[::1], float32[::1], float32[:, ::1],"
-                    " float32, float32, uint32[:, ::1], float32[::1], int64[::1], int64)")
+_GEMM_AFFINE_SIG = (
+    f"void({_GEMM_ARGS}, float32[:, ::1], {_CORR_ARGS}, float32[::1], float32[::1], float32[:, ::1],"
+    " float32, float32, uint32[:, ::1], float32[::1], int64[::1], int64)"
+)
 _GEMM_BITS_SIG = f"void({_GEMM_ARGS}, uint32[:, ::1], {_CORR_ARGS}, int32[::1], int32[::1], int64[::1], int64)"
 
 
@@ -702,8 +892,10 @@ def _max_pool_clamp(x, n_img, h, w, kh, kw, sh, sw, ph, pw, ho, wo, lo, hi, y, b
                     brow[ch >> 5] |= np.uint32(out[ch] >= tb[ch]) << np.uint32(ch & 31)
 
 
-_POOL_SIG = ("void(float32[:, ::1], int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64,"
-             " float32, float32, float32[:, ::1], uint32[:, ::1], float32[::1], int64[::1])")
+_POOL_SIG = (
+    "void(float32[:, ::1], int64, int64, int64, int64, int64, int64, int64, int64, int64, int64, int64,"
+    " float32, float32, float32[:, ::1], uint32[:, ::1], float32[::1], int64[::1])"
+)
 
 
 _OPTS = dict(parallel=True, fastmath=True, cache=True)

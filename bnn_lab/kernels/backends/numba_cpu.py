@@ -122,10 +122,24 @@ def gemm_into(src: np.ndarray, offs: np.ndarray, bp: np.ndarray, geo, k: int, ou
     )
 
 
-def gemm_affine_into(src, offs, bp, geo, k: int, out: np.ndarray, scale: np.ndarray, bias: np.ndarray, period=1,
-                     corr=None, res: np.ndarray | None = None, lo: float = -np.inf, hi: float = np.inf,
-                     bits: np.ndarray | None = None, bits_threshold: np.ndarray | None = None,
-                     bit_rows: np.ndarray | None = None):
+def gemm_affine_into(
+    src,
+    offs,
+    bp,
+    geo,
+    k: int,
+    out: np.ndarray,
+    scale: np.ndarray,
+    bias: np.ndarray,
+    period=1,
+    corr=None,
+    res: np.ndarray | None = None,
+    lo: float = -np.inf,
+    hi: float = np.inf,
+    bits: np.ndarray | None = None,
+    bits_threshold: np.ndarray | None = None,
+    bit_rows: np.ndarray | None = None,
+):
     """:func:`gemm_into` with the output in float32: ``out[i, j] = clamp(acc[i, j] * scale[j] + bias[j]
     (+ res[i, j]), lo, hi)`` (``scale``, ``bias`` float32 (N,); ``res`` float32 (M, N) or None),
     rounded as the same torch operations; with ``bits`` (uint32 (M, words), zero-filled) also the
@@ -137,15 +151,45 @@ def gemm_affine_into(src, offs, bp, geo, k: int, out: np.ndarray, scale: np.ndar
         return
     index, rows = (_NO_INDEX, _NO_ROWS) if corr is None else corr
     n_i, n_j, seg_len, stride_i, stride_j = geo
-    kern.gemm_affine_kernel()(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, index, rows, scale,
-                              bias, _NO_FLOATS if res is None else res, np.float32(lo), np.float32(hi),
-                              _NO_WORDS if bits is None else bits,
-                              _NO_THRESHOLDS if bits_threshold is None else bits_threshold,
-                              _NO_ROW_MAP if bit_rows is None else bit_rows, n_threads)
+    kern.gemm_affine_kernel()(
+        src,
+        offs,
+        bp,
+        n_i,
+        n_j,
+        seg_len,
+        stride_i,
+        stride_j,
+        k,
+        out,
+        period,
+        index,
+        rows,
+        scale,
+        bias,
+        _NO_FLOATS if res is None else res,
+        np.float32(lo),
+        np.float32(hi),
+        _NO_WORDS if bits is None else bits,
+        _NO_THRESHOLDS if bits_threshold is None else bits_threshold,
+        _NO_ROW_MAP if bit_rows is None else bit_rows,
+        n_threads,
+    )
 
 
-def gemm_bits_into(src, offs, bp, geo, k: int, out: np.ndarray, sgn: np.ndarray, thr: np.ndarray, period=1,
-                   corr=None, bit_rows: np.ndarray | None = None):
+def gemm_bits_into(
+    src,
+    offs,
+    bp,
+    geo,
+    k: int,
+    out: np.ndarray,
+    sgn: np.ndarray,
+    thr: np.ndarray,
+    period=1,
+    corr=None,
+    bit_rows: np.ndarray | None = None,
+):
     """:func:`gemm_into` with the output packed: bit ``j % 32`` of uint32 word ``out[r, j // 32]`` is
     ``acc[i, j] * sgn[j] >= thr[j]`` (int32 (N,) each), ``r = bit_rows[i]`` (int64 (M,); None: ``r = i``);
     ``out`` zero-filled, at least ceil(N / 32) words."""
@@ -155,13 +199,42 @@ def gemm_bits_into(src, offs, bp, geo, k: int, out: np.ndarray, sgn: np.ndarray,
         return
     index, rows = (_NO_INDEX, _NO_ROWS) if corr is None else corr
     n_i, n_j, seg_len, stride_i, stride_j = geo
-    kern.gemm_bits_kernel()(src, offs, bp, n_i, n_j, seg_len, stride_i, stride_j, k, out, period, index, rows, sgn, thr,
-                            _NO_ROW_MAP if bit_rows is None else bit_rows, n_threads)
+    kern.gemm_bits_kernel()(
+        src,
+        offs,
+        bp,
+        n_i,
+        n_j,
+        seg_len,
+        stride_i,
+        stride_j,
+        k,
+        out,
+        period,
+        index,
+        rows,
+        sgn,
+        thr,
+        _NO_ROW_MAP if bit_rows is None else bit_rows,
+        n_threads,
+    )
 
 
-def max_pool_clamp_into(x: np.ndarray, n: int, hw, kernel, stride, padding, out_hw, lo: float, hi: float,
-                        y: np.ndarray, bits: np.ndarray | None = None, threshold: np.ndarray | None = None,
-                        bit_rows: np.ndarray | None = None) -> None:
+def max_pool_clamp_into(
+    x: np.ndarray,
+    n: int,
+    hw,
+    kernel,
+    stride,
+    padding,
+    out_hw,
+    lo: float,
+    hi: float,
+    y: np.ndarray,
+    bits: np.ndarray | None = None,
+    threshold: np.ndarray | None = None,
+    bit_rows: np.ndarray | None = None,
+) -> None:
     """``y = clamp(max_pool2d(x), lo, hi)`` on channels-last rows: ``x`` float32 (N * H * W, C), ``y``
     float32 (N * Ho * Wo, C) (``hw``, ``kernel``, ``stride``, ``padding``, ``out_hw``: pairs); with
     ``bits`` (uint32, zero-filled) also the bits ``y >= threshold[c]`` packed along the channels, pixel
@@ -170,11 +243,26 @@ def max_pool_clamp_into(x: np.ndarray, n: int, hw, kernel, stride, padding, out_
     _sync_threads()
     if y.shape[0] == 0 or y.shape[1] == 0:
         return
-    kern.max_pool_clamp_kernel()(x, n, hw[0], hw[1], kernel[0], kernel[1], stride[0], stride[1], padding[0],
-                                 padding[1], out_hw[0], out_hw[1], np.float32(lo), np.float32(hi), y,
-                                 _NO_WORDS if bits is None else bits,
-                                 _NO_THRESHOLDS if threshold is None else threshold,
-                                 _NO_ROW_MAP if bit_rows is None else bit_rows)
+    kern.max_pool_clamp_kernel()(
+        x,
+        n,
+        hw[0],
+        hw[1],
+        kernel[0],
+        kernel[1],
+        stride[0],
+        stride[1],
+        padding[0],
+        padding[1],
+        out_hw[0],
+        out_hw[1],
+        np.float32(lo),
+        np.float32(hi),
+        y,
+        _NO_WORDS if bits is None else bits,
+        _NO_THRESHOLDS if threshold is None else threshold,
+        _NO_ROW_MAP if bit_rows is None else bit_rows,
+    )
 
 
 def binary_matmul_cpu(a_bits: torch.Tensor, b_bits: torch.Tensor, k: int) -> torch.Tensor:

@@ -9,6 +9,7 @@ A write that cannot complete (disk full, file size limit) keeps the previous fil
 run with one line (:class:`~bnn_lab.files.WriteFailed`). A checkpoint whose weights are NaN or
 infinite is refused: it would replace the last good one with a state nobody can train from.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,8 +32,11 @@ class CheckpointWriteFailed(UserError):
 
 
 def non_finite_tensors(state_dict: dict[str, Any]) -> list[str]:
-    return [k for k, v in state_dict.items()
-            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return [
+        k
+        for k, v in state_dict.items()
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -61,5 +65,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         try:
             torch_save(checkpoint, Path(path))
         except WriteFailed as exc:
-            raise CheckpointWriteFailed(f"could not write checkpoint {exc.path} ({exc.reason}); every checkpoint "
-                                        "saved before it is kept: make room, then resume the run") from exc
+            raise CheckpointWriteFailed(
+                f"could not write checkpoint {exc.path} ({exc.reason}); every checkpoint "
+                "saved before it is kept: make room, then resume the run"
+            ) from exc

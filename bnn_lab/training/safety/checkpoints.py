@@ -9,6 +9,7 @@ end. The best one is listed first, so at an epoch end it is written before ``las
 A crash between the two writes leaves the older ``last.ckpt``; the resumed run redoes the end
 of that epoch, reaches the same val/acc and writes the same best file again.
 """
+
 from __future__ import annotations
 
 import re
@@ -59,8 +60,12 @@ class LastCheckpoint(Checkpoint):
         step = trainer.global_step
         # step != saved_step: the optimizer stepped since the last save (not so for the batches
         # that only accumulate gradients)
-        if (self.every and step % self.every == 0 and step != self.saved_step
-                and not validation_or_epoch_end_follows(trainer, batch_idx)):
+        if (
+            self.every
+            and step % self.every == 0
+            and step != self.saved_step
+            and not validation_or_epoch_end_follows(trainer, batch_idx)
+        ):
             self.save(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -75,8 +80,15 @@ def best_checkpoint(dirpath: Path) -> ModelCheckpoint:
     """The best checkpoint by ``val/acc``, written at epoch ends as ``best-epochNN.ckpt``: no
     ``=`` in the name, so that the path can be given back as an override
     (``distill.teacher.ckpt=<run>/checkpoints/best-epoch02.ckpt``)."""
-    return ModelCheckpoint(dirpath=str(dirpath), filename="best-epoch{epoch:02d}", auto_insert_metric_name=False,
-                           monitor="val/acc", mode="max", save_last=False, save_top_k=1)
+    return ModelCheckpoint(
+        dirpath=str(dirpath),
+        filename="best-epoch{epoch:02d}",
+        auto_insert_metric_name=False,
+        monitor="val/acc",
+        mode="max",
+        save_last=False,
+        save_top_k=1,
+    )
 
 
 def _best_in(folder: Path) -> Path | None:
@@ -98,14 +110,17 @@ def find_best_checkpoint(path: str | Path) -> Path:
         named = read_json(metrics, "metrics file").get("best_checkpoint")
         if named and Path(named).is_file():
             return Path(named)
-    stages = sorted((p for p in path.glob("stages/*") if p.name.split("_")[0].isdigit()),
-                    key=lambda p: int(p.name.split("_")[0]))
+    stages = sorted(
+        (p for p in path.glob("stages/*") if p.name.split("_")[0].isdigit()), key=lambda p: int(p.name.split("_")[0])
+    )
     for folder in (path, path / "checkpoints", *(s / "checkpoints" for s in reversed(stages))):
         best = _best_in(folder)
         if best is not None:
             return best
-    raise UserError(f"no best checkpoint (checkpoints/best-epochNN.ckpt) in {path}; give a checkpoint file or a "
-                    "finished run directory")
+    raise UserError(
+        f"no best checkpoint (checkpoints/best-epochNN.ckpt) in {path}; give a checkpoint file or a "
+        "finished run directory"
+    )
 
 
 def remove_partial_files(dirpath: Path) -> list[Path]:

@@ -9,6 +9,7 @@ steps again and logs them itself), and rows that the resumed run logs again iden
 model summary at step 0) are not doubled. A run stopped again before its first save, even
 while the checkpoint is still loading, keeps every row.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,8 +40,9 @@ def _step(row: dict) -> float:
 def _same(old: dict[str, str], new: dict) -> bool:
     """The resumed run logs ``new`` exactly as the stopped one logged ``old``."""
     filled = {k: v for k, v in old.items() if v not in ("", None)}
-    return filled.keys() == {k for k, v in new.items() if v is not None} and \
-        all(str(new[k]) == v or _float_eq(new[k], v) for k, v in filled.items())
+    return filled.keys() == {k for k, v in new.items() if v is not None} and all(
+        str(new[k]) == v or _float_eq(new[k], v) for k, v in filled.items()
+    )
 
 
 def _float_eq(a, b: str) -> bool:

@@ -10,6 +10,7 @@ This callback keeps the position in its own checkpoint entry and applies it when
 starts, before the first batch is drawn (the loaders of bnn_lab.data.sampler read their state
 lazily, at the first batch).
 """
+
 from __future__ import annotations
 
 from typing import Any

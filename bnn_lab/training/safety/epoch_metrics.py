@@ -7,6 +7,7 @@ report that epoch's means over the batches after the restart only. Here they are
 states marked persistent, so they are part of the module's ``state_dict``, saved with every
 checkpoint and restored with it; Lightning computes and resets them at the epoch's end.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, MutableMapping

@@ -20,6 +20,7 @@ What is added here:
   validation or testing) also becomes that exit, never a status 0 that a scheduler would take
   for success.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -139,5 +140,7 @@ class PreemptionCheckpoint(Checkpoint):
                 previous(signum, None)  # Lightning's SLURM requeue, submitit's requeue-and-exit
         if stop:
             self.uninstall()
-            raise Preempted(f"stopped by SIGTERM at step {trainer.global_step} (epoch {trainer.current_epoch}) "
-                            f"after saving the checkpoint; {self.resume_hint}")
+            raise Preempted(
+                f"stopped by SIGTERM at step {trainer.global_step} (epoch {trainer.current_epoch}) "
+                f"after saving the checkpoint; {self.resume_hint}"
+            )

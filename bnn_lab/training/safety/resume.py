@@ -1,6 +1,7 @@
 """``resume=true``: which checkpoint a stage continues from, checked before Lightning loads it,
 so that a wrong or damaged file is one clear line instead of a traceback from deep inside
 Lightning."""
+
 from __future__ import annotations
 
 import logging
@@ -24,8 +25,11 @@ def checkpoint_to_resume(ckpt_dir: Path, module: nn.Module, run_dir: Path) -> st
         log.info("removed %s, left by an interrupted checkpoint write", p)
     last = ckpt_dir / LAST
     if not last.is_file():
-        log.warning("resume=true but %s does not exist: this stage starts from the beginning "
-                    "(to continue another run, give its folder: bnn-lab resume=<run dir>)", last)
+        log.warning(
+            "resume=true but %s does not exist: this stage starts from the beginning "
+            "(to continue another run, give its folder: bnn-lab resume=<run dir>)",
+            last,
+        )
         return None
     try:
         ckpt = load_checkpoint(last, what="resume checkpoint", mmap=True)
@@ -33,16 +37,22 @@ def checkpoint_to_resume(ckpt_dir: Path, module: nn.Module, run_dir: Path) -> st
         raise UserError(f"{exc}; move it away to train this stage from the start") from exc
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or "loops" not in ckpt:
-        raise UserError(f"{last} is not a training checkpoint of bnn-lab; move it away to train this stage from the start")
+        raise UserError(
+            f"{last} is not a training checkpoint of bnn-lab; move it away to train this stage from the start"
+        )
     own = module.state_dict()
     missing = [k for k in own if k not in state and not k.startswith(EPOCH_STATES)]  # older checkpoints lack those
     unexpected = [k for k in state if k not in own]
     reshaped = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
     if missing or unexpected or reshaped:
-        what = (f"{len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} reshaped tensors, "
-                f"e.g. {(missing + unexpected + reshaped)[0]}")
-        raise ConfigError(f"{last} does not fit this configuration ({what}); resume with the run's own overrides "
-                          f"({resume_hint(run_dir)})")
+        what = (
+            f"{len(missing)} missing, {len(unexpected)} unexpected, {len(reshaped)} reshaped tensors, "
+            f"e.g. {(missing + unexpected + reshaped)[0]}"
+        )
+        raise ConfigError(
+            f"{last} does not fit this configuration ({what}); resume with the run's own overrides "
+            f"({resume_hint(run_dir)})"
+        )
     return str(last)
 
 

@@ -6,6 +6,7 @@ but not the RNG states. A run restarted from a checkpoint would draw other rando
 :class:`RngState` callback adds the states of Python's ``random``, NumPy, torch and every CUDA
 device to each checkpoint and puts them back when the restarted training starts.
 """
+
 from __future__ import annotations
 
 import random
@@ -23,9 +24,11 @@ def capture() -> dict[str, Any]:
     """Plain tuples, numbers and tensors only: Lightning loads checkpoints with
     ``torch.load(weights_only=True)``, which refuses NumPy arrays."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    state: dict[str, Any] = {"python": random.getstate(),
-                             "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
-                             "torch": torch.get_rng_state()}
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():  # never initializes CUDA itself
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

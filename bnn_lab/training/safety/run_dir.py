@@ -1,6 +1,7 @@
 """What a run directory already holds, checked before anything is written into it: a new run
 never overwrites the files of another one, and ``resume=true`` continues the same network on
 the same data. Light on imports: the command line runs these checks before Hydra starts."""
+
 from __future__ import annotations
 
 import logging
@@ -16,8 +17,20 @@ log = logging.getLogger(__name__)
 LAST = "last.ckpt"
 # keys that decide the network, its data or the batch order: a checkpoint written under other
 # values cannot be continued (it does not load, or it continues another experiment)
-MODEL_KEYS = ("arch", "precision", "fp", "binarize", "estimator", "stages", "distill", "seed",
-              "data.name", "data.batch_size", "data.val_size", "data.seed")
+MODEL_KEYS = (
+    "arch",
+    "precision",
+    "fp",
+    "binarize",
+    "estimator",
+    "stages",
+    "distill",
+    "seed",
+    "data.name",
+    "data.batch_size",
+    "data.val_size",
+    "data.seed",
+)
 NOT_COMPARED = ("resume", "distill.teacher.trust")  # how this run reads files, not what it trains
 
 
@@ -44,8 +57,13 @@ def config_changes(saved_yaml: Path, cfg: DictConfig) -> list[str]:
 
     saved = OmegaConf.to_container(OmegaConf.load(saved_yaml), resolve=True)
     old = flatten(saved)
-    new = flatten({k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                 for k, v in cfg.items() if k != "hydra"})
+    new = flatten(
+        {
+            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+            for k, v in cfg.items()
+            if k != "hydra"
+        }
+    )
     for flat, conf in ((old, saved), (new, cfg)):  # the precision however it is spelt (old runs: fp=...)
         for spelling in ("fp", "binarize.policy.weights_only"):
             flat.pop(spelling, None)
@@ -57,15 +75,19 @@ def config_changes(saved_yaml: Path, cfg: DictConfig) -> list[str]:
 
 def holds_a_run(run_dir: Path) -> bool:
     return (run_dir / "metrics.json").is_file() or any(
-        p.is_file() for p in [run_dir / "checkpoints" / LAST, *run_dir.glob(f"stages/*/checkpoints/{LAST}")])
+        p.is_file() for p in [run_dir / "checkpoints" / LAST, *run_dir.glob(f"stages/*/checkpoints/{LAST}")]
+    )
 
 
 def finished_with(run_dir: Path, cfg: DictConfig) -> bool:
     """True when ``run_dir`` holds a finished run (metrics.json) of exactly this configuration
     (``resume`` aside): what ``resume=true`` then has to do is nothing. A study run again with
     ``resume=true`` skips its finished runs this way."""
-    return (run_dir / "metrics.json").is_file() and (run_dir / "config.yaml").is_file() \
+    return (
+        (run_dir / "metrics.json").is_file()
+        and (run_dir / "config.yaml").is_file()
         and not config_changes(run_dir / "config.yaml", cfg)
+    )
 
 
 def is_other_rank() -> bool:
@@ -79,13 +101,17 @@ def check_run_dir(run_dir: Path, cfg: DictConfig, warn: bool = True) -> None:
     ``warn``: log every other changed value."""
     if not cfg.get("resume"):
         if holds_a_run(run_dir):
-            raise ConfigError(f"{run_dir} already holds a run (metrics.json or checkpoints/{LAST}); "
-                              f"{resume_hint(run_dir)}, or give another hydra.run.dir")
+            raise ConfigError(
+                f"{run_dir} already holds a run (metrics.json or checkpoints/{LAST}); "
+                f"{resume_hint(run_dir)}, or give another hydra.run.dir"
+            )
         return
     changes = config_changes(run_dir / "config.yaml", cfg)
     fatal = [c for c in changes if any(c.split(":")[0] == k or c.startswith(k + ".") for k in MODEL_KEYS)]
     if fatal:
-        raise ConfigError(f"resume=true with another network or data than the run in {run_dir} "
-                          f"({'; '.join(fatal[:3])}); {resume_hint(run_dir)} repeats its overrides")
+        raise ConfigError(
+            f"resume=true with another network or data than the run in {run_dir} "
+            f"({'; '.join(fatal[:3])}); {resume_hint(run_dir)} repeats its overrides"
+        )
     for change in changes if warn else ():
         log.warning("resuming with a changed value: %s", change)

@@ -8,6 +8,7 @@ so a crashed run never leaves its folder locked. A record lock belongs to the pr
 the open file: data-loader workers forked from the run do not inherit it (a ``flock`` would stay
 held by them for a moment after the run was killed).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,10 @@ def _try_lock(fh) -> bool:
 def _refuse(run_dir: Path, fh) -> RunDirInUse:
     fh.seek(0)
     pid = fh.read().strip() or "unknown"
-    return RunDirInUse(f"{run_dir} is being written by a live run (process {pid}); wait for it to end or stop it, "
-                       "or give another hydra.run.dir")
+    return RunDirInUse(
+        f"{run_dir} is being written by a live run (process {pid}); wait for it to end or stop it, "
+        "or give another hydra.run.dir"
+    )
 
 
 @contextlib.contextmanager
