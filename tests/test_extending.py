@@ -214,3 +214,57 @@ def test_no_package_imports_from_a_layer_above_its_own():
     assert not unplaced, f"place these in the layering table of docs/extending.md: {sorted(unplaced)}"
     assert not upward, upward
     assert ranks["build"] < min(ranks[p] for p in ("training", "export", "bench", "cli"))
+
+
+def module_imports() -> dict[str, set[str]]:
+    """bnn_lab module -> the bnn_lab modules it imports, at any depth (inside functions too); a
+    name imported from a package is its submodule when one has that name, else the package."""
+    root = REPO / "bnn_lab"
+    modules = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        package = parts[:-1]
+        if parts[-1] == "__init__":
+            parts = package
+        modules[".".join(parts)] = (path, package)
+
+    def nearest(name: str) -> str:
+        while name not in modules:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = {}
+    for name, (path, package) in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                base = package[: len(package) - node.level + 1] if node.level else []
+                target = ".".join(base + (node.module.split(".") if node.module else []))
+                if target.split(".")[0] == "bnn_lab":
+                    found |= {
+                        f"{target}.{a.name}" if f"{target}.{a.name}" in modules else nearest(target) for a in node.names
+                    }
+            elif isinstance(node, ast.Import):
+                found |= {nearest(a.name) for a in node.names if a.name.split(".")[0] == "bnn_lab"}
+        graph[name] = found - {name}
+    return graph
+
+
+def test_no_import_cycle_between_modules():
+    graph = module_imports()
+    assert graph["bnn_lab.export.graph"] >= {"bnn_lab.export.residual_fusion"}  # the walk sees imports
+    cycles, done = [], set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            cycles.append(path[path.index(module) :] + [module])
+            return
+        if module in done:
+            return
+        for target in sorted(graph[module]):
+            visit(target, path + [module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])
+    assert not cycles, [" -> ".join(c) for c in cycles[:5]]

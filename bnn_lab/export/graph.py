@@ -31,14 +31,13 @@ import torch
 import torch.fx as fx
 from torch import nn
 
-from .. import kernels
-from ..kernels.conv import PackedConv2dInput
 from ..surgery.activations import RPReLU
 from .float_rewrites import drop_identities, fold_float_batchnorms, inplace_float_ops, pool_before_activation
 from .fx_nodes import single_user
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
 from .pool_fusion import PooledClamp, fuse_pooling
 from .residual_fusion import fuse_residuals, hand_bits_to_next
+from .to_bits import PackedConv2dToBits
 
 ELEMENTWISE = (
     nn.BatchNorm2d,
@@ -60,46 +59,6 @@ ELEMENTWISE = (
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return isinstance(m, (PackedBinaryConv2d, PackedBinaryLinear, RPReLU)) or super().is_leaf_module(m, qualname)
-
-
-class PackedConv2dToBits(nn.Module):
-    """A packed convolution whose output leaves as packed bits: ``[sgn * acc >= thr]`` per channel,
-    written inside the zero border ``out_padding`` (the padding of the convolution that reads them,
-    which then takes them as they lie)."""
-
-    def __init__(
-        self,
-        conv: PackedBinaryConv2d,
-        sgn: torch.Tensor,
-        thr: torch.Tensor,
-        out_padding: tuple[int, int, int, int] | None = None,
-    ) -> None:
-        super().__init__()
-        self.conv = conv
-        self.out_padding = out_padding
-        self.register_buffer("sgn", sgn.to(torch.int32).contiguous())
-        self.register_buffer("thr", thr.to(torch.int32).contiguous())
-        self._epilogue: kernels.ThresholdEpilogue | None = None
-
-    def forward(self, x) -> PackedConv2dInput:
-        c = self.conv
-        if isinstance(x, torch.Tensor) and c.threshold is not None:
-            x = x - c.threshold.view(1, -1, 1, 1)
-        if self._epilogue is None or self._epilogue.sgn is not self.sgn or self._epilogue.thr is not self.thr:
-            self._epilogue = kernels.ThresholdEpilogue(self.sgn, self.thr)  # (constants converted once)
-        return kernels.binary_conv2d(
-            x,
-            c.packed_weight(),
-            c.stride,
-            c.padding,
-            c.dilation,
-            backend=c.backend,
-            epilogue=self._epilogue,
-            out_padding=self.out_padding,
-        )
-
-    def extra_repr(self) -> str:
-        return "output: packed bits (per-channel integer thresholds)"
 
 
 @dataclasses.dataclass

@@ -26,6 +26,7 @@ from ..kernels.conv import _conv_geometry, next_layer_input
 from .float_rewrites import ADDS, add_into
 from .fx_nodes import module_calls, single_user
 from .packed_layers import PackedBinaryConv2d
+from .to_bits import PackedConv2dToBits
 
 # clamping activations: (lo, hi) of the module
 CLAMPS = {nn.Hardtanh: lambda m: (float(m.min_val), float(m.max_val)), nn.ReLU: lambda m: (0.0, math.inf)}
@@ -147,8 +148,6 @@ def fuse_residuals(gm: fx.GraphModule) -> int:
 
 def _packed_conv(module: nn.Module) -> PackedBinaryConv2d | None:
     """The packed convolution of a module (fused or not); None when it has none."""
-    from .graph import PackedConv2dToBits
-
     conv = module.conv if isinstance(module, (PackedConv2dToBits, PackedConv2dResidual)) else module
     return conv if isinstance(conv, PackedBinaryConv2d) else None
 

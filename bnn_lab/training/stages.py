@@ -19,6 +19,7 @@ from ..build import build_model, config_precision, stage_precision
 from ..errors import ConfigError, UserError
 from ..files import load_checkpoint
 from .safety.checkpoints import find_best_checkpoint
+from .teacher_cache import CACHED, TEACHER_TERMS, cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +35,6 @@ class Stage:
     teacher: str | None = None  # "previous", CACHED or a checkpoint / run directory
     init: str | None = None  # "previous" / "teacher": start from that network's weights
     terms: dict[str, Any] | None = None  # this stage's loss terms (None: the run's ``loss``)
-
-
-CACHED = "cached"  # the teacher comes from the teacher cache (bnn_lab/training/teacher_cache.py)
-TEACHER_TERMS = {"ce": 1.0}  # a teacher trains on plain cross-entropy: the student's terms are not its own
 
 
 def _stage_from_cfg(i: int, raw: Mapping[str, Any], cfg: DictConfig) -> Stage:
@@ -65,8 +62,6 @@ def plan_stages(cfg: DictConfig) -> list[Stage]:
     main = Stage(name="train", mode=config_precision(cfg), epochs=epochs, distill=distill)
     if distill == "none":
         return [main]
-    from .teacher_cache import cache_dir
-
     teacher_cfg = cfg.distill.get("teacher") or {}
     ckpt = teacher_cfg.get("ckpt")
     main.name = "student"

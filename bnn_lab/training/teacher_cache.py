@@ -34,7 +34,6 @@ from omegaconf import DictConfig, OmegaConf
 from ..errors import ConfigError
 from ..files import read_json, write_json
 from .safety.run_dir import is_other_rank
-from .stages import TEACHER_TERMS
 
 log = logging.getLogger(__name__)
 ENV = "BNN_LAB_TEACHERS"
@@ -62,6 +61,8 @@ NOT_IN_KEY = (
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
 )
+CACHED = "cached"  # a stage's teacher that comes from this cache
+TEACHER_TERMS = {"ce": 1.0}  # a teacher trains on plain cross-entropy: the student's terms are not its own
 WAIT_S = 24 * 3600  # a DDP rank other than 0 waits this long at most for rank 0's rename
 
 
@@ -205,8 +206,6 @@ def given_teacher(path: str) -> Teacher:
 def resolve_teacher(cfg: DictConfig, teacher: str | None, train: Callable[[DictConfig, Path], dict]) -> Teacher | None:
     """The teacher a run's final stage loads (``teacher``: the stage's CACHED or checkpoint
     path); None when it has none or is taught by its previous stage."""
-    from .stages import CACHED
-
     if teacher in (None, "previous"):
         return None
     return cached_teacher(cfg, train) if teacher == CACHED else given_teacher(teacher)
