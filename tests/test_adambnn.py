@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from bnn_lab.build import build_model
+from bnn_lab.assembly import build_model
 from bnn_lab.optim import build_optimizer
 from bnn_lab.training.stages import plan_stages
 

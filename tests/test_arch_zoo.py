@@ -8,7 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from torch import nn
 
-from bnn_lab.build import build_model
+from bnn_lab.assembly import build_model
 from bnn_lab.layers import BinaryConv2d, BinaryLinear
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")

@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from safetensors.torch import load_file, save_file
 
-from bnn_lab.build import build_model
+from bnn_lab.assembly import build_model
 from bnn_lab.errors import UserError
 from bnn_lab.export import load_packed, pack_model, save_packed
 from bnn_lab.export.io import DIGEST, content_digest

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bnn_lab.build import config_precision, stage_precision
+from bnn_lab.assembly import config_precision, stage_precision
 from bnn_lab.errors import ConfigError
 
 

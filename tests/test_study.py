@@ -16,7 +16,7 @@ import yaml
 from hydra import compose, initialize_config_dir
 from test_multirun import bnn_lab
 
-from bnn_lab.build import build_model
+from bnn_lab.assembly import build_model
 from bnn_lab.errors import UserError
 from bnn_lab.report import build_report, collect_runs
 from bnn_lab.report.stats import estimate, paired_difference

@@ -103,7 +103,7 @@ def test_a_malicious_resume_checkpoint_runs_no_code_and_is_refused_in_one_line(r
 
 
 def test_a_loss_term_network_from_a_malicious_file_runs_no_code(tmp_path):
-    from bnn_lab.build import load_trained
+    from bnn_lab.assembly import load_trained
 
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)

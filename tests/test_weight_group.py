@@ -168,7 +168,7 @@ def test_group_weights_false_leaves_each_layer_alone(calls):
 def test_config_switch(value):
     from hydra import compose, initialize_config_dir
 
-    from bnn_lab.build import build_model
+    from bnn_lab.assembly import build_model
     from bnn_lab.cli.train import CONF_DIR
 
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

@@ -55,7 +55,7 @@ def models_from_run(path: str | Path, backend: str) -> tuple[nn.Module, nn.Modul
     """(packed, float network, input shape, info) of a run directory or packed file."""
     from omegaconf import OmegaConf
 
-    from ..build import build_model
+    from ..assembly import build_model
     from ..export import PACKED_FILE, load_packed
 
     path = Path(path).expanduser()
@@ -76,7 +76,7 @@ def models_from_arch(
     arch: str, estimator: str, chans: int, size: int, classes: int, backend: str, overrides: list[str] = ()
 ) -> tuple[nn.Module, nn.Module, tuple[int, int, int], dict]:
     """(packed, float network, input shape, info) of an architecture; checks packed == binary float."""
-    from ..build import build_model
+    from ..assembly import build_model
     from ..export import pack_model
 
     cfg = _compose([f"arch={arch}", f"estimator={estimator}", *overrides])

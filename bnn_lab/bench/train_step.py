@@ -34,7 +34,7 @@ HEAP_MODES = ("keep", "default")
 def _model(arch: str, estimator: str, fp: bool, chans: int, size: int, classes: int, device):
     from hydra import compose, initialize_config_dir
 
-    from ..build import build_model
+    from ..assembly import build_model
     from ..cli.train import CONF_DIR
 
     overrides = [f"arch={arch}", f"estimator={estimator}", f"fp={str(fp).lower()}"]

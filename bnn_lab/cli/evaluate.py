@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         from hydra import compose, initialize_config_dir
         from omegaconf import OmegaConf
 
-        from ..build import build_data
+        from ..assembly import build_data
         from ..export import PACKED_FILE, evaluate, load_packed
         from .overrides import check_group_choices
         from .train import CONF_DIR

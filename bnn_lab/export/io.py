@@ -124,7 +124,7 @@ def _check_against(model: nn.Module, tensors: dict[str, torch.Tensor], path: Pat
 
 def load_packed(path: str | Path, arch: str | None = None, backend: str = "auto") -> tuple[nn.Module, dict]:
     """Rebuild the packed model stored in ``path``; ``arch`` (optional) must match."""
-    from ..build import build_model
+    from ..assembly import build_model
 
     path = Path(path)
     meta = read_metadata(path)

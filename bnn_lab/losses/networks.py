@@ -1,7 +1,7 @@
 """Trained networks that a loss term loads by path (a checkpoint file or a run directory), such
 as the teachers of ``consecutive_kd``.
 
-Building a network from a run's configuration belongs to a higher layer (``bnn_lab.build``),
+Building a network from a run's configuration belongs to a higher layer (``bnn_lab.assembly``),
 which provides the loader here when it is imported, as every run imports it.
 """
 
@@ -24,5 +24,5 @@ def provide_network_loader(loader: Loader) -> None:
 
 def load_network(path: str, img_size: int) -> nn.Module:
     if not _LOADER:
-        raise UserError("no network loader: import bnn_lab.build before a loss term loads a network")
+        raise UserError("no network loader: import bnn_lab.assembly before a loss term loads a network")
     return _LOADER[0](str(path), int(img_size))

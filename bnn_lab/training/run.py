@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
-from ..build import build_data, build_model, config_precision
+from ..assembly import build_data, build_model, config_precision
 from ..distill import build_distiller
 from ..errors import ConfigError
 from ..files import load_checkpoint, read_json, torch_save, write_json

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..build import build_model, config_precision, stage_precision
+from ..assembly import build_model, config_precision, stage_precision
 from ..errors import ConfigError, UserError
 from ..files import load_checkpoint
 from .safety.checkpoints import find_best_checkpoint
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class Stage:
     name: str
-    mode: str  # precision (bnn_lab/build/precision.py)
+    mode: str  # precision (bnn_lab/assembly/precision.py)
     epochs: int
     lr: float | None = None
     loss: dict[str, Any] | None = None  # distiller keyword arguments (ce, kd, attention, temperature, layers)

@@ -53,7 +53,7 @@ def config_changes(saved_yaml: Path, cfg: DictConfig) -> list[str]:
     (``resume`` itself and Hydra's own keys aside)."""
     if not saved_yaml.is_file():
         return []
-    from ...build.precision import config_precision  # here: the build layer imports torch and timm
+    from ...assembly.precision import config_precision  # here: the assembly layer imports torch and timm
 
     saved = OmegaConf.to_container(OmegaConf.load(saved_yaml), resolve=True)
     old = flatten(saved)

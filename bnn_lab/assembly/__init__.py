@@ -1,4 +1,4 @@
-"""The build layer: data, network and precision from a composed configuration, shared by
+"""The assembly layer: data, network and precision from a composed configuration, shared by
 training, export, evaluation and the benchmarks (none of which imports another for it)."""
 
 from .data import build_data
