@@ -184,7 +184,10 @@ def test_config_switch(value):
 def test_grouped_weights_in_a_compiled_loop_match_eager(monkeypatch):
     """Fused estimators: the concatenated weights (here forced above the size threshold) take
     the compiled loop with the polynomial ratio; loss and gradients stay within float32
-    rounding of the eager per-layer path (checked at the third step)."""
+    rounding of the eager per-layer path (checked at the third step). The compiled loop may sum
+    in another order (vector width, threads), and three steps of training carry that to a few
+    1e-5 relative on single gradient elements (2.96e-5 seen in a full CI run); a wrong formula
+    differs by orders of magnitude more."""
     from bnn_lab.estimators import fusion
 
     monkeypatch.setattr(fusion, "MIN_NUMEL", 1000)  # the three weights together: 1,440 elements
@@ -195,7 +198,7 @@ def test_grouped_weights_in_a_compiled_loop_match_eager(monkeypatch):
     (loss, grads), (loss_ref, grads_ref) = train_steps(fused)[-1], train_steps(eager)[-1]
     torch.testing.assert_close(loss, loss_ref, rtol=1e-6, atol=0)
     for g, r in zip(grads, grads_ref):
-        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-7)
     assert fusion.fuse(*_noise_functions()).compiled is not None  # the loop did compile
 
 
