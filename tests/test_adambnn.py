@@ -19,16 +19,16 @@ def test_two_steps_binary_activations_then_1w1a_without_decay_on_latent_weights(
         cfg = compose(config_name="config", overrides=["data=digits", "experiment=adambnn"])
     assert cfg.optimizer.name == "adam" and cfg.optimizer.lr == 0.001
     stages = plan_stages(cfg)
-    assert [(s.name, s.mode, s.init, s.teacher) for s in stages] == [
+    assert [(s.name, s.precision, s.init, s.teacher) for s in stages] == [
         ("binary_act", "binary_act", None, None),
         ("1w1a", "1w1a", "previous", None),
     ]
     decay = {}
     for stage in stages:
-        model, _ = build_model(cfg, 1, 10, 8, mode=stage.mode)
+        model, _ = build_model(cfg, 1, 10, 8, precision=stage.precision)
         conv = model.layer2[0].conv1
         assert conv.binary_inputs  # binary activations in both steps
-        assert conv.binary_weights == (stage.mode == "1w1a")
+        assert conv.binary_weights == (stage.precision == "1w1a")
         groups = build_optimizer(model, cfg.optimizer).param_groups
         decay[stage.name] = next(g["weight_decay"] for g in groups if any(p is conv.weight for p in g["params"]))
         assert next(g["weight_decay"] for g in groups if any(p is model.bn1.weight for p in g["params"])) == 5e-6

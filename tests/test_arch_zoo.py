@@ -55,7 +55,7 @@ ARCH_KEEP = {"quicknet_small": 2, "quicknet": 2, "quicknet_large": 2, "meliusnet
 
 def composed(arch: str, mode: str, data: str):
     overrides = [f"arch={arch}", f"data={data}"]
-    overrides += {"1w1a": [], "bwn": ["binarize.policy.weights_only=true"], "fp": ["fp=true"]}[mode]
+    overrides.append(f"precision={mode}")
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         return compose(config_name="config", overrides=overrides)
 

@@ -47,10 +47,22 @@ def test_fda_densenet_on_digits(run_cli):
 
 
 def test_full_precision_switch(run_cli):
-    proc = run_cli("fp=true", "trainer=debug", "data=digits", "logger=none")
+    proc = run_cli("precision=fp", "trainer=debug", "data=digits", "logger=none")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((proc.run_dir / "metrics.json").read_text())
     assert metrics["fp"] is True and metrics["summary"]["binary_params"] == 0
+
+
+@pytest.mark.parametrize(
+    "old,new",
+    [("fp=true", "precision=fp"), ("binarize.policy.weights_only=true", "precision=bwn"), ("+fp=true", "precision=fp")],
+)
+def test_a_spelling_of_earlier_versions_is_one_line_naming_the_new_one(run_cli, old, new):
+    proc = run_cli(old, "data=digits", "logger=none")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"bnn-lab: error: {old.split('=')[0].lstrip('+')} is no longer a key: write {new} (the one precision key)"
+    ]
 
 
 @pytest.mark.parametrize("group,bad", [("estimator", "nope"), ("arch", "resnet999"), ("data", "mnist")])

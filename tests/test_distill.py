@@ -111,7 +111,7 @@ def test_each_stage_starts_from_the_previous_stage_and_hooks_do_not_leak(tmp_pat
     metrics = run_module.train(_cfg(*RECIPE_1_EPOCH, "binarize.scale=gating"), tmp_path / "run")
     assert handed == [True, True, True]
     assert [s["name"] for s in metrics["stages"]] == ["fp", "soft", "binary_act", "1w1a"]
-    assert [s["mode"] for s in metrics["stages"]] == ["fp", "soft", "binary_act", "1w1a"]
+    assert [s["precision"] for s in metrics["stages"]] == ["fp", "soft", "binary_act", "1w1a"]
     assert metrics["test/acc"] == metrics["stages"][-1]["test/acc"]
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert len(saved["stages"]) == 4 and saved["epochs"] == 4
@@ -169,7 +169,7 @@ def test_teacher_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
 
 def test_kd_with_teacher_from_checkpoint_through_the_cli(run_cli, tmp_path):
     teacher = run_cli(
-        "fp=true",
+        "precision=fp",
         "data=digits",
         "trainer.max_epochs=1",
         "logger=none",
@@ -189,7 +189,7 @@ def test_kd_with_teacher_from_checkpoint_through_the_cli(run_cli, tmp_path):
     )
     assert student.returncode == 0, student.stderr[-2000:]
     metrics = json.loads((tmp_path / "student" / "metrics.json").read_text())
-    assert metrics["distill"] == "kd" and metrics["mode"] == "1w1a"
+    assert metrics["distill"] == "kd" and metrics["precision"] == "1w1a"
     wrong = run_cli(
         "distill=kd",
         f"distill.teacher.ckpt={ckpt}",

@@ -63,7 +63,7 @@ def test_bwn_and_adabin_layers_stay_float_and_are_reported():
     _, report = pack_model(model.eval())
     assert not report.packed and len(report.kept_float) == 20
     model = create("resnet20", 1, 10, 8)
-    binarize(model, "ste", {"weights_only": True})
+    binarize(model, "ste", input_mode="real")
     _, report = pack_model(model.eval())
     assert set(report.kept_float.values()) == {"real or soft inputs (BWN)"}
 
@@ -84,7 +84,7 @@ def test_file_round_trip_size_and_errors(tmp_path):
     meta = {
         "arch": "resnet20",
         "estimator": "ste",
-        "mode": "1w1a",
+        "precision": "1w1a",
         "in_chans": 1,
         "num_classes": 10,
         "img_size": 16,

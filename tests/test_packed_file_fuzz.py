@@ -29,12 +29,12 @@ def written(tmp_path_factory):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="config", overrides=["data=digits"])
     torch.manual_seed(0)
-    model, _ = build_model(cfg, 1, 10, 8, mode="1w1a")
+    model, _ = build_model(cfg, 1, 10, 8, precision="1w1a")
     packed, _ = pack_model(model.eval())
     meta = {
         "arch": cfg.arch.name,
         "estimator": cfg.estimator.name,
-        "mode": "1w1a",
+        "precision": "1w1a",
         "in_chans": 1,
         "num_classes": 10,
         "img_size": 8,
@@ -85,7 +85,7 @@ def mutate(kind: int, rng: random.Random, path: Path, out: Path) -> str:
                 ("num_classes", "11"),
                 ("in_chans", "3"),
                 ("arch", "vgg_small"),
-                ("mode", "fp"),
+                ("precision", "fp"),
                 ("img_size", "16"),
                 ("num_classes", "0"),
                 ("in_chans", "x"),

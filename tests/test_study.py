@@ -124,8 +124,8 @@ def test_study_preset_has_seeds_and_arms_with_equal_budgets(name):
         for option in options:
             cfg = compose("config", overrides=[f"experiment={name}", f"{axis}={option}"])
             final = plan_stages(cfg)[-1]
-            assert final.mode == "1w1a", (name, option)
-            _, surgery = build_model(cfg, 1, 10, 28, mode=final.mode)  # the arm's network exists
+            assert final.precision == "1w1a", (name, option)
+            _, surgery = build_model(cfg, 1, 10, 28, precision=final.precision)  # the arm's network exists
             assert surgery.binarized, (name, option)
             budgets[option] = (cfg.data.name, cfg.data.batch_size, cfg.trainer.limit_train_batches, final.epochs)
         assert len(set(budgets.values())) == 1, budgets
@@ -205,16 +205,20 @@ def test_teacher_cache_trains_once_when_two_runs_ask_at_once(tmp_path):
     )  # the path after the rename
 
 
-def test_best_checkpoint_of_a_run_directory_old_and_new_names(tmp_path):
+def test_best_checkpoint_of_a_run_directory(tmp_path):
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     for name in ("last.ckpt", "best-epoch=01.ckpt"):  # a run of an earlier version
         (run / "checkpoints" / name).write_text("x")
-    assert find_best_checkpoint(run) == run / "checkpoints" / "best-epoch=01.ckpt"
+    with pytest.raises(
+        UserError, match="best-epoch=01.ckpt has the name of an earlier version; rename it best-epoch01"
+    ):
+        find_best_checkpoint(run)
+    (run / "checkpoints" / "best-epoch01.ckpt").write_text("x")
     (run / "checkpoints" / "best-epoch03.ckpt").write_text("x")
     assert find_best_checkpoint(run) == run / "checkpoints" / "best-epoch03.ckpt"  # the later epoch
-    (run / "metrics.json").write_text(json.dumps({"best_checkpoint": str(run / "checkpoints" / "best-epoch=01.ckpt")}))
-    assert find_best_checkpoint(run) == run / "checkpoints" / "best-epoch=01.ckpt"  # the one the run tested
+    (run / "metrics.json").write_text(json.dumps({"best_checkpoint": str(run / "checkpoints" / "best-epoch01.ckpt")}))
+    assert find_best_checkpoint(run) == run / "checkpoints" / "best-epoch01.ckpt"  # the one the run tested
     assert find_best_checkpoint(run / "checkpoints" / "last.ckpt") == run / "checkpoints" / "last.ckpt"
     recipe = tmp_path / "recipe"
     for stage in ("0_fp", "1_soft", "10_1w1a"):

@@ -28,7 +28,7 @@ def _cfg(*overrides):
 
 
 def test_student_starts_from_a_checkpoint_teachers_weights(tmp_path, monkeypatch):
-    run_module.train(_cfg("fp=true"), tmp_path / "teacher")
+    run_module.train(_cfg("precision=fp"), tmp_path / "teacher")
     ckpt = next((tmp_path / "teacher" / "checkpoints").glob("best*.ckpt"))
     teacher_state = {k.removeprefix("model."): v for k, v in torch.load(ckpt, weights_only=False)["state_dict"].items()}
 

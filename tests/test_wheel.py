@@ -80,7 +80,7 @@ def test_wheel_installed_in_a_fresh_virtualenv_trains_from_an_empty_folder(tmp_p
             "data=digits",
             "trainer.max_epochs=1",
             "logger=none",
-            "fp=true",
+            "precision=fp",
             "trainer.enable_progress_bar=false",
         ],
         cwd=empty,

@@ -3,7 +3,14 @@ training, export, evaluation and the benchmarks (none of which imports another f
 
 from .data import build_data
 from .model import build_model
-from .precision import DEFAULT, PRECISIONS, check_precision, config_precision, stage_precision
+from .precision import (
+    DEFAULT,
+    PRECISIONS,
+    check_precision,
+    config_precision,
+    stage_precision,
+    stored_precision,
+)
 from .trained import load_trained  # also provides it to the loss terms that load networks
 
 __all__ = [
@@ -15,4 +22,5 @@ __all__ = [
     "config_precision",
     "load_trained",
     "stage_precision",
+    "stored_precision",
 ]

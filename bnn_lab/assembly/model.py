@@ -1,5 +1,5 @@
 """The network of a configuration: ``cfg.arch`` from timm, converted by the surgery pass for
-a precision mode."""
+a precision."""
 
 from __future__ import annotations
 
@@ -18,14 +18,14 @@ def build_model(
     in_chans: int,
     num_classes: int,
     img_size: int,
-    mode: str | None = None,
+    precision: str | None = None,
 ) -> tuple[nn.Module, SurgeryReport | None]:
-    """The timm model of ``cfg.arch``, converted for precision ``mode`` (default: what cfg asks for).
+    """The timm model of ``cfg.arch``, converted for ``precision`` (default: what cfg asks for).
 
     ``arch.keep`` (optional) names layers the architecture itself has in full precision (a
     stem, say); they are kept besides ``binarize.policy.keep``. ``binarize.replicate`` > 1
     applies channel replication (``bnn_lab.surgery.replicate``) to the binary layers."""
-    mode = check_precision(mode or config_precision(cfg))
+    precision = check_precision(precision or config_precision(cfg))
     arch = cfg["arch"]
     model = models.create(
         arch["name"],
@@ -35,11 +35,11 @@ def build_model(
         small_stem=arch.get("small_stem"),
         **dict(arch.get("kwargs") or {}),
     )
-    if PRECISIONS[mode] is None:
+    if PRECISIONS[precision] is None:
         return model, None
-    input_mode, weight_mode = PRECISIONS[mode]
+    input_mode, weight_mode = PRECISIONS[precision]
     policy = dict(cfg["binarize"]["policy"])
-    policy["weights_only"] = False  # the mode says it
+    policy.pop("weights_only", None)  # stored by earlier versions; the precision, stored apart, says it
     own, extra = arch.get("keep") or [], policy.get("keep") or []
     policy["keep"] = [*([own] if isinstance(own, str) else own), *([extra] if isinstance(extra, str) else extra)]
     report = binarize(

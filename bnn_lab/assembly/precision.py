@@ -1,8 +1,7 @@
-"""Precision modes: the one key ``precision`` (and a stage's ``precision``) names which parts
-of the binary layers are binary. Old spellings are mapped onto it: ``fp=true`` is
-``precision=fp``, ``binarize.policy.weights_only=true`` is ``precision=bwn``, a stage's
-``mode:`` is its ``precision:``.
-"""
+"""Precisions: the one key ``precision`` (and a stage's ``precision:``) names which parts of the
+binary layers are binary. The spellings of earlier versions (``fp=true``,
+``binarize.policy.weights_only=true``, a stage's ``mode:``) are refused in one line that names
+``precision`` (:data:`OLD_SPELLINGS`)."""
 
 from __future__ import annotations
 
@@ -12,7 +11,7 @@ from typing import Any
 from ..errors import ConfigError
 
 DEFAULT = "1w1a"
-# mode -> (input mode, weight mode) of the binary layers; "fp" builds no binary layer
+# precision -> (input mode, weight mode) of the binary layers; "fp" builds no binary layer
 PRECISIONS: dict[str, tuple[str, str] | None] = {
     "fp": None,
     "soft": ("soft", "real"),  # real weights, tanh activations (Real-to-Binary stage 2)
@@ -20,41 +19,39 @@ PRECISIONS: dict[str, tuple[str, str] | None] = {
     "bwn": ("real", "binary"),  # binary weights, real activations
     "1w1a": ("binary", "binary"),
 }
+# command-line keys of earlier versions -> what to write instead
+OLD_SPELLINGS = {"fp": "precision=fp", "binarize.policy.weights_only": "precision=bwn"}
 
 
-def check_precision(mode: Any, key: str = "precision") -> str:
-    if mode not in PRECISIONS:
-        raise ConfigError(f"unknown {key} {mode!r}; valid precisions: {', '.join(PRECISIONS)}")
-    return mode
+def check_precision(precision: Any, key: str = "precision") -> str:
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown {key} {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
+    return precision
+
+
+def refuse_old_spelling(key: str) -> None:
+    """One line naming the new spelling for a key of earlier versions (``fp``, ...)."""
+    key = key.lstrip("+~")
+    if key in OLD_SPELLINGS:
+        raise ConfigError(f"{key} is no longer a key: write {OLD_SPELLINGS[key]} (the one precision key)")
 
 
 def config_precision(cfg: Mapping[str, Any]) -> str:
-    """The precision a plain (single-stage) run asks for: ``precision``, or the old spellings
-    ``fp=true`` / ``binarize.policy.weights_only=true`` (which must then agree with it)."""
-    precision = check_precision(cfg.get("precision") or DEFAULT)
-    policy = (cfg.get("binarize") or {}).get("policy") or {}
-    old = (
-        ("fp", "fp=true")
-        if cfg.get("fp")
-        else ("bwn", "binarize.policy.weights_only=true")
-        if policy.get("weights_only")
-        else None
-    )
-    if old is None:
-        return precision
-    if precision not in (DEFAULT, old[0]):
-        raise ConfigError(
-            f"{old[1]} (the old spelling of precision={old[0]}) contradicts precision={precision}; set precision alone"
-        )
-    return old[0]
+    """The precision a plain (single-stage) run asks for."""
+    return check_precision(cfg.get("precision") or DEFAULT)
+
+
+def stored_precision(meta: Mapping[str, Any], default: str | None = None) -> str | None:
+    """The precision that a checkpoint's or packed file's metadata records (under ``mode`` in
+    files that earlier versions wrote)."""
+    return meta.get("precision", meta.get("mode", default))
 
 
 def stage_precision(i: int, raw: dict[str, Any]) -> str:
-    """A stage's ``precision`` (``mode`` is the old spelling); removes both from ``raw``."""
-    mode, precision = raw.pop("mode", None), raw.pop("precision", None)
-    if mode is not None and precision is not None and mode != precision:
-        raise ConfigError(f"stage {i} sets mode={mode} and precision={precision}; set precision alone")
-    value = precision if precision is not None else mode
-    if value is None:
+    """A stage's ``precision``; removes it from ``raw``."""
+    if "mode" in raw:
+        raise ConfigError(f"stage {i} sets mode: {raw['mode']}; the key is precision: write precision: {raw['mode']}")
+    precision = raw.pop("precision", None)
+    if precision is None:
         raise ConfigError(f"stage {i} needs precision: one of {', '.join(PRECISIONS)}")
-    return check_precision(value, f"stage {i} precision")
+    return check_precision(precision, f"stage {i} precision")

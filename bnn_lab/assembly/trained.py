@@ -13,6 +13,7 @@ from ..errors import UserError
 from ..files import load_checkpoint, read_json
 from ..losses.networks import provide_network_loader
 from .model import build_model
+from .precision import stored_precision
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -47,7 +48,9 @@ def load_trained(path: str | Path, img_size: int) -> nn.Module:
     meta = ckpt.get("bnn_lab", {}) if isinstance(ckpt, dict) else {}
     if "num_classes" not in meta:
         raise UserError(f"{file} is not a bnn-lab checkpoint (no bnn_lab metadata)")
-    model, _ = build_model(cfg, int(meta["in_chans"]), int(meta["num_classes"]), img_size, mode=meta.get("mode"))
+    model, _ = build_model(
+        cfg, int(meta["in_chans"]), int(meta["num_classes"]), img_size, precision=stored_precision(meta)
+    )
     state = {k.removeprefix("model."): v for k, v in ckpt["state_dict"].items() if k.startswith("model.")}
     try:
         model.load_state_dict(state)

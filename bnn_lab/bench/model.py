@@ -63,7 +63,7 @@ def models_from_run(path: str | Path, backend: str) -> tuple[nn.Module, nn.Modul
     packed, meta = load_packed(file, backend=backend)
     cfg = OmegaConf.create(meta["config"])
     chans, classes, size = (int(meta[k]) for k in ("in_chans", "num_classes", "img_size"))
-    floating, _ = build_model(cfg, chans, classes, size, mode="fp")
+    floating, _ = build_model(cfg, chans, classes, size, precision="fp")
     return (
         packed,
         floating.eval(),
@@ -91,7 +91,7 @@ def models_from_arch(
     x = torch.randn(2, chans, size, size)
     with torch.no_grad():
         same = bool(torch.equal(binary(x).argmax(1), packed(x).argmax(1)))
-    floating, _ = build_model(cfg, chans, classes, size, mode="fp")
+    floating, _ = build_model(cfg, chans, classes, size, precision="fp")
     return (
         packed,
         floating.eval(),

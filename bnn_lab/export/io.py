@@ -1,6 +1,6 @@
 """Packed-model files: safetensors with the packed and float tensors plus metadata.
 
-Metadata (all strings, as safetensors wants): ``format``, ``arch``, ``estimator``, ``mode``,
+Metadata (all strings, as safetensors wants): ``format``, ``arch``, ``estimator``, ``precision``,
 ``in_chans``, ``num_classes``, ``img_size``, ``config`` (the run's resolved configuration as
 YAML), from which ``load_packed`` rebuilds the network, and ``sha256``: the digest of every
 other metadata value and of every tensor's name, dtype, shape and bytes (:func:`content_digest`).
@@ -23,6 +23,7 @@ import torch
 from omegaconf import OmegaConf
 from torch import nn
 
+from ..assembly.precision import stored_precision
 from ..errors import UserError
 from ..files import atomic_write
 from .pack import pack_model
@@ -47,7 +48,7 @@ def content_digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -
 
 
 def save_packed(model: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path:
-    """Write a packed model (from ``pack_model``) and ``meta`` (arch, estimator, mode,
+    """Write a packed model (from ``pack_model``) and ``meta`` (arch, estimator, precision,
     in_chans, num_classes, img_size, config) to ``path``, atomically (a write that cannot
     complete keeps the previous file: :func:`~bnn_lab.files.atomic_write`)."""
     from safetensors.torch import save_file
@@ -76,7 +77,9 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         ) from exc
     if meta.get("format") not in FORMATS:
         raise UserError(f"{path} is not a bnn-lab packed model (format {meta.get('format')!r}, expected {FORMAT})")
-    missing = [k for k in ("arch", "mode", "config", *INT_KEYS) if k not in meta]
+    missing = [k for k in ("arch", "config", *INT_KEYS) if k not in meta]
+    if stored_precision(meta) is None:
+        missing.append("precision")
     if meta["format"] == FORMAT and DIGEST not in meta:
         missing.append(DIGEST)
     if missing:
@@ -144,7 +147,9 @@ def load_packed(path: str | Path, arch: str | None = None, backend: str = "auto"
         )
     ints = {k: int(meta[k]) for k in INT_KEYS}
     try:
-        skeleton, _ = build_model(cfg, ints["in_chans"], ints["num_classes"], ints["img_size"], mode=meta["mode"])
+        skeleton, _ = build_model(
+            cfg, ints["in_chans"], ints["num_classes"], ints["img_size"], precision=stored_precision(meta)
+        )
         model, _ = pack_model(skeleton, backend=backend)
     except UserError:
         raise

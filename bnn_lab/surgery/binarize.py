@@ -101,8 +101,7 @@ def binarize(
 
     ``input_mode``: ``binary`` (sign through the estimator), ``soft`` (tanh, the second stage
     of Real-to-Binary's recipe) or ``real``; ``weight_mode``: ``binary`` or ``real`` (latent
-    weights used as they are, for the real-weight stages). ``policy.weights_only`` means
-    ``input_mode="real"``. ``group_weights``: the binary layers binarize their weights
+    weights used as they are, for the real-weight stages). ``group_weights``: the binary layers binarize their weights
     together, once per forward pass of ``model`` (:mod:`bnn_lab.layers.weight_group`: the
     same values, fewer small ops); False: each layer on its own (an earlier group is removed).
     ``replicate`` = beta > 1: channel replication (RepTran, :mod:`bnn_lab.surgery.replicate`)
@@ -113,8 +112,6 @@ def binarize(
     policy = Policy.from_any(policy)
     if input_mode not in INPUT_MODES or weight_mode not in WEIGHT_MODES:
         raise ConfigError(f"input_mode must be one of {INPUT_MODES}, weight_mode one of {WEIGHT_MODES}")
-    if policy.weights_only:
-        input_mode = "real"
     make_estimator = _estimator_factory(estimator)
     modules = dict(model.named_modules())
     layers = {n: m for n, m in modules.items() if isinstance(m, (nn.Conv2d, nn.Linear))}

@@ -23,7 +23,6 @@ class Policy:
         each must match at least one Conv2d/Linear.
     activation: what replaces the ReLUs (``None`` leaves them): relu | prelu | rprelu |
         identity | hardtanh. ReLU before sign() would make every binary input +1.
-    weights_only: binary weights, real activations (BWN) instead of 1W1A.
     """
 
     keep_first: bool = True
@@ -31,7 +30,6 @@ class Policy:
     keep_downsample: bool = False
     keep: tuple[str, ...] = ()
     activation: str | None = None
-    weights_only: bool = False
 
     @classmethod
     def from_any(cls, policy: "Policy | Mapping[str, Any] | None") -> "Policy":

@@ -186,7 +186,7 @@ class ClassificationModule(pl.LightningModule):
         self._log_metrics("test", logits, y, F.cross_entropy(logits, y))
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["bnn_lab"] = self.meta  # arch, mode, classes: checked when used as a teacher
+        checkpoint["bnn_lab"] = self.meta  # arch, precision, classes: checked when used as a teacher
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         fill_missing(checkpoint.get("state_dict", {}), self)  # checkpoints from before the epoch states

@@ -88,7 +88,7 @@ class _StageRunner:
         cfg, dm = self.cfg, self.dm
         out = self.stage_dir(index, stage, n_stages)
         out.mkdir(parents=True, exist_ok=True)
-        model, report = build_model(cfg, dm.in_chans, dm.num_classes, dm.img_size, mode=stage.mode)
+        model, report = build_model(cfg, dm.in_chans, dm.num_classes, dm.img_size, precision=stage.precision)
         if cfg.get("channels_last"):
             model.to(memory_format=torch.channels_last)
         done = out / "metrics.json"
@@ -111,7 +111,7 @@ class _StageRunner:
             )
 
         summary = summarize(model, dm.input_shape)
-        header = f"stage {index} ({stage.name}, {stage.mode}): " if n_stages > 1 else ""
+        header = f"stage {index} ({stage.name}, {stage.precision}): " if n_stages > 1 else ""
         header += str(report) if report is not None else "full precision: no surgery"
         header = f"{dm.describe()}\n{header}"
         if is_rank_zero():
@@ -129,7 +129,7 @@ class _StageRunner:
         distiller = build_distiller(stage.distill, **{**distill_kwargs, **(stage.loss or {})})
         meta = {
             "arch": cfg.arch.name,
-            "mode": stage.mode,
+            "precision": stage.precision,
             "num_classes": dm.num_classes,
             "in_chans": dm.in_chans,
             "stage": stage.name,
@@ -183,16 +183,16 @@ class _StageRunner:
             metrics["val/acc"] = float(ckpt_cb.best_model_score)
         metrics.update(
             stage=stage.name,
-            mode=stage.mode,
+            precision=stage.precision,
             epochs=int(trainer.current_epoch),
             global_steps=int(trainer.global_step),
             wall_time_s=round(time.time() - start, 2),
             arch=cfg.arch.name,
-            estimator=None if stage.mode == "fp" else cfg.estimator.name,
+            estimator=None if stage.precision == "fp" else cfg.estimator.name,
             data=cfg.data.name,
             distill=stage.distill,
             seed=int(cfg.seed),
-            fp=stage.mode == "fp",
+            fp=stage.precision == "fp",
             summary=summary.totals,
             best_checkpoint=best,
         )
@@ -217,7 +217,7 @@ def export_device(choice: str) -> torch.device:
 
 def _export(cfg: DictConfig, model: nn.Module, stage: Stage, dm, run_dir: Path, metrics: dict) -> None:
     """Pack the final model, write model.packed.safetensors and evaluate it: ``packed/test_acc``."""
-    if not cfg.export.packed or stage.mode == "fp" or not is_rank_zero():
+    if not cfg.export.packed or stage.precision == "fp" or not is_rank_zero():
         return
     from ..export import PACKED_FILE, evaluate, pack_model, save_packed
 
@@ -227,7 +227,7 @@ def _export(cfg: DictConfig, model: nn.Module, stage: Stage, dm, run_dir: Path, 
     meta = {
         "arch": cfg.arch.name,
         "estimator": cfg.estimator.name,
-        "mode": stage.mode,
+        "precision": stage.precision,
         "in_chans": dm.in_chans,
         "num_classes": dm.num_classes,
         "img_size": dm.img_size,
@@ -292,7 +292,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         stages=[
             {
                 "name": s.name,
-                "mode": s.mode,
+                "precision": s.precision,
                 "epochs": m["epochs"],
                 "global_steps": m.get("global_steps"),
                 "wall_time_s": m.get("wall_time_s"),

@@ -15,7 +15,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..assembly import build_model, config_precision, stage_precision
+from ..assembly import build_model, config_precision, stage_precision, stored_precision
 from ..errors import ConfigError, UserError
 from ..files import load_checkpoint
 from .safety.checkpoints import find_best_checkpoint
@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 @dataclasses.dataclass
 class Stage:
     name: str
-    mode: str  # precision (bnn_lab/assembly/precision.py)
+    precision: str  # bnn_lab/assembly/precision.py
     epochs: int
     lr: float | None = None
     loss: dict[str, Any] | None = None  # distiller keyword arguments (ce, kd, attention, temperature, layers)
@@ -39,12 +39,12 @@ class Stage:
 
 def _stage_from_cfg(i: int, raw: Mapping[str, Any], cfg: DictConfig) -> Stage:
     raw = dict(raw)
-    valid = {f.name for f in dataclasses.fields(Stage)} | {"precision"}
+    raw["precision"] = stage_precision(i, raw)  # first: an old spelling gets its own message
+    valid = {f.name for f in dataclasses.fields(Stage)}
     unknown = sorted(set(raw) - valid)
     if unknown:
         raise ConfigError(f"stage {i} has unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-    raw["mode"] = stage_precision(i, raw)
-    raw.setdefault("name", raw["mode"])
+    raw.setdefault("name", raw["precision"])
     raw.setdefault("epochs", int(cfg.trainer.max_epochs))
     if i > 0:
         raw.setdefault("teacher", "previous")
@@ -59,7 +59,7 @@ def plan_stages(cfg: DictConfig) -> list[Stage]:
     if stages:
         return [_stage_from_cfg(i, OmegaConf.to_container(s, resolve=True), cfg) for i, s in enumerate(stages)]
     distill = cfg.distill.name
-    main = Stage(name="train", mode=config_precision(cfg), epochs=epochs, distill=distill)
+    main = Stage(name="train", precision=config_precision(cfg), epochs=epochs, distill=distill)
     if distill == "none":
         return [main]
     teacher_cfg = cfg.distill.get("teacher") or {}
@@ -71,7 +71,9 @@ def plan_stages(cfg: DictConfig) -> list[Stage]:
         return [main]
     main.init = "previous" if main.init else None  # trained here as stage 0
     main.teacher = "previous"
-    teacher = Stage(name="teacher", mode="fp", epochs=int(teacher_cfg.get("epochs", epochs)), terms=dict(TEACHER_TERMS))
+    teacher = Stage(
+        name="teacher", precision="fp", epochs=int(teacher_cfg.get("epochs", epochs)), terms=dict(TEACHER_TERMS)
+    )
     return [teacher, main]
 
 
@@ -102,7 +104,7 @@ def load_teacher(path: str, cfg: DictConfig, in_chans: int, num_classes: int, im
             "use a teacher of the same architecture"
         )
     state = {k.removeprefix("model."): v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
-    teacher, _ = build_model(cfg, in_chans, num_classes, img_size, mode=meta.get("mode", "fp"))
+    teacher, _ = build_model(cfg, in_chans, num_classes, img_size, precision=stored_precision(meta, "fp"))
     try:
         missing, unexpected = teacher.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shapes differ

@@ -108,9 +108,7 @@ def teacher_config(cfg: DictConfig) -> DictConfig:
     cross-entropy, ``distill.teacher.epochs`` epochs, csv log, no packed export."""
     teacher = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     epochs = int((cfg.distill.get("teacher") or {}).get("epochs") or cfg.trainer.max_epochs)
-    teacher.precision, teacher.fp, teacher.resume, teacher.stages = "fp", False, False, None
-    if OmegaConf.select(teacher, "binarize.policy.weights_only"):
-        teacher.binarize.policy.weights_only = False  # old spelling of precision=bwn: not the teacher's
+    teacher.precision, teacher.resume, teacher.stages = "fp", False, None
     teacher.distill = {"name": "none"}
     teacher.loss = dict(TEACHER_TERMS)
     teacher.trainer.max_epochs = epochs

@@ -72,8 +72,8 @@ class LastCheckpoint(Checkpoint):
         self.save(trainer)
 
 
-# best-epochNN.ckpt; runs of earlier versions wrote best-epoch=NN.ckpt, still found everywhere
-BEST_NAME = re.compile(r"best-epoch=?(\d+)\.ckpt")
+BEST_NAME = re.compile(r"best-epoch(\d+)\.ckpt")
+OLD_BEST_NAME = re.compile(r"best-epoch=(\d+)\.ckpt")  # what earlier versions wrote
 
 
 def best_checkpoint(dirpath: Path) -> ModelCheckpoint:
@@ -92,9 +92,16 @@ def best_checkpoint(dirpath: Path) -> ModelCheckpoint:
 
 
 def _best_in(folder: Path) -> Path | None:
-    """The best checkpoint in a checkpoints/ folder (the highest epoch if several, old names too)."""
+    """The best checkpoint in a checkpoints/ folder (the highest epoch if several); a folder
+    with only the names of earlier versions is one line saying how to rename them."""
     found = [(int(m.group(1)), p) for p in folder.glob("best-epoch*.ckpt") if (m := BEST_NAME.fullmatch(p.name))]
-    return max(found)[1] if found else None
+    if found:
+        return max(found)[1]
+    old = sorted(p for p in folder.glob("best-epoch=*.ckpt") if OLD_BEST_NAME.fullmatch(p.name))
+    if old:
+        new = old[-1].name.replace("best-epoch=", "best-epoch")
+        raise UserError(f"{old[-1]} has the name of an earlier version; rename it {new} (or give the file itself)")
+    return None
 
 
 def find_best_checkpoint(path: str | Path) -> Path:
