@@ -90,7 +90,7 @@ def check_composition(args: list[str], conf_dir: Path) -> None:
         raise ConfigError(f"cannot parse the overrides: {str(exc).splitlines()[0]}") from exc
     lines = [_first_choice(ov) for ov in overrides if not ov.key_or_group.startswith("hydra")]
     groups = [line for ov, line in zip(overrides, lines) if "." not in ov.key_or_group]
-    hydra_lines = [ov.input_line for ov in overrides if ov.key_or_group.startswith("hydra.")]
+    hydra_lines = [ov.input_line for ov in overrides if ov.key_or_group.startswith(("hydra.", "hydra/"))]
     with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
         try:
             cfg = compose(config_name="config", overrides=lines + hydra_lines, return_hydra_config=True)
