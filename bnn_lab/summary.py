@@ -121,8 +121,8 @@ def summarize(model: nn.Module, input_shape: tuple[int, ...]) -> ModelSummary:
         n = sum(p.numel() for p in own)
         if isinstance(m, BinaryMixin) and m.binary_weights:
             w = m.weight.numel()
-            wb = getattr(m.weight_estimator, "bits", 1)  # ternary weights: 2, k-bit inputs: k
-            ab = getattr(m.input_estimator, "bits", 1) if m.binary_inputs else 32
+            wb = m.weight_estimator.bits  # Quantizer.bits: ternary weights 2, k-bit inputs k
+            ab = m.input_estimator.bits if m.binary_inputs else 32
             mem = w * wb / 8 + 4 * (n - w)
         else:
             w, mem, wb, ab = 0, 4 * n, 32, 32

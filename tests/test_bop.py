@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from bnn_lab.errors import ConfigError
 from bnn_lab.models import create
-from bnn_lab.optim import GroupedOptimizer, build_optimizer
+from bnn_lab.optim import GroupedOptimizer, build_optimizer, latent_parameters
 from bnn_lab.optim.bop import Bop
 from bnn_lab.surgery import binarize
 
@@ -82,7 +82,8 @@ def test_real_parameters_follow_adam_and_latent_ones_the_flip_rule():
     the real parameters of a copy and the flip rule applied by hand to its binary weights."""
     torch.manual_seed(0)
     model = binary_resnet20()
-    marked = {n for n, p in model.named_parameters() if getattr(p, "_bnn_latent", False)}
+    latent_ids = {id(p) for p in latent_parameters(model.modules())}
+    marked = {n for n, p in model.named_parameters() if id(p) in latent_ids}
     gamma, tau = 0.1, 1e-3
     opt = build_optimizer(
         model, {"name": "adam", "lr": 0.01, "latent": {"name": "bop", "gamma": gamma, "threshold": tau}}

@@ -21,7 +21,7 @@ from bnn_lab.cli.overrides import check_composition, check_group_choices
 from bnn_lab.cli.train import CONF_DIR
 from bnn_lab.estimators import SignEstimator
 from bnn_lab.estimators.registry import _REGISTRY as ESTIMATORS
-from bnn_lab.layers import SCALES, register_scale
+from bnn_lab.layers import SCALES, Scale, register_scale
 from bnn_lab.losses import TERMS, LossTerm, register_term
 from bnn_lab.optim import OPTIMIZERS, register_optimizer
 from bnn_lab.training import run as run_module
@@ -64,7 +64,7 @@ def dummy_net(pretrained: bool = False, **kwargs) -> DummyNet:
     return DummyNet(**kwargs)
 
 
-class DummyScale(nn.Module):
+class DummyScale(Scale):
     """Multiplies the output by a constant ``factor``."""
 
     def __init__(self, layer: nn.Module, factor: float = 1.0) -> None:

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from bnn_lab.models import create
-from bnn_lab.optim import GroupedOptimizer, build_optimizer
+from bnn_lab.optim import GroupedOptimizer, build_optimizer, latent_parameters
 from bnn_lab.schedulers import warmup_cosine
 from bnn_lab.surgery import binarize
 from bnn_lab.training.callbacks import LatentClip
@@ -31,6 +31,23 @@ def test_latent_binary_weights_get_their_own_weight_decay():
     assert id(model.layer1[0].conv1.weight) in latent_ids
     assert id(model.conv1.weight) not in latent_ids and id(model.fc.weight) not in latent_ids
     assert len(latent_ids) == 20
+
+
+def test_the_groups_are_declared_by_the_modules_and_survive_a_copy():
+    """Binary layers declare their latent weights, RBONN's scale its step size's factor
+    (ParameterRoles); a deep copy of the model (what a teacher or a previous stage is) keeps
+    both, where marks set on the tensors were lost."""
+    torch.manual_seed(0)
+    model = create("resnet20", 1, 10, 8)
+    binarize(model, "ste", {"activation": "hardtanh"}, scale={"name": "rbonn", "u_lr_factor": 0.25})
+    twin = copy.deepcopy(model)
+    for net in (model, twin):
+        opt = build_optimizer(net, {"name": "sgd", "lr": 0.1})
+        by_name = {(g["name"], g.get("lr_factor")): g for g in opt.param_groups}
+        assert len(by_name[("latent_binary", None)]["params"]) == 20
+        steps = by_name[("real", 0.25)]
+        assert steps["lr"] == pytest.approx(0.025) and len(steps["params"]) == 20
+        assert {id(p) for p in steps["params"]} == {id(m.scale.u) for m in net.modules() if hasattr(m, "scale")}
 
 
 def test_unknown_optimizer_lists_valid_ones():
@@ -82,7 +99,8 @@ def test_grouped_optimizer_steps_each_group_as_its_own_optimizer_would():
     assert isinstance(opt, GroupedOptimizer) and [g["name"] for g in opt.param_groups] == ["real", "latent_binary"]
     x, y = torch.randn(8, 1, 8, 8), torch.randint(0, 10, (8,))
 
-    marked = {n for n, p in model.named_parameters() if getattr(p, "_bnn_latent", False)}  # copies lose the mark
+    latent_ids = {id(p) for p in latent_parameters(model.modules())}
+    marked = {n for n, p in model.named_parameters() if id(p) in latent_ids}
     real = [p for n, p in twin.named_parameters() if n not in marked]
     latent = [p for n, p in twin.named_parameters() if n in marked]
     adam = torch.optim.Adam([{"params": real, "weight_decay": 0.0}], lr=0.01)

@@ -5,7 +5,7 @@ each module's docstring and in docs/methods.md, section 1.
 """
 
 from . import adabin, approx, dorefa, dte, ede, fda, mlp, progressive, rsign, ste, swish, ternary  # noqa: F401  (registration)
-from .base import SignEstimator, binary_sign
+from .base import Quantizer, SignEstimator, binary_sign
 from .registry import build, get, names, register
 
-__all__ = ["SignEstimator", "binary_sign", "build", "get", "names", "register"]
+__all__ = ["Quantizer", "SignEstimator", "binary_sign", "build", "get", "names", "register"]

@@ -98,7 +98,37 @@ def _progress_loaded(module: "SignEstimator", incompatible_keys) -> None:
     module.set_progress(float(module.progress))  # the Python constants follow a loaded checkpoint
 
 
-class SignEstimator(nn.Module):
+class Quantizer(nn.Module):
+    """Base of every estimator module (the weights' and the inputs' binarizer); the hooks generic
+    code calls, with their defaults:
+
+    - ``bits``: bits per value as deployed (the summary's memory count): 1; ternary weights 2,
+      k-bit inputs k.
+    - ``set_progress(p)``: the fraction of training done, every training step: nothing.
+    - ``packed_threshold()``: the t of sign(x - t) a packed layer applies to its input (None:
+      t = 0); raises :class:`~bnn_lab.errors.NoPackedForm` when the values are not sign(x - t).
+    - ``group_key(w)`` / ``binarize_group(estimators, weights)``: estimators whose binarization of
+      several layers' weights can run as one call (:mod:`bnn_lab.layers.weight_group`) return a
+      hashable key (equal keys share a call); None (the default): each layer on its own.
+    """
+
+    bits: int = 1
+
+    def set_progress(self, p: float) -> None:
+        """Training progress in [0, 1] (nothing to do by default)."""
+
+    def packed_threshold(self) -> torch.Tensor | None:
+        return None
+
+    def group_key(self, w: torch.Tensor) -> tuple | None:
+        return None
+
+    @classmethod
+    def binarize_group(cls, estimators: list["Quantizer"], weights: list[torch.Tensor]) -> list[torch.Tensor]:
+        raise NotImplementedError(f"{cls.__name__} gives no group_key")
+
+
+class SignEstimator(Quantizer):
     """sign() in the forward pass, ``dy * g(x)`` in the backward pass.
 
     Subclasses implement ``surrogate(x) -> (vjp, constants)``, usually returning ``self.vjp``:

@@ -14,10 +14,9 @@ which).
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..errors import NoPackedForm
-from .base import UNIT_BOUNDS, SurrogateSign, clipped_vjp
+from .base import UNIT_BOUNDS, Quantizer, SurrogateSign, clipped_vjp
 from .registry import register
 
 
@@ -36,7 +35,7 @@ class _RoundClip(torch.autograd.Function):
 
 
 @register("dorefa")
-class DoReFa(nn.Module):
+class DoReFa(Quantizer):
     def __init__(self, bits: int = 2, role: str = "input") -> None:
         super().__init__()
         if role == "input" and (not isinstance(bits, int) or bits < 1):

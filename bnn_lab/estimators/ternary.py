@@ -14,9 +14,8 @@ float (its report says which).
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from .base import UNIT_BOUNDS, SurrogateSign, clipped_vjp
+from .base import UNIT_BOUNDS, Quantizer, SurrogateSign, clipped_vjp
 from .registry import register
 
 
@@ -35,7 +34,7 @@ class _Ternarize(torch.autograd.Function):
 
 
 @register("ternary")
-class Ternary(nn.Module):
+class Ternary(Quantizer):
     def __init__(self, threshold: float = 0.7, absolute: bool = False, role: str = "input") -> None:
         super().__init__()
         self.threshold, self.absolute, self.role = float(threshold), bool(absolute), role

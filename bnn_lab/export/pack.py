@@ -1,8 +1,8 @@
 """``pack_model``: a trained model with its binary layers replaced by packed ones.
 
-A layer is packed from what its parts say about themselves: the input binarizer's
-``packed_threshold()`` (sign(x - t), see ``SignEstimator.packed_threshold``) and the scale's
-``packed_scale(weight)`` (``bnn_lab.layers.scaling``), and the weight normalization's (the signs
+A layer is packed from what its parts say about themselves through their declared hooks: the
+input binarizer's ``packed_threshold()`` (sign(x - t), ``bnn_lab.estimators.Quantizer``) and the
+scale's ``packed_scale(weight)`` (``bnn_lab.layers.Scale``), and the weight normalization's (the signs
 are those of the normalized weight, its per-channel factor multiplies the scale:
 ``bnn_lab.layers.weight_norm``); a part that has no packed form raises
 ``NoPackedForm`` with the reason, and the layer stays in float. A new estimator or scale
@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..errors import NoPackedForm
+from ..estimators import Quantizer
 from ..kernels import pack_signs
 from ..layers import BinaryConv2d, BinaryLinear, BinaryMixin
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
@@ -50,17 +51,14 @@ def _why_not(layer: BinaryMixin) -> str | None:
 def packed_threshold(layer: BinaryMixin) -> torch.Tensor | None:
     """t of the layer's input binarization sign(x - t) (None: 0); raises NoPackedForm."""
     est = layer.input_estimator
-    if not callable(getattr(est, "packed_threshold", None)):
-        raise NoPackedForm(f"input binarizer {type(est).__name__} has no packed form (no packed_threshold)")
+    if not isinstance(est, Quantizer):
+        raise NoPackedForm(f"input binarizer {type(est).__name__} is not a Quantizer (no packed_threshold)")
     return est.packed_threshold()
 
 
 def packed_scale(layer: BinaryMixin) -> tuple[torch.Tensor | None, nn.Module | None]:
     """(per-channel factor, data-dependent scale module) of the layer's output; raises NoPackedForm."""
-    scale = layer.scale
-    if not callable(getattr(scale, "packed_scale", None)):
-        raise NoPackedForm(f"scale {type(scale).__name__} has no packed form (no packed_scale)")
-    form = scale.packed_scale(layer.weight)
+    form = layer.scale.packed_scale(layer.weight)  # Scale's default raises NoPackedForm
     factor = weight_norm_factor(layer)
     if form is None or isinstance(form, nn.Module):
         return factor, form
@@ -69,11 +67,9 @@ def packed_scale(layer: BinaryMixin) -> tuple[torch.Tensor | None, nn.Module | N
 
 def weight_norm_factor(layer: BinaryMixin) -> torch.Tensor | None:
     """The weight normalization's per-output-channel factor (None: 1); raises NoPackedForm."""
-    norm = getattr(layer, "weight_norm", None)
+    norm = layer.weight_norm
     if norm is None:
         return None
-    if not callable(getattr(norm, "packed_scale", None)):
-        raise NoPackedForm(f"weight normalization {type(norm).__name__} has no packed form (no packed_scale)")
     factor = norm.packed_scale(layer.weight)
     if factor is not None and factor.shape != (layer.weight.shape[0],):
         raise NoPackedForm(

@@ -13,25 +13,32 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .scaling import NoScale
+from .param_roles import ParameterRoles
+from .scaling import NoScale, Scale
+from .weight_norm import WeightNorm
 
 
-class BinaryMixin:
+class BinaryMixin(ParameterRoles):
     """Shared state of binary layers: estimators for weights and inputs, output scale, and the
-    normalization of the latent weights before their sign (None: none)."""
+    normalization of the latent weights before their sign (None: none). Its latent weight is
+    declared to the optimizer (:meth:`latent_parameters`) while its weights are binary."""
 
     weight_estimator: nn.Module
     input_estimator: nn.Module | None
-    scale: nn.Module
-    weight_norm: nn.Module | None
+    scale: Scale
+    weight_norm: WeightNorm | None
 
     def _setup_binary(self, weight_estimator, input_estimator, scale, weight_norm=None) -> None:
         self.weight_estimator = weight_estimator
         self.input_estimator = input_estimator
         self.scale = scale if scale is not None else NoScale()
         self.weight_norm = weight_norm
-        if self.binary_weights:
-            self.weight._bnn_latent = True  # optimizer: no weight decay on latent binary weights
+
+    def latent_parameters(self) -> list[nn.Parameter]:
+        return [self.weight] if self.binary_weights else []
+
+    def lr_factors(self) -> dict[nn.Parameter, float]:
+        return self.scale.lr_factors()
 
     @property
     def binary_weights(self) -> bool:
@@ -45,19 +52,16 @@ class BinaryMixin:
 
     def normalized_weight(self) -> torch.Tensor:
         """The latent weight as the estimator sees it: N(W), or W without a weight normalization."""
-        norm = getattr(self, "weight_norm", None)
-        return self.weight if norm is None else norm(self.weight)
+        return self.weight if self.weight_norm is None else self.weight_norm(self.weight)
 
     def binary_weight(self) -> torch.Tensor:
         """estimator(N(W)) times the normalization's detached per-output-channel factor."""
-        latent = getattr(self.scale, "latent_weight", None)  # a scale that changes what is binarized (rbonn)
-        if latent is not None and self.binary_weights:
-            return self.weight_estimator(latent(self.weight))
+        if self.scale.changes_latent and self.binary_weights:  # a scale that prepares what is binarized (rbonn)
+            return self.weight_estimator(self.scale.latent_weight(self.weight))
         group = getattr(self, "_weight_group", None)  # binarized with the model's other layers (.weight_group)
         w = group.binarized(self) if group is not None else None
         w = self.weight_estimator(self.normalized_weight()) if w is None else w
-        norm = getattr(self, "weight_norm", None)
-        factor = None if norm is None else norm.packed_scale(self.weight)
+        factor = None if self.weight_norm is None else self.weight_norm.packed_scale(self.weight)
         return w if factor is None else w * factor.view(-1, *([1] * (w.dim() - 1)))
 
     def binary_input(self, x: torch.Tensor) -> torch.Tensor:

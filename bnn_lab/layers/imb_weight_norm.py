@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .weight_norm import register_weight_norm
+from .weight_norm import WeightNorm, register_weight_norm
 
 EPS = 1e-8
 
@@ -45,7 +45,7 @@ def power_of_two_scale(w_hat: torch.Tensor) -> torch.Tensor:
 
 
 @register_weight_norm("imb")
-class ImbWeightNorm(nn.Module):
+class ImbWeightNorm(WeightNorm):
     def __init__(self, layer: nn.Module) -> None:
         super().__init__()
 

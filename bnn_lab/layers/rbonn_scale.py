@@ -33,7 +33,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .scaling import _channel_shape, register_scale
+from .scaling import Scale, _channel_shape, register_scale
 
 
 def _sign(w: torch.Tensor) -> torch.Tensor:
@@ -63,7 +63,9 @@ class BilinearCoupling(torch.autograd.Function):
         return grad_w, grad_a, None, None
 
 
-class RBONNScale(nn.Module):
+class RBONNScale(Scale):
+    changes_latent = True
+
     def __init__(
         self, layer: nn.Module, lam: float = 1e-4, threshold: float = 0.6, u_init: float = 0.2, u_lr_factor: float = 0.1
     ) -> None:
@@ -72,7 +74,7 @@ class RBONNScale(nn.Module):
         self.lam, self.threshold = float(lam), float(threshold)
         self.alpha = nn.Parameter(weight.abs().flatten(1).mean(1).clone())
         self.u = nn.Parameter(torch.full((weight.shape[0],), float(u_init)))
-        self.u._bnn_lr_factor = float(u_lr_factor)
+        self.u_lr_factor = float(u_lr_factor)
         self.register_buffer("last_grad", torch.zeros_like(weight))
 
     def sparse_mask(self) -> torch.Tensor:
@@ -97,6 +99,9 @@ class RBONNScale(nn.Module):
 
     def packed_scale(self, weight: torch.Tensor) -> torch.Tensor:
         return self.alpha.detach().abs()
+
+    def lr_factors(self) -> dict[nn.Parameter, float]:
+        return {self.u: self.u_lr_factor}
 
 
 register_scale("rbonn")(RBONNScale)

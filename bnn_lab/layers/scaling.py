@@ -8,13 +8,10 @@
   binarization); W1: C_in -> C_in / 8, W2: C_in / 8 -> C_out, no biases (about 1 % extra
   FLOPs).
 
-Every scale module is called as ``scale(out, weight, x)`` with the layer's output, its
-latent weight and its real-valued input. A new scale is a module registered with
-``@register_scale(name)`` in its own file, imported by ``bnn_lab/layers/__init__.py``
-(docs/extending.md). For deployment, ``packed_scale(weight)`` gives what a packed layer applies
-to its exact integer product: None (nothing), a per-output-channel factor, or a module called as
-``module(out, None, x)`` (data-dependent scales); a scale without an exact packed form raises
-:class:`bnn_lab.errors.NoPackedForm`.
+Every scale is a :class:`Scale`, called as ``scale(out, weight, x)`` with the layer's output,
+its latent weight and its real-valued input. A new scale subclasses it, is registered with
+``@register_scale(name)`` in its own file and imported by ``bnn_lab/layers/__init__.py``
+(docs/extending.md); :class:`Scale` lists the hooks it may override.
 """
 
 from __future__ import annotations
@@ -26,18 +23,46 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import ConfigError, NoPackedForm
 from ..registry import Registry
+from .param_roles import ParameterRoles
 
 SCALES: Registry = Registry("binarize.scale", "scales")
 register_scale = SCALES.register
 scale_names = SCALES.names
 
 
-def build_scale(spec: str | Mapping[str, Any], layer: nn.Module) -> nn.Module:
+class Scale(ParameterRoles, nn.Module):
+    """Base of the output scales; the hooks, with their defaults:
+
+    - ``forward(out, weight, x)``: the layer's output times the scale (abstract);
+    - ``packed_scale(weight)``: what a packed layer applies to its exact integer product: None
+      (nothing), a per-output-channel factor, or a module called as ``module(out, None, x)``
+      (data-dependent scales); by default :class:`~bnn_lab.errors.NoPackedForm`;
+    - ``changes_latent`` / ``latent_weight(weight)``: a scale that changes what the layer
+      binarizes (RBONN) sets ``changes_latent = True`` and returns that weight; the layer then
+      binarizes it alone, outside the weight group;
+    - ``lr_factors()`` (:class:`~bnn_lab.layers.param_roles.ParameterRoles`).
+    """
+
+    changes_latent: bool = False
+
+    def packed_scale(self, weight: torch.Tensor) -> torch.Tensor | nn.Module | None:
+        raise NoPackedForm(f"scale {type(self).__name__} has no packed form")
+
+    def latent_weight(self, weight: torch.Tensor) -> torch.Tensor:
+        return weight
+
+
+def build_scale(spec: str | Mapping[str, Any], layer: nn.Module) -> Scale:
     """Scale module for a Conv2d / Linear ``layer``; ``spec`` is a name or ``{name, <options>}``
     (the options go to the scale's constructor after the layer)."""
     options = dict(spec) if isinstance(spec, Mapping) else {"name": spec}
-    return SCALES.build(options.pop("name"), layer, **options)
+    name = options.pop("name")
+    scale = SCALES.build(name, layer, **options)
+    if not isinstance(scale, Scale):
+        raise ConfigError(f"scale {name!r} built a {type(scale).__name__}: a scale subclasses bnn_lab.layers.Scale")
+    return scale
 
 
 def _channel_shape(weight: torch.Tensor) -> tuple[int, ...]:
@@ -45,7 +70,7 @@ def _channel_shape(weight: torch.Tensor) -> tuple[int, ...]:
     return (1, weight.shape[0], 1, 1) if weight.dim() == 4 else (weight.shape[0],)
 
 
-class NoScale(nn.Module):
+class NoScale(Scale):
     def forward(self, out: torch.Tensor, weight: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         return out
 
@@ -53,7 +78,7 @@ class NoScale(nn.Module):
         return None
 
 
-class XnorScale(nn.Module):
+class XnorScale(Scale):
     def forward(self, out: torch.Tensor, weight: torch.Tensor, x: torch.Tensor | None = None) -> torch.Tensor:
         return out * self.packed_scale(weight).view(_channel_shape(weight))
 
@@ -61,7 +86,7 @@ class XnorScale(nn.Module):
         return weight.detach().abs().flatten(1).mean(1)
 
 
-class LearnedScale(nn.Module):
+class LearnedScale(Scale):
     def __init__(self, layer: nn.Module) -> None:
         super().__init__()
         self.alpha = nn.Parameter(layer.weight.detach().abs().flatten(1).mean(1).clone())
@@ -73,7 +98,7 @@ class LearnedScale(nn.Module):
         return self.alpha.detach()
 
 
-class GatingScale(nn.Module):
+class GatingScale(Scale):
     def __init__(self, layer: nn.Module, reduction: int = 8) -> None:
         super().__init__()
         c_out = layer.weight.shape[0]

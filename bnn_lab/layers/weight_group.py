@@ -69,12 +69,11 @@ class WeightGroup:
     def binarize(self) -> dict[int, torch.Tensor]:
         groups: dict[tuple, list[nn.Module]] = defaultdict(list)
         for layer in self.layers:
-            if hasattr(layer.scale, "latent_weight"):
-                continue  # binarizes a weight of its scale's making (BinaryMixin.binary_weight)
-            estimator = layer.weight_estimator
-            key = estimator.group_key(layer.weight) if hasattr(type(estimator), "binarize_group") else None
+            if not layer.binary_weights or layer.scale.changes_latent:
+                continue  # real weights; or a weight of its scale's making (BinaryMixin.binary_weight)
+            key = layer.weight_estimator.group_key(layer.weight)
             if key is not None:
-                groups[(type(estimator), key)].append(layer)
+                groups[(type(layer.weight_estimator), key)].append(layer)
         results = {}
         for (cls, _), members in groups.items():
             weights = cls.binarize_group(

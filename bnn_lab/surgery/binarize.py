@@ -168,7 +168,7 @@ def binarize(
         cls = BinaryConv2d if isinstance(layer, nn.Conv2d) else BinaryLinear
         norm = build_weight_norm(weight_norm, layer) if weight_mode == "binary" else None
         layer_scale = build_scale(scale, layer)
-        if norm is not None and hasattr(layer_scale, "latent_weight"):
+        if norm is not None and layer_scale.changes_latent:
             raise ConfigError(
                 f"binarize.weight_norm={weight_norm} cannot be combined with binarize.scale={scale}: "
                 "that scale prepares the latent weights itself; use one of them"

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytorch_lightning as pl
 import torch
 
+from ..estimators import Quantizer
 from ..optim import latent_parameters
 
 
 def estimator_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
-    return [m for m in model.modules() if callable(getattr(m, "set_progress", None))]
+    return [m for m in model.modules() if isinstance(m, Quantizer)]
 
 
 class EstimatorProgress(pl.Callback):
