@@ -7,7 +7,7 @@ network in float, in one process, with the same threads.
     bnn-lab-bench model --arch resnet18 [--size 224 --chans 3 --classes 1000] [--device cuda]
 
 A run is benchmarked from its packed file; the float network is the same architecture built in
-full precision (``fp=true``: the stem, the convs and the classifier in float). With ``--arch``
+full precision (``precision=fp``: the stem, the convs and the classifier in float). With ``--arch``
 the binary model is built, given BatchNorm statistics from a few random batches and packed
 (the packed model's logits are checked against it: ``same_predictions``). On CPU the float
 network runs in float32; on CUDA (``--device cuda``) in bfloat16, the packed one with the

@@ -1,5 +1,5 @@
 """``bnn-lab-bench train``: the training-step time of a binary model against the same
-architecture in full precision (``fp=true``), in one process, with the same threads.
+architecture in full precision (``precision=fp``), in one process, with the same threads.
 
 Both models see the same batch; each step is forward + backward + Adam step. Steps run
 in blocks of consecutive steps of one model, as in training (the allocator then reuses the
@@ -37,7 +37,7 @@ def _model(arch: str, estimator: str, fp: bool, chans: int, size: int, classes: 
     from ..assembly import build_model
     from ..cli.train import CONF_DIR
 
-    overrides = [f"arch={arch}", f"estimator={estimator}", f"fp={str(fp).lower()}"]
+    overrides = [f"arch={arch}", f"estimator={estimator}", f"precision={'fp' if fp else '1w1a'}"]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name="config", overrides=overrides)
     model, _ = build_model(cfg, chans, classes, size)
