@@ -30,6 +30,9 @@ _LOG_RECORDS = {
         r"`Trainer\((val_check_interval|limit_\w+_batches)=1\.0\)` was configured",  # the defaults, restated
         r"Loading `train_dataloader` to estimate",  # an internal step (the LR schedule's length)
     ),
+    # said when a checkpoint is *written* with the optimizer and loop state, which resuming needs;
+    # it is not about loading (bnn-lab reads every checkpoint as data: bnn_lab/files/checkpoint.py)
+    "pytorch_lightning.trainer.connectors.checkpoint_connector": (r"`weights_only` was not set",),
 }
 
 
