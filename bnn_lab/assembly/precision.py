@@ -47,6 +47,18 @@ def stored_precision(meta: Mapping[str, Any], default: str | None = None) -> str
     return meta.get("precision", meta.get("mode", default))
 
 
+def saved_precision(conf: Mapping[str, Any]) -> str:
+    """The precision of a saved configuration, those that earlier versions wrote included (where
+    an old spelling, ``fp: true`` or ``binarize.policy.weights_only: true``, said it)."""
+    for key, new in OLD_SPELLINGS.items():
+        node: Any = conf
+        for part in key.split("."):
+            node = (node or {}).get(part)
+        if node:
+            return new.split("=")[1]
+    return conf.get("precision") or DEFAULT
+
+
 def stage_precision(i: int, raw: dict[str, Any]) -> str:
     """A stage's ``precision``; removes it from ``raw``."""
     if "mode" in raw:

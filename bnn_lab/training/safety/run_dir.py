@@ -30,7 +30,6 @@ MODEL_KEYS = (
     "data.val_size",
     "data.seed",
 )
-OLD_PRECISION_KEYS = ("fp", "binarize.policy.weights_only")  # in config.yaml files of earlier versions
 NOT_COMPARED = ("resume", "distill.teacher.trust")  # how this run reads files, not what it trains
 
 
@@ -48,21 +47,13 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: obj}
 
 
-def saved_precision(conf: Any) -> str:
-    """The precision of a configuration, those that earlier versions wrote included (where
-    ``fp: true`` or ``binarize.policy.weights_only: true`` said it)."""
-    if conf.get("fp"):
-        return "fp"
-    if ((conf.get("binarize") or {}).get("policy") or {}).get("weights_only"):
-        return "bwn"
-    return conf.get("precision") or "1w1a"
-
-
 def config_changes(saved_yaml: Path, cfg: DictConfig) -> list[str]:
     """``key: old -> new`` for every value that differs from the run's saved config.yaml
     (``resume`` itself and Hydra's own keys aside)."""
     if not saved_yaml.is_file():
         return []
+    from ...assembly.precision import OLD_SPELLINGS, saved_precision  # here: the assembly layer imports torch
+
     saved = OmegaConf.to_container(OmegaConf.load(saved_yaml), resolve=True)
     old = flatten(saved)
     new = flatten(
@@ -73,7 +64,7 @@ def config_changes(saved_yaml: Path, cfg: DictConfig) -> list[str]:
         }
     )
     for flat, conf in ((old, saved), (new, cfg)):
-        for spelling in OLD_PRECISION_KEYS:
+        for spelling in OLD_SPELLINGS:
             flat.pop(spelling, None)
         flat["precision"] = saved_precision(conf)
         flat.setdefault("binarize.weight_norm", "none")  # a config without the key normalizes no weights
