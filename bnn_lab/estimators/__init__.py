@@ -4,7 +4,22 @@ Each estimator lives in its own module and registers itself by name; the formula
 each module's docstring and in docs/methods.md, section 1.
 """
 
-from . import adabin, approx, dorefa, dte, ede, fda, mlp, progressive, rsign, ste, swish, ternary  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    adabin,
+    approx,
+    biper,
+    dorefa,
+    dte,
+    ede,
+    fda,
+    mlp,
+    progressive,
+    recu,
+    rsign,
+    ste,
+    swish,
+    ternary,
+)
 from .base import Quantizer, SignEstimator, binary_sign
 from .registry import build, get, names, register
 
