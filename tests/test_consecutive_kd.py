@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bnn_lab.errors import ConfigError
-from bnn_lab.losses import LossInputs, build_term, networks
+from bnn_lab.losses import LossInputs, build_term, build_terms
 from bnn_lab.losses.consecutive_kd import consecutive_kd_loss, soft_cross_entropies, teacher_weights
 
 
@@ -58,17 +58,19 @@ class Constant(torch.nn.Module):
         return self.row.expand(len(x), -1)
 
 
-def test_each_phase_is_taught_by_its_assistant(monkeypatch):
+def test_each_phase_is_taught_by_its_assistant():
     nets = {"a": Constant([4.0, 0.0, 0.0]), "b": Constant([0.0, 0.0, 4.0]), "m": Constant([0.0, 4.0, 0.0])}
     loaded = []
-    monkeypatch.setattr(networks, "_LOADER", [lambda path, size: loaded.append(path) or nets[path]])
-    term = build_term("consecutive_kd", {"teachers": ["a", "b"], "main": "m"})
+    spec = {"consecutive_kd": {"teachers": ["a", "b"], "main": "m"}}
+    with pytest.raises(ConfigError, match="loads trained networks"):
+        build_terms(spec)  # the loader is handed over, never looked up in a global
+    (term,) = build_terms(spec, network_loader=lambda path, size: loaded.append((path, size)) or nets[path])
     x, logits = torch.zeros(3, 1, 8, 8), torch.randn(3, 3)
     for progress, assistant in ((0.1, "a"), (0.6, "b")):
         got = term(LossInputs(x, torch.zeros(3, dtype=torch.long), logits, torch.nn.Identity(), progress))
         expected = consecutive_kd_loss(logits, [nets[assistant](x), nets["m"](x)])
         torch.testing.assert_close(got, expected)
-    assert loaded == ["a", "m", "b"]  # each loaded once, when first needed
+    assert loaded == [("a", 8), ("m", 8), ("b", 8)]  # each loaded once, when first needed, at the input size
 
 
 @pytest.mark.slow

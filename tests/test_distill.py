@@ -10,12 +10,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
+from bnn_lab.assembly import load_trained
 from bnn_lab.distill import FeatureCapture, attention_loss, build_distiller, default_points, kd_loss
 from bnn_lab.errors import UserError
 from bnn_lab.models import create
 from bnn_lab.training import run as run_module
 from bnn_lab.training.module import ClassificationModule
-from bnn_lab.training.stages import load_teacher
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -159,12 +159,12 @@ def test_teacher_checkpoint_of_another_architecture_is_a_clear_error(tmp_path):
         ckpt,
     )
     with pytest.raises(UserError, match="is a vgg_small but arch.name is resnet20"):
-        load_teacher(str(ckpt), cfg, 1, 10, 8)
+        load_trained(str(ckpt), 8, asking=cfg, in_chans=1, num_classes=10, what="teacher checkpoint")
     torch.save({"state_dict": {f"model.{k}": v for k, v in other.state_dict().items()}}, ckpt)
     with pytest.raises(UserError, match="does not fit arch resnet20"):
-        load_teacher(str(ckpt), cfg, 1, 10, 8)
+        load_trained(str(ckpt), 8, asking=cfg, in_chans=1, num_classes=10, what="teacher checkpoint")
     with pytest.raises(UserError, match="does not exist"):
-        load_teacher(str(tmp_path / "nope.ckpt"), cfg, 1, 10, 8)
+        load_trained(tmp_path / "nope.ckpt", 8, asking=cfg, in_chans=1, num_classes=10, what="teacher checkpoint")
 
 
 def test_kd_with_teacher_from_checkpoint_through_the_cli(run_cli, tmp_path):

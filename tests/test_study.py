@@ -17,11 +17,11 @@ from hydra import compose, initialize_config_dir
 from test_multirun import bnn_lab
 
 from bnn_lab.assembly import build_model
+from bnn_lab.assembly.trained import find_best_checkpoint
 from bnn_lab.errors import UserError
 from bnn_lab.report import build_report, collect_runs
 from bnn_lab.report.stats import estimate, paired_difference
 from bnn_lab.report.study import build_studies
-from bnn_lab.training.safety.checkpoints import find_best_checkpoint
 from bnn_lab.training.stages import plan_stages
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,7 +11,7 @@ from .precision import (
     stage_precision,
     stored_precision,
 )
-from .trained import load_trained  # also provides it to the loss terms that load networks
+from .trained import find_best_checkpoint, load_trained
 
 __all__ = [
     "DEFAULT",
@@ -20,6 +20,7 @@ __all__ = [
     "build_model",
     "check_precision",
     "config_precision",
+    "find_best_checkpoint",
     "load_trained",
     "stage_precision",
     "stored_precision",

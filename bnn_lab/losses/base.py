@@ -7,9 +7,12 @@ term is one file under ``bnn_lab/losses/`` with its formula in the docstring.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 
 import torch
 from torch import nn
+
+NetworkLoader = Callable[[str, int], nn.Module]  # (checkpoint file or run directory, img_size) -> network in eval mode
 
 
 @dataclasses.dataclass
@@ -36,11 +39,15 @@ class LossTerm:
     ``needs_teacher``: the term reads the teacher's logits or features (a run without a
     teacher refuses it). ``feature_layers(model)`` names the student modules whose outputs
     the term reads (the teacher's same-named modules are captured too); called once before
-    training.
+    training. ``loads_networks``: the term loads trained networks by path through
+    ``network_loader(path, img_size)``, which :func:`.build.build_terms` hands it (the
+    assembly layer's loader, given by the training code that builds the terms).
     """
 
     name: str = "?"
     needs_teacher = False
+    loads_networks = False
+    network_loader: NetworkLoader | None = None
 
     def __init__(self, weight: float = 1.0) -> None:
         self.weight = float(weight)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from .base import LossTerm
+from .base import LossTerm, NetworkLoader
 from .registry import TERMS
 
 
@@ -21,9 +21,18 @@ def build_term(name: str, spec: float | Mapping[str, Any]) -> LossTerm:
     return TERMS.build(name, **options)
 
 
-def build_terms(specs: Mapping[str, float | Mapping[str, Any]]) -> list[LossTerm]:
-    """Every term of ``specs`` in its order, except those of weight 0 (they add nothing)."""
+def build_terms(
+    specs: Mapping[str, float | Mapping[str, Any]], network_loader: NetworkLoader | None = None
+) -> list[LossTerm]:
+    """Every term of ``specs`` in its order, except those of weight 0 (they add nothing).
+    ``network_loader``: what the terms that load trained networks (``loads_networks``) load
+    them with."""
     terms = [build_term(name, spec) for name, spec in specs.items()]
+    for term in terms:
+        if term.loads_networks:
+            if network_loader is None:
+                raise ConfigError(f"loss term {term.name!r} loads trained networks: build it with a network_loader")
+            term.network_loader = network_loader
     return [t for t in terms if t.weight != 0]
 
 

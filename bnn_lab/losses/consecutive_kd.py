@@ -29,7 +29,6 @@ from torch import nn
 
 from ..errors import ConfigError
 from .base import LossInputs, LossTerm
-from .networks import load_network
 from .registry import register_term
 
 
@@ -52,6 +51,8 @@ def consecutive_kd_loss(student: torch.Tensor, teachers: Sequence[torch.Tensor],
 
 @register_term("consecutive_kd")
 class ConsecutiveKD(LossTerm):
+    loads_networks = True
+
     def __init__(
         self,
         weight: float = 1.0,
@@ -88,7 +89,7 @@ class ConsecutiveKD(LossTerm):
 
     def _network(self, path: str, inputs: LossInputs) -> nn.Module:
         if path not in self._loaded:
-            net = load_network(path, inputs.x.shape[-1]).to(inputs.x.device).eval().requires_grad_(False)
+            net = self.network_loader(path, inputs.x.shape[-1]).to(inputs.x.device).eval().requires_grad_(False)
             self._loaded[path] = net
         return self._loaded[path]
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..assembly import load_trained
 from ..distill import Distiller, build_distiller
 from ..errors import UserError
 from ..losses import FeatureCapture, LossInputs, build_terms, merge_specs
@@ -54,7 +55,7 @@ class ClassificationModule(pl.LightningModule):
             raise UserError(f"distillation {self.distiller.name!r} needs a teacher")
         loss = dict(loss or {})
         self.ce_weight = float(loss.pop("ce", 1.0)) * self.distiller.weights["ce"]
-        self.terms = build_terms(merge_specs(self.distiller.term_specs(), loss))
+        self.terms = build_terms(merge_specs(self.distiller.term_specs(), loss), network_loader=load_trained)
         for term in self.terms:
             if term.needs_teacher and teacher is None:
                 raise UserError(

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
-from ..assembly import build_data, build_model, config_precision
+from ..assembly import build_data, build_model, config_precision, load_trained
 from ..distill import build_distiller
 from ..errors import ConfigError
 from ..files import load_checkpoint, read_json, torch_save, write_json
@@ -35,7 +35,7 @@ from .safety.preemption import PreemptionCheckpoint, cluster_plugins, exit_on_si
 from .safety.resume import checkpoint_step, checkpoint_to_resume
 from .safety.run_dir import check_run_dir, finished_with, resume_hint
 from .safety.run_lock import run_lock
-from .stages import Stage, init_from, load_teacher, plan_stages
+from .stages import Stage, init_from, plan_stages
 from .teacher_cache import resolve_teacher
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,17 @@ class _StageRunner:
         if stage.teacher == "previous":
             return copy.deepcopy(previous)
         dm, state = self.dm, rng.capture()
-        teacher = load_teacher(stage.teacher, self.cfg, dm.in_chans, dm.num_classes, dm.img_size)
+        teacher = load_trained(
+            stage.teacher,
+            dm.img_size,
+            asking=self.cfg,
+            in_chans=dm.in_chans,
+            num_classes=dm.num_classes,
+            what="teacher checkpoint",
+            trust=bool(OmegaConf.select(self.cfg, "distill.teacher.trust", default=False)),
+            trust_hint="add distill.teacher.trust=true",
+            missing_hint="train one first or drop distill.teacher.ckpt",
+        )
         rng.restore(state)  # building the teacher drew its init: the student's draws stay those of a plain run
         return teacher
 
@@ -266,7 +276,10 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("if this run stops, %s", resume_hint(run_dir))
     if "loss" in cfg:  # a misspelt term or option fails now, not after a teacher stage
-        build_terms({k: v for k, v in OmegaConf.to_container(cfg.loss, resolve=True).items() if k != "ce"})
+        build_terms(
+            {k: v for k, v in OmegaConf.to_container(cfg.loss, resolve=True).items() if k != "ce"},
+            network_loader=load_trained,
+        )
     stages = plan_stages(cfg)
     state = rng.capture()
     teacher = resolve_teacher(cfg, stages[-1].teacher, train)  # from the cache: trained first if new

@@ -8,17 +8,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ..assembly import build_model, config_precision, stage_precision, stored_precision
+from ..assembly import config_precision, stage_precision
 from ..errors import ConfigError, UserError
-from ..files import load_checkpoint
-from .safety.checkpoints import find_best_checkpoint
 from .teacher_cache import CACHED, TEACHER_TERMS, cache_dir
 
 log = logging.getLogger(__name__)
@@ -87,34 +84,3 @@ def init_from(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
         raise UserError(f"cannot initialize from the previous stage: shapes differ for {', '.join(clash[:5])}")
     model.load_state_dict({k: v for k, v in state.items() if k in own}, strict=False)
     return [k for k in own if k not in state]
-
-
-def load_teacher(path: str, cfg: DictConfig, in_chans: int, num_classes: int, img_size: int) -> nn.Module:
-    """A teacher of ``cfg.arch`` from a bnn-lab checkpoint, or from a run directory (its best
-    checkpoint, :func:`~bnn_lab.training.safety.checkpoints.find_best_checkpoint`)."""
-    if not Path(path).expanduser().exists():
-        raise UserError(f"teacher checkpoint {path} does not exist; train one first or drop distill.teacher.ckpt")
-    file = find_best_checkpoint(path)
-    trust = bool(OmegaConf.select(cfg, "distill.teacher.trust", default=False))
-    ckpt = load_checkpoint(file, what="teacher checkpoint", trust=trust, trust_hint="add distill.teacher.trust=true")
-    meta = ckpt.get("bnn_lab", {}) if isinstance(ckpt, dict) else {}
-    if meta.get("arch") and meta["arch"] != cfg.arch.name:
-        raise UserError(
-            f"teacher checkpoint {file} is a {meta['arch']} but arch.name is {cfg.arch.name}; "
-            "use a teacher of the same architecture"
-        )
-    state = {k.removeprefix("model."): v for k, v in ckpt.get("state_dict", {}).items() if k.startswith("model.")}
-    teacher, _ = build_model(cfg, in_chans, num_classes, img_size, precision=stored_precision(meta, "fp"))
-    try:
-        missing, unexpected = teacher.load_state_dict(state, strict=False)
-    except RuntimeError as exc:  # shapes differ
-        raise UserError(
-            f"teacher checkpoint {file} does not fit arch {cfg.arch.name} (tensor shapes differ); "
-            "same architecture needed"
-        ) from exc
-    if missing or unexpected:
-        raise UserError(
-            f"teacher checkpoint {file} does not fit arch {cfg.arch.name} "
-            f"({len(missing)} missing, {len(unexpected)} unexpected tensors); same architecture needed"
-        )
-    return teacher

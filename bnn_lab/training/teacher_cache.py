@@ -143,7 +143,7 @@ def _locked(path: Path):
 
 
 def _found(folder: Path, key: str, trained: bool) -> Teacher:
-    from .safety.checkpoints import find_best_checkpoint  # Lightning: not for bnn-lab-report, which reads MARKER
+    from ..assembly.trained import find_best_checkpoint  # torch, timm: not for bnn-lab-report, which reads MARKER
 
     metrics = read_json(folder / "metrics.json", "cached teacher's metrics")
     return Teacher(folder, find_best_checkpoint(folder), key, trained, metrics)
@@ -192,7 +192,7 @@ def cached_teacher(cfg: DictConfig, train: Callable[[DictConfig, Path], dict]) -
 def given_teacher(path: str) -> Teacher:
     """``distill.teacher.ckpt``: a checkpoint file or a run directory; its run's metrics when
     the checkpoint sits in a run directory's checkpoints/ folder."""
-    from .safety.checkpoints import find_best_checkpoint
+    from ..assembly.trained import find_best_checkpoint
 
     checkpoint = find_best_checkpoint(path)
     folder = Path(path).expanduser() if Path(path).expanduser().is_dir() else checkpoint.parent.parent

@@ -12,14 +12,12 @@ of that epoch, reaches the same val/acc and writes the same best file again.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pytorch_lightning as pl
 from pytorch_lightning.callbacks import Checkpoint, ModelCheckpoint
 
-from ...errors import ConfigError, UserError
-from ...files import read_json
+from ...errors import ConfigError
 from ...files.atomic import PARTIAL_SUFFIX
 from .run_dir import LAST
 
@@ -72,10 +70,6 @@ class LastCheckpoint(Checkpoint):
         self.save(trainer)
 
 
-BEST_NAME = re.compile(r"best-epoch(\d+)\.ckpt")
-OLD_BEST_NAME = re.compile(r"best-epoch=(\d+)\.ckpt")  # what earlier versions wrote
-
-
 def best_checkpoint(dirpath: Path) -> ModelCheckpoint:
     """The best checkpoint by ``val/acc``, written at epoch ends as ``best-epochNN.ckpt``: no
     ``=`` in the name, so that the path can be given back as an override
@@ -88,45 +82,6 @@ def best_checkpoint(dirpath: Path) -> ModelCheckpoint:
         mode="max",
         save_last=False,
         save_top_k=1,
-    )
-
-
-def _best_in(folder: Path) -> Path | None:
-    """The best checkpoint in a checkpoints/ folder (the highest epoch if several); a folder
-    with only the names of earlier versions is one line saying how to rename them."""
-    found = [(int(m.group(1)), p) for p in folder.glob("best-epoch*.ckpt") if (m := BEST_NAME.fullmatch(p.name))]
-    if found:
-        return max(found)[1]
-    old = sorted(p for p in folder.glob("best-epoch=*.ckpt") if OLD_BEST_NAME.fullmatch(p.name))
-    if old:
-        new = old[-1].name.replace("best-epoch=", "best-epoch")
-        raise UserError(f"{old[-1]} has the name of an earlier version; rename it {new} (or give the file itself)")
-    return None
-
-
-def find_best_checkpoint(path: str | Path) -> Path:
-    """The checkpoint a run was tested with. ``path``: a checkpoint file (returned as is), a
-    checkpoints/ folder, or a run directory: the file its metrics.json names if it still
-    exists, else the best one in ``checkpoints/``, else in the last stage's
-    (``stages/<n>_<name>/checkpoints/``) of a multi-stage run."""
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        return path
-    metrics = path / "metrics.json"
-    if metrics.is_file():
-        named = read_json(metrics, "metrics file").get("best_checkpoint")
-        if named and Path(named).is_file():
-            return Path(named)
-    stages = sorted(
-        (p for p in path.glob("stages/*") if p.name.split("_")[0].isdigit()), key=lambda p: int(p.name.split("_")[0])
-    )
-    for folder in (path, path / "checkpoints", *(s / "checkpoints" for s in reversed(stages))):
-        best = _best_in(folder)
-        if best is not None:
-            return best
-    raise UserError(
-        f"no best checkpoint (checkpoints/best-epochNN.ckpt) in {path}; give a checkpoint file or a "
-        "finished run directory"
     )
 
 
