@@ -223,7 +223,7 @@ def test_rbd_trains_one_epoch_on_digits_with_a_teacher(run_cli, tmp_path):
     proc = run_cli(
         *TINY,
         "distill=kd",
-        "distill.kd=0",
+        "loss.kd.weight=0",
         f"distill.teacher.cache={tmp_path / 'teachers'}",
         "loss=[rbd]",
         "logger=csv",

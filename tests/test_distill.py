@@ -1,5 +1,6 @@
-"""Distillation: losses against hand computations, the teacher's isolation, hook hygiene,
-and the progressive multi-stage recipe (weights handed from stage to stage, resume)."""
+"""Distillation: losses against hand computations, what each preset optimizes against the
+published weighted sum, the teacher's isolation, hook hygiene, and the progressive multi-stage
+recipe (weights handed from stage to stage, their terms, resume)."""
 
 import csv
 import json
@@ -8,14 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 from bnn_lab.assembly import load_trained
-from bnn_lab.distill import FeatureCapture, attention_loss, build_distiller, default_points, kd_loss
-from bnn_lab.errors import UserError
+from bnn_lab.assembly.old_spellings import refuse_old_spelling
+from bnn_lab.errors import ConfigError, UserError
+from bnn_lab.losses import FeatureCapture, attention_loss, default_points, kd_loss
 from bnn_lab.models import create
 from bnn_lab.training import run as run_module
 from bnn_lab.training.module import ClassificationModule
+from bnn_lab.training.stages import plan_stages
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -42,15 +47,63 @@ def test_kd_loss_by_hand():
     assert kd_loss(zs, zt, T).item() == pytest.approx(float(expected), rel=1e-6)
 
 
-def test_real2bin_defaults_follow_the_published_recipe():
-    d = build_distiller("real2bin")
-    assert d.weights == {"ce": 1.0, "attention": 30.0, "kd": 3.0} and d.needs_features
+def _composed(*overrides: str):
+    with initialize_config_dir(config_dir=CONF, version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def _loss(*overrides: str) -> dict:
+    return OmegaConf.to_container(_composed(*overrides).loss, resolve=True)
+
+
+@pytest.mark.parametrize(
+    "preset,ce,kd,temperature,attention",
+    [("kd", 1.0, 1.0, 4.0, 0.0), ("real2bin", 1.0, 3.0, 1.0, 30.0)],
+)
+def test_a_distillation_preset_optimizes_its_published_weighted_sum(preset, ce, kd, temperature, attention):
+    """The loss of one training step of a run composed with ``distill=<preset>`` equals
+    ce CE + kd T^2 KL + attention sum_blocks attention-transfer, computed here from the terms'
+    functions (each checked by hand above) with the published weights."""
+    torch.manual_seed(0)
+    student, teacher = create("resnet20", 1, 10, 8), create("resnet20", 1, 10, 8)
+    loss = _loss(f"distill={preset}")
+    module = ClassificationModule(student, 10, {"name": "adam"}, {"name": "none"}, teacher, None, loss)
+    module.log = lambda *a, **k: None
+    module.on_fit_start()
+    x, y = torch.randn(6, 1, 8, 8), torch.tensor([0, 1, 2, 3, 4, 5])
+    got = module.training_step((x, y), 0)
+    module.on_fit_end()
+    points = default_points(student)
+    with FeatureCapture(student, points) as cs, FeatureCapture(teacher, points) as ct, torch.no_grad():
+        zs, zt = student(x), teacher(x)
+        expected = ce * F.cross_entropy(zs, y) + kd * kd_loss(zs, zt, temperature)
+        expected = expected + attention * attention_loss(cs.features(), ct.features())
+    assert [term.name for term in module.terms] == (["kd", "attention"] if attention else ["kd"])
+    assert got.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_the_progressive_recipe_says_each_stages_terms_and_old_spellings_are_refused():
+    stages = plan_stages(_composed("experiment=real2bin"))
+    assert [s.terms for s in stages] == [
+        {"ce": 1.0},  # full precision, no teacher
+        {"ce": 1.0, "kd": {"weight": 3.0, "temperature": 1.0}, "attention": 30.0},
+        {"ce": 1.0, "kd": {"weight": 3.0, "temperature": 1.0}, "attention": 30.0},
+        {"ce": 1.0, "kd": {"weight": 0.8, "temperature": 1.0}},  # 1W1A: attention 0, KD 0.8 at T = 1
+    ]
+    assert [s.teacher for s in stages] == [None, "previous", "previous", "previous"]
+    with pytest.raises(ConfigError, match="stage 1 sets loss and distill; what a stage optimizes is its terms"):
+        OmegaConf.update(cfg := _composed("experiment=real2bin"), "stages.1.loss", {"kd": 3.0}, force_add=True)
+        OmegaConf.update(cfg, "stages.1.distill", "real2bin", force_add=True)
+        plan_stages(cfg)
+    with pytest.raises(ConfigError, match=r"distill.kd is no longer a key: write loss.kd.weight=<weight>"):
+        refuse_old_spelling("distill.kd")
 
 
 def test_teacher_gets_no_gradient_and_is_not_saved():
     torch.manual_seed(0)
     student, teacher = create("resnet20", 1, 10, 8), create("resnet20", 1, 10, 8)
-    module = ClassificationModule(student, 10, {"name": "adam"}, {"name": "none"}, build_distiller("real2bin"), teacher)
+    loss = _loss("distill=real2bin")
+    module = ClassificationModule(student, 10, {"name": "adam"}, {"name": "none"}, teacher, None, loss)
     module.log = lambda *a, **k: None
     module.on_fit_start()
     loss = module.training_step((torch.randn(4, 1, 8, 8), torch.tensor([0, 1, 2, 3])), 0)

@@ -96,7 +96,7 @@ def test_lcr_trains_one_epoch_on_digits_with_a_full_precision_teacher(run_cli, t
         "optimizer.lr=0.01",
         "scheduler=none",
         "distill=kd",
-        "distill.kd=0",
+        "loss.kd.weight=0",
         f"distill.teacher.cache={tmp_path / 'teachers'}",
         "loss=[lcr]",
     )

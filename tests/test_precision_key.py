@@ -4,7 +4,7 @@ in one line naming it."""
 import pytest
 
 from bnn_lab.assembly import config_precision, stage_precision, stored_precision
-from bnn_lab.assembly.precision import refuse_old_spelling
+from bnn_lab.assembly.old_spellings import refuse_old_spelling
 from bnn_lab.errors import ConfigError
 
 

@@ -338,8 +338,8 @@ def test_a_student_with_a_zero_distillation_weight_is_the_plain_run(tmp_path):
 
     cache = f"distill.teacher.cache={tmp_path / 'teachers'}"
     plain = train(cfg(), tmp_path / "plain")
-    trained_here = train(cfg("distill=kd", "distill.kd=0", cache), tmp_path / "kd_first")
-    from_cache = train(cfg("distill=kd", "distill.kd=0", cache), tmp_path / "kd_cached")
+    trained_here = train(cfg("distill=kd", "loss.kd.weight=0", cache), tmp_path / "kd_first")
+    from_cache = train(cfg("distill=kd", "loss.kd.weight=0", cache), tmp_path / "kd_cached")
     assert trained_here["teacher"]["trained_in_this_run"] and not from_cache["teacher"]["trained_in_this_run"]
     weights = {name: torch.load(tmp_path / name / "final_weights.pt") for name in ("plain", "kd_first", "kd_cached")}
     for name in ("kd_first", "kd_cached"):

@@ -54,7 +54,7 @@ def test_fmnist_kd_preset_is_fmnist_bnn_with_a_teacher():
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
         plain = compose(config_name="config", overrides=["experiment=fmnist_bnn"])
         kd = compose(config_name="config", overrides=["experiment=fmnist_bnn_kd"])
-    assert (kd.distill.name, kd.distill.ce, kd.distill.kd, kd.distill.temperature) == ("kd", 1.0, 1.0, 4.0)
+    assert (kd.distill.name, kd.loss.ce, kd.loss.kd.weight, kd.loss.kd.temperature) == ("kd", 1.0, 1.0, 4.0)
     for key in ("arch", "estimator", "optimizer", "scheduler", "trainer", "data", "binarize"):
         assert kd[key] == plain[key], key  # the same student, schedule and budget
     assert kd.distill.teacher.epochs == plain.trainer.max_epochs

@@ -1,7 +1,7 @@
 """Precisions: the one key ``precision`` (and a stage's ``precision:``) names which parts of the
 binary layers are binary. The spellings of earlier versions (``fp=true``,
 ``binarize.policy.weights_only=true``, a stage's ``mode:``) are refused in one line that names
-``precision`` (:data:`OLD_SPELLINGS`)."""
+``precision`` (:mod:`.old_spellings`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
+from .old_spellings import PRECISION_SPELLINGS
 
 DEFAULT = "1w1a"
 # precision -> (input mode, weight mode) of the binary layers; "fp" builds no binary layer
@@ -19,21 +20,12 @@ PRECISIONS: dict[str, tuple[str, str] | None] = {
     "bwn": ("real", "binary"),  # binary weights, real activations
     "1w1a": ("binary", "binary"),
 }
-# command-line keys of earlier versions -> what to write instead
-OLD_SPELLINGS = {"fp": "precision=fp", "binarize.policy.weights_only": "precision=bwn"}
 
 
 def check_precision(precision: Any, key: str = "precision") -> str:
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown {key} {precision!r}; valid precisions: {', '.join(PRECISIONS)}")
     return precision
-
-
-def refuse_old_spelling(key: str) -> None:
-    """One line naming the new spelling for a key of earlier versions (``fp``, ...)."""
-    key = key.lstrip("+~")
-    if key in OLD_SPELLINGS:
-        raise ConfigError(f"{key} is no longer a key: write {OLD_SPELLINGS[key]} (the one precision key)")
 
 
 def config_precision(cfg: Mapping[str, Any]) -> str:
@@ -50,7 +42,7 @@ def stored_precision(meta: Mapping[str, Any], default: str | None = None) -> str
 def saved_precision(conf: Mapping[str, Any]) -> str:
     """The precision of a saved configuration, those that earlier versions wrote included (where
     an old spelling, ``fp: true`` or ``binarize.policy.weights_only: true``, said it)."""
-    for key, new in OLD_SPELLINGS.items():
+    for key, new in PRECISION_SPELLINGS.items():
         node: Any = conf
         for part in key.split("."):
             node = (node or {}).get(part)

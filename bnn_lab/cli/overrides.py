@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ..assembly.precision import refuse_old_spelling
+from ..assembly.old_spellings import refuse_old_spelling
 from ..errors import ConfigError
 from ..training.safety.run_dir import check_run_dir, is_other_rank
 from ..training.safety.run_lock import refuse_if_live
@@ -37,7 +37,7 @@ def check_group_choices(args: list[str], conf_dir: Path) -> None:
         return  # Hydra reports syntax errors itself
     for ov in overrides:
         group = ov.key_or_group
-        refuse_old_spelling(group)  # fp=true, binarize.policy.weights_only=true: one line naming precision
+        refuse_old_spelling(group)  # fp=true, distill.kd=0...: one line naming the new spelling
         if ov.is_delete() or "." in group or ov.package or not (conf_dir / group).is_dir():
             continue
         if group.startswith("hydra/"):  # hydra/launcher, hydra/sweeper: plugins add options without a file here

@@ -28,8 +28,7 @@ def select_points(model: nn.Module, patterns: list[str] | None) -> list[str]:
         points = default_points(model)
         if not points:
             raise ConfigError(
-                "no residual/dense blocks found for attention matching; "
-                "name the layers (distill.layers or loss.attention.layers)"
+                "no residual/dense blocks found for attention matching; name the layers (loss.attention.layers)"
             )
         return points
     names = [n for n, _ in model.named_modules() if n]

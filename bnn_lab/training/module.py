@@ -12,9 +12,8 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..assembly import load_trained
-from ..distill import Distiller, build_distiller
 from ..errors import UserError
-from ..losses import FeatureCapture, LossInputs, build_terms, merge_specs
+from ..losses import FeatureCapture, LossInputs, build_terms
 from ..optim import configure_optimizer
 from .safety.epoch_metrics import EpochMetrics, fill_missing
 
@@ -27,11 +26,11 @@ class ClassificationModule(pl.LightningModule):
     """Cross-entropy training of ``model``; logs ``{train,val,test}/{loss,acc}`` and
     ``test/acc5`` where there are at least 5 classes.
 
-    The training loss is ``loss.ce`` x the distiller's ``ce`` x CE plus the weighted loss
-    terms: the distiller's (kd, attention; they need the ``teacher``) and then those of
-    ``loss`` (``{name: weight or options}``), each logged as ``train/<name>`` (weighted). The
-    teacher stays in eval mode without gradients and is not a registered submodule, so
-    checkpoints hold the student only.
+    The training loss is ``loss["ce"]`` x CE plus the weighted terms of ``loss``
+    (``{name: weight or options}``: the run's ``loss`` node, where a distillation preset put its
+    kd / attention terms, or a stage's ``terms``), each logged as ``train/<name>`` (weighted).
+    Terms that read a teacher need the ``teacher``, which stays in eval mode without gradients
+    and is not a registered submodule, so checkpoints hold the student only.
     ``compile_model()`` runs the steps through a ``torch.compile`` of the model.
     """
 
@@ -41,7 +40,6 @@ class ClassificationModule(pl.LightningModule):
         num_classes: int,
         optimizer: Mapping[str, Any],
         scheduler: Mapping[str, Any],
-        distiller: Distiller | None = None,
         teacher: nn.Module | None = None,
         meta: Mapping[str, Any] | None = None,
         loss: Mapping[str, Any] | None = None,
@@ -50,12 +48,9 @@ class ClassificationModule(pl.LightningModule):
         self.model = model
         self.num_classes = num_classes
         self.optimizer_cfg, self.scheduler_cfg = dict(optimizer), dict(scheduler)
-        self.distiller = distiller or build_distiller("none")
-        if self.distiller.needs_teacher and teacher is None:
-            raise UserError(f"distillation {self.distiller.name!r} needs a teacher")
         loss = dict(loss or {})
-        self.ce_weight = float(loss.pop("ce", 1.0)) * self.distiller.weights["ce"]
-        self.terms = build_terms(merge_specs(self.distiller.term_specs(), loss), network_loader=load_trained)
+        self.ce_weight = float(loss.pop("ce", 1.0))
+        self.terms = build_terms(loss, network_loader=load_trained)
         for term in self.terms:
             if term.needs_teacher and teacher is None:
                 raise UserError(

@@ -15,7 +15,6 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 from ..assembly import build_data, build_model, config_precision, load_trained
-from ..distill import build_distiller
 from ..errors import ConfigError
 from ..files import load_checkpoint, read_json, torch_save, write_json
 from ..losses import build_terms
@@ -35,7 +34,7 @@ from .safety.preemption import PreemptionCheckpoint, cluster_plugins, exit_on_si
 from .safety.resume import checkpoint_step, checkpoint_to_resume
 from .safety.run_dir import check_run_dir, finished_with, resume_hint
 from .safety.run_lock import run_lock
-from .stages import Stage, init_from, plan_stages
+from .stages import Stage, init_from, plan_stages, stage_distillation
 from .teacher_cache import resolve_teacher
 
 log = logging.getLogger(__name__)
@@ -131,12 +130,6 @@ class _StageRunner:
         optimizer = dict(cfg.optimizer)
         if stage.lr is not None:
             optimizer["lr"] = stage.lr
-        distill_kwargs = {
-            k: v
-            for k, v in OmegaConf.to_container(cfg.distill, resolve=True).items()
-            if k not in ("name", "teacher", "init_from_teacher")
-        }
-        distiller = build_distiller(stage.distill, **{**distill_kwargs, **(stage.loss or {})})
         meta = {
             "arch": cfg.arch.name,
             "precision": stage.precision,
@@ -144,10 +137,8 @@ class _StageRunner:
             "in_chans": dm.in_chans,
             "stage": stage.name,
         }
-        loss = stage.terms
-        if loss is None and "loss" in cfg:
-            loss = OmegaConf.to_container(cfg.loss, resolve=True)
-        lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, distiller, teacher, meta, loss)
+        loss = stage.terms if stage.terms is not None else OmegaConf.to_container(cfg.loss, resolve=True)
+        lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, teacher, meta, loss)
         if cfg.get("compile"):
             lit.compile_model()
         suffix = "" if n_stages == 1 else f"-{stage.name}"
@@ -200,7 +191,7 @@ class _StageRunner:
             arch=cfg.arch.name,
             estimator=None if stage.precision == "fp" else cfg.estimator.name,
             data=cfg.data.name,
-            distill=stage.distill,
+            distill=stage_distillation(cfg, stage),
             seed=int(cfg.seed),
             fp=stage.precision == "fp",
             summary=summary.totals,
@@ -310,7 +301,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
                 "global_steps": m.get("global_steps"),
                 "wall_time_s": m.get("wall_time_s"),
                 "test/acc": m.get("test/acc"),
-                "distill": s.distill,
+                "distill": stage_distillation(cfg, s),
             }
             for s, m in zip(stages, per_stage)
         ],

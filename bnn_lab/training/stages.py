@@ -27,16 +27,24 @@ class Stage:
     precision: str  # bnn_lab/assembly/precision.py
     epochs: int
     lr: float | None = None
-    loss: dict[str, Any] | None = None  # distiller keyword arguments (ce, kd, attention, temperature, layers)
-    distill: str = "none"  # distillation method of this stage
     teacher: str | None = None  # "previous", CACHED or a checkpoint / run directory
     init: str | None = None  # "previous" / "teacher": start from that network's weights
-    terms: dict[str, Any] | None = None  # this stage's loss terms (None: the run's ``loss``)
+    terms: dict[str, Any] | None = None  # what this stage optimizes, like ``loss`` (None: the run's ``loss``)
+
+
+OLD_STAGE_KEYS = ("loss", "distill")  # earlier versions: a distillation's name and weights; now its terms
+TERMS_EXAMPLE = "terms: {ce: 1.0, kd: {weight: 3.0, temperature: 1.0}, attention: 30.0}"
 
 
 def _stage_from_cfg(i: int, raw: Mapping[str, Any], cfg: DictConfig) -> Stage:
     raw = dict(raw)
     raw["precision"] = stage_precision(i, raw)  # first: an old spelling gets its own message
+    old = [key for key in OLD_STAGE_KEYS if key in raw]
+    if old:
+        raise ConfigError(
+            f"stage {i} sets {' and '.join(old)}; what a stage optimizes is its terms, those of the loss group, "
+            f"e.g. {TERMS_EXAMPLE} (no terms: the run's loss)"
+        )
     valid = {f.name for f in dataclasses.fields(Stage)}
     unknown = sorted(set(raw) - valid)
     if unknown:
@@ -46,8 +54,13 @@ def _stage_from_cfg(i: int, raw: Mapping[str, Any], cfg: DictConfig) -> Stage:
     if i > 0:
         raw.setdefault("teacher", "previous")
         raw.setdefault("init", "previous")
-        raw.setdefault("distill", cfg.distill.name)
     return Stage(**raw)
+
+
+def stage_distillation(cfg: DictConfig, stage: Stage) -> str:
+    """What the metrics and reports call a stage's distillation: the run's ``distill`` preset
+    where the stage has a teacher, ``none`` where it has none."""
+    return str(cfg.distill.name) if stage.teacher is not None else "none"
 
 
 def plan_stages(cfg: DictConfig) -> list[Stage]:
@@ -56,7 +69,7 @@ def plan_stages(cfg: DictConfig) -> list[Stage]:
     if stages:
         return [_stage_from_cfg(i, OmegaConf.to_container(s, resolve=True), cfg) for i, s in enumerate(stages)]
     distill = cfg.distill.name
-    main = Stage(name="train", precision=config_precision(cfg), epochs=epochs, distill=distill)
+    main = Stage(name="train", precision=config_precision(cfg), epochs=epochs)
     if distill == "none":
         return [main]
     teacher_cfg = cfg.distill.get("teacher") or {}

@@ -52,7 +52,8 @@ def config_changes(saved_yaml: Path, cfg: DictConfig) -> list[str]:
     (``resume`` itself and Hydra's own keys aside)."""
     if not saved_yaml.is_file():
         return []
-    from ...assembly.precision import OLD_SPELLINGS, saved_precision  # here: the assembly layer imports torch
+    from ...assembly.old_spellings import PRECISION_SPELLINGS  # here: the assembly layer imports torch
+    from ...assembly.precision import saved_precision
 
     saved = OmegaConf.to_container(OmegaConf.load(saved_yaml), resolve=True)
     old = flatten(saved)
@@ -64,7 +65,7 @@ def config_changes(saved_yaml: Path, cfg: DictConfig) -> list[str]:
         }
     )
     for flat, conf in ((old, saved), (new, cfg)):
-        for spelling in OLD_SPELLINGS:
+        for spelling in PRECISION_SPELLINGS:
             flat.pop(spelling, None)
         flat["precision"] = saved_precision(conf)
         flat.setdefault("binarize.weight_norm", "none")  # a config without the key normalizes no weights
