@@ -50,9 +50,15 @@ def standardized_weight(w: torch.Tensor) -> torch.Tensor:
     return centered / (torch.sqrt(centered.var(dims, keepdim=True) + EPS) / STD_TARGET)
 
 
-def laplace_quantile(w1: torch.Tensor, tau: float) -> torch.Tensor:
-    """-mean|w1| ln(2 - 2 tau): the tau-quantile of a zero-mean Laplace law fitted to w1, detached."""
-    return w1.detach().abs().mean() * -math.log(2.0 - 2.0 * tau)
+def quantile_factor(tau: float) -> float:
+    """-ln(2 - 2 tau): the tau-quantile of a zero-mean Laplace law in units of its scale b."""
+    return -math.log(2.0 - 2.0 * tau)
+
+
+def laplace_quantile(w1: torch.Tensor, factor: float) -> torch.Tensor:
+    """mean|w1| x ``factor`` (:func:`quantile_factor`): the quantile of the zero-mean Laplace law
+    fitted to w1 (its maximum-likelihood scale is mean|w1|), detached."""
+    return w1.detach().abs().mean() * factor
 
 
 def sample_standardized(x: torch.Tensor) -> torch.Tensor:
@@ -80,9 +86,11 @@ class ReCU(SignEstimator):
         self.role = role
         self.tau_min, self.tau_max = float(tau_min), float(tau_max)
         self.tau = self.tau_min
+        self.factor = quantile_factor(self.tau)
 
     def schedule(self, p: float) -> None:
         self.tau = recu_tau(p, self.tau_min, self.tau_max)
+        self.factor = quantile_factor(self.tau)  # a plain number: a compiled step takes it as an input
 
     def surrogate(self, x: torch.Tensor):
         return (None, ()) if self.role == "weight" else (self.vjp, ())
@@ -91,7 +99,7 @@ class ReCU(SignEstimator):
         if self.role != "weight":
             return standardized_input_sign(x, self.training, self.vjp)
         w1 = standardized_weight(x)
-        q = laplace_quantile(w1, self.tau)
+        q = laplace_quantile(w1, self.factor)
         return SurrogateSign.apply(torch.clamp(w1, -q, q), None, ())
 
     def extra_repr(self) -> str:
