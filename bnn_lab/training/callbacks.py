@@ -1,4 +1,7 @@
-"""Callbacks every run uses."""
+"""Lightning callbacks by name: ``callbacks=[<name>, ...]`` adds registered ones to a run
+(a plugin registers its own with :func:`register_callback`). Those that keep a run's files,
+its resume bit-exact and its schedules right are not in this list: every run has them
+(``bnn_lab.training.run``)."""
 
 from __future__ import annotations
 
@@ -7,6 +10,15 @@ import torch
 
 from ..estimators import Quantizer
 from ..optim import latent_parameters
+from ..registry import Registry
+
+CALLBACKS: Registry[type[pl.Callback]] = Registry("callback")
+register_callback = CALLBACKS.register
+
+
+def build_callbacks(names: list[str] | None) -> list[pl.Callback]:
+    """The registered callbacks ``names``, built without arguments (an unknown name lists the valid ones)."""
+    return [CALLBACKS.get(name)() for name in names or ()]
 
 
 def estimator_modules(model: torch.nn.Module) -> list[torch.nn.Module]:
@@ -24,8 +36,10 @@ class EstimatorProgress(pl.Callback):
             m.set_progress(p)
 
 
+@register_callback("latent_clip")
 class LatentClip(pl.Callback):
-    """Clips latent binary weights to [-1, 1] after each optimizer step (BinaryConnect)."""
+    """Clips latent binary weights to [-1, 1] after each optimizer step (BinaryConnect); also
+    what ``optimizer.clip_latent=true`` adds."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         with torch.no_grad():

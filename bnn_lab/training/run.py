@@ -11,6 +11,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
@@ -21,7 +22,7 @@ from ..losses import build_terms
 from ..plugins import load_plugins
 from ..progress import is_terminal, wanted
 from ..summary import summarize
-from .callbacks import EstimatorProgress, LatentClip
+from .callbacks import EstimatorProgress, build_callbacks
 from .epoch_log import EpochLog
 from .heap import keep_freed_memory
 from .loggers import build_logger
@@ -94,31 +95,71 @@ class _StageRunner:
         return teacher
 
     def run(self, index: int, stage: Stage, n_stages: int, previous: nn.Module | None):
+        """Train and test one stage in its folder; returns its network (the tested weights) and
+        metrics. A finished stage of a resumed recipe is reused as it is."""
         cfg, dm = self.cfg, self.dm
         out = self.stage_dir(index, stage, n_stages)
         out.mkdir(parents=True, exist_ok=True)
         model, report = build_model(cfg, dm.in_chans, dm.num_classes, dm.img_size, precision=stage.precision)
         if cfg.get("channels_last"):
             model.to(memory_format=torch.channels_last)
-        done = out / "metrics.json"
-        if n_stages > 1 and cfg.get("resume") and done.is_file() and (out / FINAL_WEIGHTS).is_file():
-            model.load_state_dict(load_checkpoint(out / FINAL_WEIGHTS, what="stage weights"))
-            log.info("stage %s already finished: reusing %s", stage.name, out / FINAL_WEIGHTS)
-            if (out / RNG_AT_END).is_file():  # the next stage draws what it drew in the unbroken run
-                rng.load(out / RNG_AT_END)
-            return model, read_json(done, "stage metrics")
+        if n_stages > 1 and cfg.get("resume"):
+            finished = self.finished_stage(out, stage, model)
+            if finished is not None:
+                return model, finished
         start = time.time()
         teacher = self.teacher_for(stage, previous)
-        if stage.init in ("previous", "teacher"):
-            source = previous if stage.init == "previous" else teacher
-            fresh = init_from(model, source.state_dict())
-            log.info(
-                "stage %s starts from the %s's weights (%d new tensors)",
-                stage.name,
-                "teacher" if stage.init == "teacher" else f"stage {index - 1}",
-                len(fresh),
-            )
+        self.start_from(model, stage, index, previous, teacher)
+        summary = self.write_summary(out, model, report, stage, index, n_stages)
+        lit = self.module(model, stage, teacher)
+        resume_from = checkpoint_to_resume(out / "checkpoints", lit, self.run_dir) if cfg.get("resume") else None
+        if resume_from:
+            log.info("resuming stage %s from %s", stage.name, resume_from)
+        logger = build_logger(
+            cfg.logger,
+            out,
+            run_name(cfg) + ("" if n_stages == 1 else f"-{stage.name}"),
+            resuming=bool(cfg.get("resume")),
+            resume_step=checkpoint_step(resume_from) if resume_from else None,
+        )
+        best_cb, callbacks = self.callbacks(out)
+        trainer = _trainer(cfg, stage, out, logger, callbacks)
+        if logger:
+            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
+            logger.log_metrics({f"summary/{k}": float(v) for k, v in summary.totals.items()}, step=0)
+        results, best = self.fit_and_test(trainer, lit, best_cb, resume_from)
+        if is_rank_zero():
+            torch_save(model.state_dict(), out / FINAL_WEIGHTS)  # the tested (best) weights
+        metrics = self.stage_metrics(results, best_cb, best, stage, trainer, summary, start)
+        self.record(out, metrics, logger, n_stages)
+        return model, metrics
 
+    def finished_stage(self, out: Path, stage: Stage, model: nn.Module) -> dict[str, Any] | None:
+        """The metrics of a stage that a resumed recipe finished before (its tested weights loaded
+        into ``model``, the RNG as it was when the stage ended); None where it did not finish."""
+        done = out / "metrics.json"
+        if not (done.is_file() and (out / FINAL_WEIGHTS).is_file()):
+            return None
+        model.load_state_dict(load_checkpoint(out / FINAL_WEIGHTS, what="stage weights"))
+        log.info("stage %s already finished: reusing %s", stage.name, out / FINAL_WEIGHTS)
+        if (out / RNG_AT_END).is_file():  # the next stage draws what it drew in the unbroken run
+            rng.load(out / RNG_AT_END)
+        return read_json(done, "stage metrics")
+
+    def start_from(
+        self, model: nn.Module, stage: Stage, index: int, previous: nn.Module | None, teacher: nn.Module | None
+    ) -> None:
+        """``stage.init``: copy the previous stage's or the teacher's weights into ``model``."""
+        if stage.init not in ("previous", "teacher"):
+            return
+        source = previous if stage.init == "previous" else teacher
+        fresh = init_from(model, source.state_dict())
+        origin = "teacher" if stage.init == "teacher" else f"stage {index - 1}"
+        log.info("stage %s starts from the %s's weights (%d new tensors)", stage.name, origin, len(fresh))
+
+    def write_summary(self, out: Path, model: nn.Module, report, stage: Stage, index: int, n_stages: int):
+        """The data, the surgery and the model summary: printed, and written to summary.txt."""
+        dm = self.dm
         summary = summarize(model, dm.input_shape)
         header = f"stage {index} ({stage.name}, {stage.precision}): " if n_stages > 1 else ""
         header += str(report) if report is not None else "full precision: no surgery"
@@ -126,7 +167,11 @@ class _StageRunner:
         if is_rank_zero():
             (out / "summary.txt").write_text(f"{header}\n\n{summary.table()}\n")
             print(f"{header}\n{summary.table()}", flush=True)
+        return summary
 
+    def module(self, model: nn.Module, stage: Stage, teacher: nn.Module | None) -> ClassificationModule:
+        """The LightningModule of the stage: its optimizer (the stage's lr), its terms, its teacher."""
+        cfg, dm = self.cfg, self.dm
         optimizer = dict(cfg.optimizer)
         if stage.lr is not None:
             optimizer["lr"] = stage.lr
@@ -141,47 +186,44 @@ class _StageRunner:
         lit = ClassificationModule(model, dm.num_classes, optimizer, cfg.scheduler, teacher, meta, loss)
         if cfg.get("compile"):
             lit.compile_model()
-        suffix = "" if n_stages == 1 else f"-{stage.name}"
-        resume_from = checkpoint_to_resume(out / "checkpoints", lit, self.run_dir) if cfg.get("resume") else None
-        if resume_from:
-            log.info("resuming stage %s from %s", stage.name, resume_from)
-        logger = build_logger(
-            cfg.logger,
-            out,
-            run_name(cfg) + suffix,
-            resuming=bool(cfg.get("resume")),
-            resume_step=checkpoint_step(resume_from) if resume_from else None,
-        )
-        ckpt_cb = best_checkpoint(out / "checkpoints")  # first: written before last.ckpt at epoch ends
-        last_cb = LastCheckpoint(out / "checkpoints", cfg.checkpoint.every_n_train_steps)
-        hint = resume_hint(self.run_dir)
-        callbacks = [
-            ckpt_cb,
-            last_cb,
-            PreemptionCheckpoint(last_cb.save, hint),
+        return lit
+
+    def callbacks(self, out: Path) -> tuple[ModelCheckpoint, list[pl.Callback]]:
+        """Every run's callbacks, then ``optimizer.clip_latent``'s and the configured ``callbacks``.
+        Every run's: the best checkpoint (first: written before last.ckpt at epoch ends), last.ckpt,
+        the preemption checkpoint, RNG state and data position (bit-exact resume), the
+        estimators' progress, the one-line epoch log."""
+        cfg = self.cfg
+        best = best_checkpoint(out / "checkpoints")
+        last = LastCheckpoint(out / "checkpoints", cfg.checkpoint.every_n_train_steps)
+        every_run = [
+            best,
+            last,
+            PreemptionCheckpoint(last.save, resume_hint(self.run_dir)),
             rng.RngState(),
             TrainLoaderPosition(),
             EstimatorProgress(),
             EpochLog(),
         ]
-        if cfg.optimizer.get("clip_latent", False):
-            callbacks.append(LatentClip())
-        trainer = _trainer(cfg, stage, out, logger, callbacks)
-        if logger:
-            logger.log_hyperparams(OmegaConf.to_container(cfg, resolve=True))
-            logger.log_metrics({f"summary/{k}": float(v) for k, v in summary.totals.items()}, step=0)
+        extra = (["latent_clip"] if cfg.optimizer.get("clip_latent", False) else []) + list(cfg.get("callbacks") or [])
+        return best, every_run + build_callbacks(list(dict.fromkeys(extra)))
 
+    def fit_and_test(self, trainer: pl.Trainer, lit, best_cb: ModelCheckpoint, resume_from):
+        """Fit (from ``resume_from`` if given), then test the best checkpoint: (test results, its path)."""
+        hint = resume_hint(self.run_dir)
         with exit_on_sigterm(hint):
-            trainer.fit(lit, datamodule=dm, ckpt_path=resume_from, weights_only=True)
-        best = ckpt_cb.best_model_path or None
+            trainer.fit(lit, datamodule=self.dm, ckpt_path=resume_from, weights_only=True)
+        best = best_cb.best_model_path or None
         with exit_on_sigterm(hint):
-            results = trainer.test(lit, datamodule=dm, ckpt_path=best, verbose=False, weights_only=True)[0]
-        if is_rank_zero():
-            torch_save(model.state_dict(), out / FINAL_WEIGHTS)  # the tested (best) weights
+            results = trainer.test(lit, datamodule=self.dm, ckpt_path=best, verbose=False, weights_only=True)[0]
+        return results, best
 
+    def stage_metrics(self, results, best_cb, best, stage: Stage, trainer, summary, start: float) -> dict[str, Any]:
+        """What metrics.json of the stage holds (docs/configuration.md)."""
+        cfg = self.cfg
         metrics: dict[str, Any] = {k: float(v) for k, v in results.items()}
-        if ckpt_cb.best_model_score is not None:
-            metrics["val/acc"] = float(ckpt_cb.best_model_score)
+        if best_cb.best_model_score is not None:
+            metrics["val/acc"] = float(best_cb.best_model_score)
         metrics.update(
             stage=stage.name,
             precision=stage.precision,
@@ -197,13 +239,17 @@ class _StageRunner:
             summary=summary.totals,
             best_checkpoint=best,
         )
-        if is_rank_zero():
-            write_json(done, metrics)
-        if logger and cfg.logger.name == "wandb" and is_rank_zero():
+        return metrics
+
+    def record(self, out: Path, metrics: dict[str, Any], logger, n_stages: int) -> None:
+        """metrics.json, the W&B summary, and for recipes the RNG state the next stage starts from."""
+        if not is_rank_zero():
+            return
+        write_json(out / "metrics.json", metrics)
+        if logger and self.cfg.logger.name == "wandb":
             logger.experiment.summary.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        if n_stages > 1 and is_rank_zero():
+        if n_stages > 1:
             rng.save(out / RNG_AT_END)
-        return model, metrics
 
 
 def export_device(choice: str) -> torch.device:
@@ -266,6 +312,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("if this run stops, %s", resume_hint(run_dir))
+    build_callbacks(list(cfg.get("callbacks") or []))  # a misspelt callback fails now, like a misspelt term
     if "loss" in cfg:  # a misspelt term or option fails now, not after a teacher stage
         build_terms(
             {k: v for k, v in OmegaConf.to_container(cfg.loss, resolve=True).items() if k != "ce"},
