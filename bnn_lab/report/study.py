@@ -22,30 +22,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
+from ..training.safety.run_dir import BOOKKEEPING_KEYS
 from ..training.safety.run_dir import flatten as _flat
 from .collect import Run, natural_key
 from .stats import Estimate, estimate, paired_difference, verdict
 
-# configuration keys that do not make another arm: the seed, bookkeeping, paths, speed switches
-NOT_AN_ARM = (
-    "seed",
-    "resume",
-    "logger",
-    "study",
-    "export",
-    "checkpoint",
-    "compile",
-    "channels_last",
-    "keep_freed_memory",
-    "data.root",
-    "data.download",
-    "data.num_workers",
-    "data.on_device",
-    "trainer.enable_progress_bar",
-    "trainer.log_every_n_steps",
-    "distill.teacher.cache",
-    "distill.teacher.ckpt",
-)
+# configuration keys that do not make another arm: the seed, bookkeeping, where the teacher is kept
+NOT_AN_ARM = ("seed", *BOOKKEEPING_KEYS, "distill.teacher.cache", "distill.teacher.ckpt")
 BUDGET_KEYS = ("data", "batch", "steps", "epochs")
 
 

@@ -33,34 +33,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from ..files import read_json, write_json
-from .safety.run_dir import is_other_rank
+from .safety.run_dir import BOOKKEEPING_KEYS, is_other_rank
 
 log = logging.getLogger(__name__)
 ENV = "BNN_LAB_TEACHERS"
 DEFAULT_DIR = Path("~/.cache/bnn-lab/teachers")
 MARKER = "bnn-lab-teachers.txt"  # in the cache root: bnn-lab-report leaves the folder out of the study
-# values that do not change the full-precision teacher's weights (what is binarized and how,
-# the student's distillation, bookkeeping, where files go, speed switches)
-NOT_IN_KEY = (
-    "estimator",
-    "binarize",
-    "distill",
-    "stages",
-    "study",
-    "logger",
-    "resume",
-    "export",
-    "checkpoint",
-    "compile",
-    "channels_last",
-    "keep_freed_memory",
-    "data.root",
-    "data.download",
-    "data.num_workers",
-    "data.on_device",
-    "trainer.enable_progress_bar",
-    "trainer.log_every_n_steps",
-)
+# values that do not change the full-precision teacher's weights: what is binarized and how, the
+# student's distillation and stages, and what changes no network (bookkeeping, paths, speed)
+NOT_IN_KEY = ("estimator", "binarize", "distill", "stages", *BOOKKEEPING_KEYS)
 CACHED = "cached"  # a stage's teacher that comes from this cache
 TEACHER_TERMS = {"ce": 1.0}  # a teacher trains on plain cross-entropy: the student's terms are not its own
 WAIT_S = 24 * 3600  # a DDP rank other than 0 waits this long at most for rank 0's rename

@@ -31,6 +31,24 @@ MODEL_KEYS = (
     "data.seed",
 )
 NOT_COMPARED = ("resume", "distill.teacher.trust")  # how this run reads files, not what it trains
+# keys that never change the trained network: bookkeeping, where files go, speed switches (what a
+# study's arms and the teacher cache's keys leave out; each adds its own)
+BOOKKEEPING_KEYS = (
+    "resume",
+    "logger",
+    "study",
+    "export",
+    "checkpoint",
+    "compile",
+    "channels_last",
+    "keep_freed_memory",
+    "data.root",
+    "data.download",
+    "data.num_workers",
+    "data.on_device",
+    "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps",
+)
 
 
 def resume_hint(run_dir: Path) -> str:
