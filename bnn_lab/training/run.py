@@ -37,6 +37,7 @@ from .safety.run_dir import check_run_dir, finished_with, resume_hint
 from .safety.run_lock import run_lock
 from .stages import Stage, init_from, plan_stages, stage_distillation
 from .teacher_cache import resolve_teacher
+from .tuning import refuse_test_split, tune_arm
 
 log = logging.getLogger(__name__)
 FINAL_WEIGHTS = "final_weights.pt"
@@ -68,8 +69,8 @@ def _trainer(cfg: DictConfig, stage: Stage, run_dir: Path, logger, callbacks) ->
 class _StageRunner:
     """Runs the stages of one run in order, handing weights and teachers along."""
 
-    def __init__(self, cfg: DictConfig, run_dir: Path, dm) -> None:
-        self.cfg, self.run_dir, self.dm = cfg, run_dir, dm
+    def __init__(self, cfg: DictConfig, run_dir: Path, dm, test: bool = True) -> None:
+        self.cfg, self.run_dir, self.dm, self.test = cfg, run_dir, dm, test
 
     def stage_dir(self, index: int, stage: Stage, n_stages: int) -> Path:
         return self.run_dir if n_stages == 1 else self.run_dir / "stages" / f"{index}_{stage.name}"
@@ -209,11 +210,14 @@ class _StageRunner:
         return best, every_run + build_callbacks(list(dict.fromkeys(extra)))
 
     def fit_and_test(self, trainer: pl.Trainer, lit, best_cb: ModelCheckpoint, resume_from):
-        """Fit (from ``resume_from`` if given), then test the best checkpoint: (test results, its path)."""
+        """Fit (from ``resume_from`` if given), then test the best checkpoint: (test results, its path);
+        a tuning trial is not tested (no results)."""
         hint = resume_hint(self.run_dir)
         with exit_on_sigterm(hint):
             trainer.fit(lit, datamodule=self.dm, ckpt_path=resume_from, weights_only=True)
         best = best_cb.best_model_path or None
+        if not self.test:
+            return {}, best
         with exit_on_sigterm(hint):
             results = trainer.test(lit, datamodule=self.dm, ckpt_path=best, verbose=False, weights_only=True)[0]
         return results, best
@@ -289,26 +293,31 @@ def _export(cfg: DictConfig, model: nn.Module, stage: Stage, dm, run_dir: Path, 
         log.warning("packed test accuracy %.4f differs from the float one %.4f", result["acc"], metrics["test/acc"])
 
 
-def train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, test: bool = True) -> dict[str, Any]:
     """Train and test the configured model (all its stages); everything lands in ``run_dir``,
-    which no other run may write meanwhile (:func:`~bnn_lab.training.safety.run_lock.run_lock`)."""
+    which no other run may write meanwhile (:func:`~bnn_lab.training.safety.run_lock.run_lock`).
+    With ``study.tune`` the arm is tuned first (:mod:`.tuning`) and the run trains at its best
+    setting. ``test=False``: a tuning trial, scored on validation; its test split is refused."""
     if not is_rank_zero():  # joins the run rank 0 checked and holds
-        return _train(cfg, run_dir)
+        return _train(cfg, run_dir, test)
+    cfg, tuning = tune_arm(cfg, run_dir, train)
     with run_lock(run_dir):
         check_run_dir(run_dir, cfg)  # before any write: never over another run's files
         if cfg.get("resume") and finished_with(run_dir, cfg):
             log.info("%s already finished with this configuration: nothing to do (its metrics.json stands)", run_dir)
             return read_json(run_dir / "metrics.json", "metrics file")
-        return _train(cfg, run_dir)
+        return _train(cfg, run_dir, test, tuning)
 
 
-def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
+def _train(cfg: DictConfig, run_dir: Path, test: bool = True, tuning: dict | None = None) -> dict[str, Any]:
     start = time.time()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("keep_freed_memory", True):
         keep_freed_memory()
     load_plugins(cfg.get("plugins"))  # first: plugins may register data modules too
     dm = build_data(cfg)  # data mistakes end the run here, before anything else is set up
+    if not test:
+        refuse_test_split(dm)
     if is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("if this run stops, %s", resume_hint(run_dir))
@@ -324,7 +333,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
     if teacher is not None:
         stages[-1].teacher = str(teacher.checkpoint)
         rng.restore(state)  # the student draws what a plain run draws, teacher trained here or not
-    runner = _StageRunner(cfg, run_dir, dm)
+    runner = _StageRunner(cfg, run_dir, dm, test)
     previous, per_stage = None, []
     for i, stage in enumerate(stages):
         previous, metrics = runner.run(i, stage, len(stages), previous)
@@ -333,12 +342,18 @@ def _train(cfg: DictConfig, run_dir: Path) -> dict[str, Any]:
         per_stage[-1]["teacher"] = teacher.cost()
     if len(stages) == 1:
         final = per_stage[0]
-        _export(cfg, previous, stages[-1], dm, run_dir, final)
+        if test:
+            _export(cfg, previous, stages[-1], dm, run_dir, final)
+        if tuning:
+            final["tuning"] = tuning
         if is_rank_zero():
             write_json(run_dir / "metrics.json", final)
         return final
     final = dict(per_stage[-1])
-    _export(cfg, previous, stages[-1], dm, run_dir, final)
+    if test:
+        _export(cfg, previous, stages[-1], dm, run_dir, final)
+    if tuning:
+        final["tuning"] = tuning
     final.update(
         stages=[
             {
