@@ -278,3 +278,18 @@ def test_teacher_trained_in_the_run_ignores_the_students_loss_terms(run_cli, tmp
     }
     assert not any(k.startswith("train/rbd") for k in logged["0_teacher"])
     assert any(k.startswith("train/rbd") for k in logged["1_student"])
+
+
+def test_presets_say_no_old_key_and_a_yaml_that_does_is_refused_at_the_start(tmp_path):
+    from bnn_lab.assembly.old_spellings import refuse_old_keys
+
+    conf = Path(CONF)
+    for group in ("experiment", "arm"):
+        for preset in sorted((conf / group).glob("*.yaml")):
+            refuse_old_keys(_composed(f"{group}={preset.stem}"))  # raises on distill.kd: ... and the like
+    cfg = _composed("distill=kd")
+    OmegaConf.set_struct(cfg, False)
+    cfg.distill.kd = 0.0  # what an earlier version's preset said for "the teacher alone"
+    with pytest.raises(ConfigError, match="distill.kd is no longer a key: write loss.kd.weight"):
+        run_module.train(cfg, tmp_path / "run")
+    assert not (tmp_path / "run" / "config.yaml").exists()  # refused before anything was written

@@ -4,6 +4,9 @@ write instead; in a configuration that an earlier version saved, the precision o
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from ..errors import ConfigError
 
 PRECISION_SPELLINGS = {"fp": "precision=fp", "binarize.policy.weights_only": "precision=bwn"}
@@ -28,3 +31,14 @@ def refuse_old_spelling(key: str) -> None:
     new = PRECISION_SPELLINGS.get(key) or LOSS_SPELLINGS.get(key)
     if new:
         raise ConfigError(f"{key} is no longer a key: write {new} ({WHY[key]})")
+
+
+def refuse_old_keys(cfg: Mapping[str, Any]) -> None:
+    """The same refusal for a composed configuration: a YAML file (a preset of one's own) that
+    still sets an old key would otherwise add it silently, and nothing would read it."""
+    for key in (*PRECISION_SPELLINGS, *LOSS_SPELLINGS):
+        node: Any = cfg
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, Mapping) else None
+        if node is not None:
+            refuse_old_spelling(key)

@@ -16,6 +16,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch import nn
 
 from ..assembly import build_data, build_model, config_precision, load_trained
+from ..assembly.old_spellings import refuse_old_keys
 from ..errors import ConfigError
 from ..files import load_checkpoint, read_json, torch_save, write_json
 from ..losses import build_terms
@@ -311,6 +312,7 @@ def train(cfg: DictConfig, run_dir: Path, test: bool = True) -> dict[str, Any]:
 
 def _train(cfg: DictConfig, run_dir: Path, test: bool = True, tuning: dict | None = None) -> dict[str, Any]:
     start = time.time()
+    refuse_old_keys(cfg)  # a YAML file that still says distill.kd: 3 would add the key and be ignored
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("keep_freed_memory", True):
         keep_freed_memory()
