@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from hydra import compose, initialize_config_dir
 
 from bnn_lab.assembly import build_data
+from bnn_lab.errors import ConfigError
 from bnn_lab.training.tuning import TUNE_SEED, SplitRefused, refuse_test_split, search_space
 
 ARMS = ("ste", "approx")
@@ -75,6 +76,7 @@ def test_the_search_space_is_the_arms_lr_and_its_declared_knobs():
 
     cfg = OmegaConf.create(
         {
+            "loss": {"lcr": {"weight": 1e-6}},
             "optimizer": {"lr": 0.01},
             "study": {"tune_lr_factor": 4, "tune_space": {"loss.lcr.weight": {"low": 1e-7, "high": 1e-5, "log": True}}},
         }
@@ -123,3 +125,15 @@ def test_a_tuning_cut_inside_a_trial_continues_that_trial_with_its_setting(tmp_p
     assert [c[:2] for c in calls[2:]] == [("trial_1", True), ("trial_2", False)]
     assert calls[2][2] == calls[1][2]  # trial 1 went on with the learning rate it had drawn
     assert summary["trials"] == 3 and tuned.optimizer.lr == summary["params"]["optimizer.lr"]
+
+
+def test_the_arms_that_declare_knobs_name_keys_their_configuration_has():
+    spaces = {}
+    for arm in ("methods_rbonn", "methods_bop", "methods_lcr", "methods_adambnn"):
+        spaces[arm] = search_space(_composed("experiment=study_methods", f"arm={arm}"))
+    assert set(spaces["methods_rbonn"]) == {"optimizer.lr", "binarize.scale.lam"}
+    assert set(spaces["methods_bop"]) == {"optimizer.lr", "optimizer.latent.gamma", "optimizer.latent.threshold"}
+    assert set(spaces["methods_lcr"]) == {"optimizer.lr", "loss.lcr.weight"}
+    assert set(spaces["methods_adambnn"]) == {"optimizer.lr"}  # its default lr is the knob the docs trace
+    with pytest.raises(ConfigError, match="no key loss.lcr.wieght"):
+        search_space(_composed("+study.tune_space={loss.lcr.wieght: {low: 1, high: 2}}"))

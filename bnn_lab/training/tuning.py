@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 TUNE_SEED = 10_000  # trial k trains with seed TUNE_SEED + k; a study's own seeds stay below
 TRIALS_FILE = "trials.json"
 PARAMS_FILE = "params.json"
+_ABSENT = object()
 
 
 class SplitRefused(UserError):
@@ -61,6 +62,8 @@ def search_space(cfg: DictConfig) -> dict[str, tuple[float, float, bool]]:
     for key, spec in declared.items():
         if not isinstance(spec, dict) or not {"low", "high"} <= set(spec):
             raise ConfigError(f"study.tune_space.{key} needs low and high (and log: true for a log-uniform range)")
+        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+            raise ConfigError(f"study.tune_space.{key}: the configuration has no key {key}")
         low, high, log_scale = float(spec["low"]), float(spec["high"]), bool(spec.get("log", False))
         if not low < high or (log_scale and low <= 0):
             raise ConfigError(f"study.tune_space.{key}: need low < high (and low > 0 with log), got {low}, {high}")
