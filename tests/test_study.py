@@ -347,3 +347,33 @@ def test_a_student_with_a_zero_distillation_weight_is_the_plain_run(tmp_path):
         assert all(torch.equal(weights[name][k], v) for k, v in weights["plain"].items()), name
     assert plain["global_steps"] == trained_here["global_steps"] == from_cache["global_steps"] == 6
     assert plain["test/acc"] == trained_here["test/acc"] == from_cache["test/acc"]
+
+
+def test_a_tuned_study_is_reported_beside_the_untuned_one_with_its_settings_and_cost(tmp_path):
+    untuned = {"ste": [0.80, 0.81, 0.82], "fda": [0.78, 0.79, 0.80]}  # fda - ste: -2 pp every seed: a loss
+    tuned = {"ste": [0.84, 0.85, 0.86], "fda": [0.84, 0.85, 0.86]}  # equal once both are tuned
+    for kind, accs in (("untuned", untuned), ("tuned", tuned)):
+        for est, values in accs.items():
+            for seed, acc in zip((1, 2, 3), values):
+                folder = tmp_path / kind / f"{est}_s{seed}"
+                fake_run(folder, est, seed, acc, baseline="estimator=ste", estimator=est)
+                if kind == "tuned":
+                    metrics = json.loads((folder / "metrics.json").read_text())
+                    lr = 0.004 if est == "ste" else 0.0021
+                    metrics["tuning"] = {"arm": est, "params": {"optimizer.lr": lr}, "best_trial": 2,
+                                         "best_val_acc": 0.9, "trials": 6, "steps": 6 * 100}  # fmt: skip
+                    (folder / "metrics.json").write_text(json.dumps(metrics))
+    studies = build_studies(collect_runs(tmp_path))
+    assert [(s.name, s.tuned) for s in studies] == [("demo", False), ("demo", True)]
+    assert studies[0].comparisons[0].verdict == "loss" and studies[1].comparisons[0].verdict == "not distinguishable"
+    from bnn_lab.report import main
+
+    main([str(tmp_path), "--out", str(tmp_path / "report")])
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Study `demo`, each arm tuned first" in text
+    assert "| estimator=fda | optimizer.lr=0.0021 | 90.00 | 6 | 600 |" in text
+    row = next(line for line in text.splitlines() if line.startswith("| estimator=fda | -2.00"))
+    assert "loss" in row and "not distinguishable" in row and "**changed**" in row
+    with (tmp_path / "report" / "study.csv").open() as fh:
+        tuned_rows = [r for r in csv.DictReader(fh) if r["tuned"] == "True"]
+    assert {r["tuned_setting"] for r in tuned_rows} == {"optimizer.lr=0.004", "optimizer.lr=0.0021"}

@@ -69,7 +69,8 @@ def build_report(root: Path, out: Path, baseline: str | None = None) -> Report:
     notes = [note for s in studies for note in s.notes]
     study_plots = []
     for study in studies:
-        arms_png, steps_png = out / f"arms{_slug(study.name)}.png", out / f"steps{_slug(study.name)}.png"
+        slug = _slug(study.name) + ("_tuned" if study.tuned else "")
+        arms_png, steps_png = out / f"arms{slug}.png", out / f"steps{slug}.png"
         arm_accuracy(study, arms_png)
         written[arms_png.stem] = arms_png
         plots = [arms_png.name]
@@ -92,7 +93,8 @@ def build_report(root: Path, out: Path, baseline: str | None = None) -> Report:
 
 def study_summary(study: Study) -> str:
     """The arms and verdicts in a few console lines."""
-    lines = [f"{'study ' + study.name if study.name else 'arms'} (baseline {study.baseline.label}):"]
+    tuned = ", each arm tuned first" if study.tuned else ""
+    lines = [f"{'study ' + study.name if study.name else 'arms'}{tuned} (baseline {study.baseline.label}):"]
     verdicts = {id(c.arm): c for c in study.comparisons}
     for arm in study.arms:
         est, c = arm.estimate, verdicts.get(id(arm))

@@ -83,6 +83,11 @@ class Arm:
         return estimate(self.accs.values()) if self.accs else None
 
     @property
+    def tuning(self) -> dict[str, Any] | None:
+        """What ``study.tune`` chose for this arm (its runs share one tuning), None where untuned."""
+        return next((r.metrics["tuning"] for r in self.runs if r.metrics.get("tuning")), None)
+
+    @property
     def budget(self) -> dict[str, Any] | None:
         """The arm's budget, None when its seeds were trained with different ones."""
         unique = {json.dumps(b, sort_keys=True) for b in self.budgets}
@@ -104,6 +109,10 @@ class Study:
     baseline: Arm
     comparisons: list[Comparison]
     notes: list[str] = field(default_factory=list)
+    tuned: bool = False  # its arms were tuned first (study.tune): reported apart from the untuned runs
+
+    def comparison(self, label: str) -> Comparison | None:
+        return next((c for c in self.comparisons if c.arm.label == label), None)
 
     def teachers(self) -> list[dict[str, Any]]:
         """Each distinct teacher once: its cost and how many runs of this study used it."""
@@ -218,13 +227,15 @@ def build_study(name: str | None, runs: list[Run], baseline: str | None = None) 
 
 
 def build_studies(runs: list[Run], baseline: str | None = None) -> list[Study]:
-    """One :class:`Study` per ``study.name`` (runs without one form one more); ``baseline``
-    applies to every study that has an arm of that name (and must match at least one)."""
-    by_name: dict[str | None, list[Run]] = defaultdict(list)
+    """One :class:`Study` per ``study.name`` (runs without one form one more), and one more per
+    name for the runs whose arms were tuned first (``study.tune``), so that a tuned study's
+    verdicts stand beside the untuned ones; ``baseline`` applies to every study that has an arm
+    of that name (and must match at least one)."""
+    by_name: dict[tuple[str | None, bool], list[Run]] = defaultdict(list)
     for run in runs:
-        by_name[(run.config.get("study") or {}).get("name")].append(run)
+        by_name[((run.config.get("study") or {}).get("name"), bool(run.metrics.get("tuning")))].append(run)
     studies, refusal = [], None
-    for name, members in sorted(by_name.items(), key=lambda kv: str(kv[0] or "")):
+    for (name, tuned), members in sorted(by_name.items(), key=lambda kv: (str(kv[0][0] or ""), kv[0][1])):
         try:
             studies.append(build_study(name, members, baseline))
         except UserError as exc:
@@ -232,6 +243,7 @@ def build_studies(runs: list[Run], baseline: str | None = None) -> list[Study]:
                 raise
             refusal = exc
             studies.append(build_study(name, members, None))
+        studies[-1].tuned = tuned
     if refusal is not None and all(s.baseline.label != baseline for s in studies):
         raise refusal
     return studies

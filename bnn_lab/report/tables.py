@@ -76,8 +76,9 @@ def write_markdown(
     studies: list[tuple[Study, list[str]]] = (),
 ) -> None:
     parts = [f"# bnn-lab report: {len(rows)} run{'s' if len(rows) != 1 else ''}", ""]
+    untuned = {s.name: s for s, _ in studies if not s.tuned}
     for study, study_plots in studies:
-        parts += study_markdown(study, study_plots)
+        parts += study_markdown(study, study_plots, untuned.get(study.name) if study.tuned else None)
     summary = summary_rows(rows)
     if summary:
         parts += ["## Test accuracy (%) per configuration, over seeds", ""]
@@ -119,6 +120,58 @@ def _interval(low: float | None, high: float | None, signed: bool = False) -> st
     return "" if low is None else f"[{_pct(low, signed)}, {_pct(high, signed)}]"
 
 
+def tuning_markdown(study: Study, untuned: Study | None) -> list[str]:
+    """A tuned study's settings and cost per arm, and its verdicts beside the untuned study's."""
+    parts = [
+        "Each arm was tuned before its seeds ran (`study.tune`): the same number of trials of one "
+        "search on the validation split, seeds 10000 and up; its runs trained at the best trial's "
+        "setting. Tuning steps are not part of the budget compared.",
+        "",
+        markdown_table(
+            ["arm", "chosen setting", "best trial's val acc", "trials", "tuning steps"],
+            [
+                [
+                    arm.label,
+                    _setting(arm.tuning) or "(untuned run)",
+                    _pct((arm.tuning or {}).get("best_val_acc")),
+                    _fmt((arm.tuning or {}).get("trials")),
+                    _fmt((arm.tuning or {}).get("steps")),
+                ]
+                for arm in study.arms
+            ],
+        ),
+        "",
+    ]
+    if untuned is None:
+        return parts
+    rows = []
+    for c in study.comparisons:
+        before = untuned.comparison(c.arm.label) if untuned.baseline.label == study.baseline.label else None
+        rows.append(
+            [
+                c.arm.label,
+                _difference(before),
+                _difference(c),
+                "" if before is None else ("same" if before.verdict == c.verdict else "**changed**"),
+            ]
+        )
+    parts += [
+        f"Verdicts against `{study.baseline.label}`, untuned and tuned:",
+        "",
+        markdown_table(["arm", "untuned (pp, 95% CI, verdict)", "tuned (pp, 95% CI, verdict)", "verdict"], rows),
+        "",
+    ]
+    return parts
+
+
+def _difference(c) -> str:
+    if c is None:
+        return "no such arm"
+    if c.diff is None:
+        return c.note or "-"
+    return f"{_pct(c.diff.mean, True)} {_interval(c.diff.low, c.diff.high, True)} {c.verdict}"
+
+
 def study_rows(study: Study) -> list[dict[str, Any]]:
     """One row per arm: accuracy over seeds, budget, paired difference with the baseline."""
     by_arm = {id(c.arm): c for c in study.comparisons}
@@ -149,6 +202,10 @@ def study_rows(study: Study) -> list[dict[str, Any]]:
                 "diff_high": c.diff.high if c and c.diff else None,
                 "verdict": ("baseline" if arm is study.baseline else c.verdict if c else ""),
                 "note": (c.note if c else "") or ("" if arm.budget else "the seeds had different budgets"),
+                "tuned": study.tuned,
+                "tuned_setting": _setting(arm.tuning),
+                "tuning_trials": (arm.tuning or {}).get("trials"),
+                "tuning_steps": (arm.tuning or {}).get("steps"),
             }
         )
     return rows
@@ -176,7 +233,16 @@ STUDY_COLUMNS = [
     "diff_high",
     "verdict",
     "note",
+    "tuned",
+    "tuned_setting",
+    "tuning_trials",
+    "tuning_steps",
 ]
+
+
+def _setting(tuning: dict[str, Any] | None) -> str:
+    """``key=value`` of a tuned arm's chosen setting (4 significant digits), "" where untuned."""
+    return " ".join(f"{k}={v:.4g}" for k, v in (tuning or {}).get("params", {}).items())
 
 
 def write_study_csv(studies: list[Study], path: Path) -> None:
@@ -188,8 +254,10 @@ def write_study_csv(studies: list[Study], path: Path) -> None:
                 writer.writerow({k: ("" if row[k] is None else row[k]) for k in STUDY_COLUMNS})
 
 
-def study_markdown(study: Study, plots: list[str]) -> list[str]:
+def study_markdown(study: Study, plots: list[str], untuned: Study | None = None) -> list[str]:
     title = f"Study `{study.name}`" if study.name else "Arms"
+    if study.tuned:
+        title += ", each arm tuned first"
     rows = study_rows(study)
     parts = [
         f"## {title}: test accuracy (%) over seeds, against `{study.baseline.label}`",
@@ -199,6 +267,8 @@ def study_markdown(study: Study, plots: list[str]) -> list[str]:
         "network's data, batch size, optimizer steps and epochs.",
         "",
     ]
+    if study.tuned:
+        parts += tuning_markdown(study, untuned)
     parts.append(
         markdown_table(
             ["arm", "n", "mean", "std", "95% CI", "data", "batch", "steps", "epochs", "other training (steps)"],
