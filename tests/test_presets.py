@@ -26,7 +26,8 @@ def test_published_settings_are_in_the_presets():
         fp = compose(config_name="config", overrides=["experiment=fmnist_fp"])
     assert (fda.arch.name, fda.estimator.name, fda.data.name) == ("resnet20", "fda", "cifar10")
     assert [s.lr for s in r2b.stages] == [0.001, 0.001, 0.001, 0.0002]
-    assert r2b.stages[3].loss.kd == 0.8 and r2b.stages[1].loss.attention == 30.0
+    assert r2b.stages[3].terms.kd.weight == 0.8 and r2b.stages[1].terms.attention == 30.0
+    assert "attention" not in r2b.stages[3].terms  # the published stage 4: attention 0, KD 0.8
     assert r2b.binarize.scale == "gating" and r2b.data.name == "imagenet"
     assert fp.precision == "fp" and fp.arch.name == "vgg_small" and fp.trainer.max_epochs == 40
 
