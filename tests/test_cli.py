@@ -50,7 +50,7 @@ def test_full_precision_switch(run_cli):
     proc = run_cli("precision=fp", "trainer=debug", "data=digits", "logger=none")
     assert proc.returncode == 0, proc.stderr[-3000:]
     metrics = json.loads((proc.run_dir / "metrics.json").read_text())
-    assert metrics["fp"] is True and metrics["summary"]["binary_params"] == 0
+    assert metrics["precision"] == "fp" and "fp" not in metrics and metrics["summary"]["binary_params"] == 0
 
 
 @pytest.mark.parametrize(

@@ -25,7 +25,7 @@ COLUMNS = [
     "distill",
     "data",
     "seed",
-    "fp",
+    "precision",
     "test_acc",
     "test_acc5",
     "val_acc",
@@ -65,12 +65,21 @@ class Run:
     step_curves: dict[str, StepCurve] = field(default_factory=dict)
 
     @property
+    def precision(self) -> str:
+        """The judged network's precision: metrics.json's ``precision`` (``mode`` or ``fp: true`` in
+        files that earlier versions wrote), else the run's configuration."""
+        m = self.metrics
+        if m.get("precision") or m.get("mode"):
+            return str(m.get("precision") or m.get("mode"))
+        if m.get("fp"):
+            return "fp"
+        return str(_cfg(self.config, "precision") or "1w1a")
+
+    @property
     def estimator(self) -> str:
-        return (
-            "fp"
-            if self.metrics.get("fp")
-            else str(self.metrics.get("estimator") or _cfg(self.config, "estimator.name"))
-        )
+        if self.precision == "fp":
+            return "fp"
+        return str(self.metrics.get("estimator") or _cfg(self.config, "estimator.name"))
 
     def row(self) -> dict[str, Any]:
         m, summary = self.metrics, self.metrics.get("summary") or {}
@@ -81,7 +90,7 @@ class Run:
             "distill": m.get("distill") or _cfg(self.config, "distill.name") or "none",
             "data": m.get("data") or _cfg(self.config, "data.name"),
             "seed": m.get("seed", _cfg(self.config, "seed")),
-            "fp": bool(m.get("fp", False)),
+            "precision": self.precision,
             "test_acc": _num(m.get("test/acc")),
             "test_acc5": _num(m.get("test/acc5")),
             "val_acc": _num(m.get("val/acc")),

@@ -41,7 +41,7 @@ def arm_config(run: Run) -> dict[str, Any]:
     if run.config:
         return {k: v for k, v in _flat(run.config).items() if not _ignored(k)}
     row = run.row()
-    return {k: row[k] for k in ("estimator", "arch", "distill", "data", "fp")}
+    return {k: row[k] for k in ("estimator", "arch", "distill", "data", "precision")}
 
 
 def budget(run: Run) -> dict[str, Any]:

@@ -240,7 +240,6 @@ class _StageRunner:
             data=cfg.data.name,
             distill=stage_distillation(cfg, stage),
             seed=int(cfg.seed),
-            fp=stage.precision == "fp",
             summary=summary.totals,
             best_checkpoint=best,
         )
