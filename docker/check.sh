@@ -10,7 +10,7 @@
 # Where no image registry answers, the base image is made from Debian's own packages
 # (debootstrap bookworm, which ships Python 3.11; root needed) and passed as BASE.
 # Environment: ENGINE=docker|podman, BASE=<image> (skip the base step), TAG (bnn-lab),
-# ISOLATION (podman's build isolation; chroot by default, which also works in sandboxes that
+# ISOLATION (podman's build isolation; chroot by default, which also works on hosts that
 # refuse containers), STORAGE_DRIVER (podman's own variable: overlay, vfs), PIP_CERT or
 # SSL_CERT_FILE (a CA bundle that pip needs behind a TLS-inspecting proxy; podman mounts it
 # into the build's pip steps).
