@@ -31,9 +31,11 @@ CONF_DIR = find_conf_dir()
 def _app(cfg: DictConfig) -> float | None:
     with user_errors():
         from ..training.run import train
+        from ..training.tuning import tune_arm
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        metrics = train(cfg, run_dir)
+        cfg, tuning = tune_arm(cfg, run_dir, train)  # study.tune: the arm's best setting first
+        metrics = train(cfg, run_dir, tuning=tuning)
         acc = metrics.get("test/acc")
         print(f"test/acc = {acc:.4f}  (run directory: {run_dir})", flush=True)
         return metrics.get("val/acc")  # what hyper-parameter sweepers optimize

@@ -23,7 +23,7 @@ from ..losses import build_terms
 from ..plugins import load_plugins
 from ..progress import is_terminal, wanted
 from ..summary import summarize
-from .callbacks import EstimatorProgress, build_callbacks
+from .callbacks import CALLBACKS, EstimatorProgress, build_callbacks
 from .epoch_log import EpochLog
 from .heap import keep_freed_memory
 from .loggers import build_logger
@@ -38,7 +38,7 @@ from .safety.run_dir import check_run_dir, finished_with, resume_hint
 from .safety.run_lock import run_lock
 from .stages import Stage, init_from, plan_stages, stage_distillation
 from .teacher_cache import resolve_teacher
-from .tuning import refuse_test_split, tune_arm
+from .tuning import refuse_test_split
 
 log = logging.getLogger(__name__)
 FINAL_WEIGHTS = "final_weights.pt"
@@ -293,14 +293,13 @@ def _export(cfg: DictConfig, model: nn.Module, stage: Stage, dm, run_dir: Path, 
         log.warning("packed test accuracy %.4f differs from the float one %.4f", result["acc"], metrics["test/acc"])
 
 
-def train(cfg: DictConfig, run_dir: Path, test: bool = True) -> dict[str, Any]:
+def train(cfg: DictConfig, run_dir: Path, test: bool = True, tuning: dict | None = None) -> dict[str, Any]:
     """Train and test the configured model (all its stages); everything lands in ``run_dir``,
     which no other run may write meanwhile (:func:`~bnn_lab.training.safety.run_lock.run_lock`).
-    With ``study.tune`` the arm is tuned first (:mod:`.tuning`) and the run trains at its best
-    setting. ``test=False``: a tuning trial, scored on validation; its test split is refused."""
+    ``test=False``: a tuning trial, scored on validation; its test split is refused. ``tuning``:
+    what :func:`.tuning.tune_arm` chose for ``cfg``, recorded in metrics.json."""
     if not is_rank_zero():  # joins the run rank 0 checked and holds
         return _train(cfg, run_dir, test)
-    cfg, tuning = tune_arm(cfg, run_dir, train)
     with run_lock(run_dir):
         check_run_dir(run_dir, cfg)  # before any write: never over another run's files
         if cfg.get("resume") and finished_with(run_dir, cfg):
@@ -322,7 +321,8 @@ def _train(cfg: DictConfig, run_dir: Path, test: bool = True, tuning: dict | Non
     if is_rank_zero():
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("if this run stops, %s", resume_hint(run_dir))
-    build_callbacks(list(cfg.get("callbacks") or []))  # a misspelt callback fails now, like a misspelt term
+    for name in cfg.get("callbacks") or []:  # a misspelt callback fails now, like a misspelt term
+        CALLBACKS.get(name)
     if "loss" in cfg:  # a misspelt term or option fails now, not after a teacher stage
         build_terms(
             {k: v for k, v in OmegaConf.to_container(cfg.loss, resolve=True).items() if k != "ce"},
@@ -341,20 +341,22 @@ def _train(cfg: DictConfig, run_dir: Path, test: bool = True, tuning: dict | Non
         per_stage.append(metrics)
     if teacher is not None:  # its cost, apart from the student's
         per_stage[-1]["teacher"] = teacher.cost()
-    if len(stages) == 1:
-        final = per_stage[0]
-        if test:
-            _export(cfg, previous, stages[-1], dm, run_dir, final)
-        if tuning:
-            final["tuning"] = tuning
-        if is_rank_zero():
-            write_json(run_dir / "metrics.json", final)
-        return final
-    final = dict(per_stage[-1])
+    final = per_stage[0] if len(stages) == 1 else dict(per_stage[-1])
     if test:
         _export(cfg, previous, stages[-1], dm, run_dir, final)
     if tuning:
         final["tuning"] = tuning
+    if len(stages) > 1:
+        _add_stages(final, cfg, stages, per_stage, start)
+    if is_rank_zero():
+        write_json(run_dir / "metrics.json", final)
+    return final
+
+
+def _add_stages(
+    final: dict[str, Any], cfg: DictConfig, stages: list[Stage], per_stage: list[dict], start: float
+) -> None:
+    """A recipe's metrics.json: the judged (last) stage's metrics plus every stage's line."""
     final.update(
         stages=[
             {
@@ -372,6 +374,3 @@ def _train(cfg: DictConfig, run_dir: Path, test: bool = True, tuning: dict | Non
         epochs=sum(m["epochs"] for m in per_stage),
         wall_time_s=round(time.time() - start, 2),
     )
-    if is_rank_zero():
-        write_json(run_dir / "metrics.json", final)
-    return final

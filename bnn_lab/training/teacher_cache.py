@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -33,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from ..files import read_json, write_json
-from .safety.run_dir import BOOKKEEPING_KEYS, is_other_rank
+from .safety.run_dir import BOOKKEEPING_KEYS, config_digest, is_other_rank
 
 log = logging.getLogger(__name__)
 ENV = "BNN_LAB_TEACHERS"
@@ -98,19 +96,9 @@ def teacher_config(cfg: DictConfig) -> DictConfig:
     return teacher
 
 
-def _drop(tree: dict[str, Any], dotted: str) -> None:
-    *parents, leaf = dotted.split(".")
-    for part in parents:
-        tree = tree.get(part) if isinstance(tree.get(part), dict) else {}
-    tree.pop(leaf, None)
-
-
 def teacher_key(teacher_cfg: DictConfig) -> str:
     """12 hex digits of the SHA-256 of the teacher's configuration without :data:`NOT_IN_KEY`."""
-    tree = OmegaConf.to_container(teacher_cfg, resolve=True)
-    for dotted in NOT_IN_KEY:
-        _drop(tree, dotted)
-    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return config_digest(teacher_cfg, NOT_IN_KEY)
 
 
 @contextlib.contextmanager

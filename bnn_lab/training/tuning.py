@@ -15,8 +15,6 @@ tuning continues where it was: finished trials are kept, a cut one resumes with 
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import shutil
 import warnings
@@ -28,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError, UserError
 from ..files import read_json, write_json
-from .safety.run_dir import BOOKKEEPING_KEYS, flatten, holds_a_run
+from .safety.run_dir import BOOKKEEPING_KEYS, config_digest, holds_a_run
 from .safety.run_lock import run_lock
 
 log = logging.getLogger(__name__)
@@ -73,17 +71,7 @@ def search_space(cfg: DictConfig) -> dict[str, tuple[float, float, bool]]:
 
 def arm_key(cfg: DictConfig) -> str:
     """12 hex digits naming the arm: the configuration without the seed and the bookkeeping."""
-    tree = flatten(
-        {
-            k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-            for k, v in cfg.items()
-            if k != "hydra"
-        }
-    )
-    kept = {
-        k: v for k, v in tree.items() if not any(k == b or k.startswith(b + ".") for b in ("seed", *BOOKKEEPING_KEYS))
-    }
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return config_digest(cfg, ("seed", *BOOKKEEPING_KEYS))
 
 
 def with_params(cfg: DictConfig, params: dict[str, float]) -> DictConfig:
@@ -147,7 +135,6 @@ def tune_arm(cfg: DictConfig, run_dir: Path, train: Callable[..., dict[str, Any]
                 log.info("tuning %s: trial %d of %d: %s", folder.name, k + 1, trials_wanted, params)
             trial_cfg = with_params(cfg, params)
             trial_cfg.seed, trial_cfg.resume = TUNE_SEED + k, resume
-            trial_cfg.study.tune = 0
             trial_cfg.export.packed = False
             metrics = train(trial_cfg, trial_dir, test=False)
             value = metrics.get("val/acc")

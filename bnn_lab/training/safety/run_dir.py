@@ -4,6 +4,8 @@ the same data. Light on imports: the command line runs these checks before Hydra
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -49,6 +51,19 @@ BOOKKEEPING_KEYS = (
     "trainer.enable_progress_bar",
     "trainer.log_every_n_steps",
 )
+
+
+def config_digest(cfg: DictConfig, without: tuple[str, ...]) -> str:
+    """12 hex digits of the SHA-256 of ``cfg`` (resolved) without the dotted keys ``without``:
+    what names a cached teacher and a tuned arm."""
+    tree = OmegaConf.to_container(cfg, resolve=True)
+    for dotted in without:
+        *parents, leaf = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node.get(part) if isinstance(node.get(part), dict) else {}
+        node.pop(leaf, None)
+    return hashlib.sha256(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def resume_hint(run_dir: Path) -> str:
