@@ -22,33 +22,23 @@ from __future__ import annotations
 
 import torch
 
-from .approx import approx_vjp
-from .base import SignEstimator, SurrogateSign
-from .recu import standardized_input_sign
+from .base import SurrogateSign
+from .recu import StandardizedInputSign
 from .registry import register
 
 
 @register("biper")
-class BiPer(SignEstimator):
+class BiPer(StandardizedInputSign):
     """``omega``: the sine's angular frequency (weights only)."""
-
-    vjp_fn = staticmethod(approx_vjp)
 
     def __init__(self, omega: float = 20.0, role: str = "input", fused: bool = False) -> None:
         if not omega > 0:
             raise ValueError(f"biper needs omega > 0 (got {omega})")
-        super().__init__(fused=fused)
-        self.role = role
+        super().__init__(role=role, fused=fused)
         self.omega = float(omega)
 
-    def surrogate(self, x: torch.Tensor):
-        return (None, ()) if self.role == "weight" else (self.vjp, ())
+    def weight_sign(self, w: torch.Tensor) -> torch.Tensor:
+        return SurrogateSign.apply(torch.sin(w * self.omega), None, ())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.role != "weight":
-            return standardized_input_sign(x, self.training, self.vjp)
-        return SurrogateSign.apply(torch.sin(x * self.omega), None, ())
-
-    def extra_repr(self) -> str:
-        omega = f"omega={self.omega}, " if self.role == "weight" else ""
-        return f"role={self.role}, {omega}{super().extra_repr()}"
+    def weight_repr(self) -> str:
+        return f"omega={self.omega}"

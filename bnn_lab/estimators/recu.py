@@ -66,42 +66,56 @@ def sample_standardized(x: torch.Tensor) -> torch.Tensor:
     return x / torch.sqrt(x.var(tuple(range(1, x.dim())), keepdim=True) + EPS)
 
 
-def standardized_input_sign(x: torch.Tensor, training: bool, vjp) -> torch.Tensor:
-    """The input binarizer ReCU and BiPer share: sign of the per-sample standardized input
-    with ApproxSign's gradient (``vjp``) while training, sign(x) in eval."""
-    return SurrogateSign.apply(sample_standardized(x) if training else x, vjp, ())
-
-
-@register("recu")
-class ReCU(SignEstimator):
-    """``role="weight"``: the rectified clamp at the tau-quantile; ``role="input"``: the sign of
-    the per-sample standardized input with ApproxSign's gradient."""
+class StandardizedInputSign(SignEstimator):
+    """What ReCU and BiPer share: ``role="input"``: the sign of the per-sample standardized input
+    while training (sign(x) in eval) with ApproxSign's gradient; ``role="weight"``: the
+    subclass's :meth:`weight_sign`, which brings its own gradient (identity through the sign)."""
 
     vjp_fn = staticmethod(approx_vjp)
 
-    def __init__(self, tau_min: float = 0.85, tau_max: float = 0.99, role: str = "input", fused: bool = False) -> None:
-        if not 0.5 <= tau_min <= tau_max < 1.0:
-            raise ValueError(f"recu needs 0.5 <= tau_min <= tau_max < 1 (got tau_min={tau_min}, tau_max={tau_max})")
+    def __init__(self, role: str = "input", fused: bool = False) -> None:
         super().__init__(fused=fused)
         self.role = role
-        self.tau_min, self.tau_max = float(tau_min), float(tau_max)
-        self.tau = self.tau_min
-        self.factor = quantile_factor(self.tau)
-
-    def schedule(self, p: float) -> None:
-        self.tau = recu_tau(p, self.tau_min, self.tau_max)
-        self.factor = quantile_factor(self.tau)  # a plain number: a compiled step takes it as an input
 
     def surrogate(self, x: torch.Tensor):
         return (None, ()) if self.role == "weight" else (self.vjp, ())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.role != "weight":
-            return standardized_input_sign(x, self.training, self.vjp)
-        w1 = standardized_weight(x)
+        if self.role == "weight":
+            return self.weight_sign(x)
+        return SurrogateSign.apply(sample_standardized(x) if self.training else x, self.vjp, ())
+
+    def weight_sign(self, w: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def weight_repr(self) -> str:
+        return ""
+
+    def extra_repr(self) -> str:
+        weight = f"{self.weight_repr()}, " if self.role == "weight" else ""
+        return f"role={self.role}, {weight}{super().extra_repr()}"
+
+
+@register("recu")
+class ReCU(StandardizedInputSign):
+    """``role="weight"``: the rectified clamp at the tau-quantile; ``role="input"``: see
+    :class:`StandardizedInputSign`."""
+
+    def __init__(self, tau_min: float = 0.85, tau_max: float = 0.99, role: str = "input", fused: bool = False) -> None:
+        if not 0.5 <= tau_min <= tau_max < 1.0:
+            raise ValueError(f"recu needs 0.5 <= tau_min <= tau_max < 1 (got tau_min={tau_min}, tau_max={tau_max})")
+        super().__init__(role=role, fused=fused)
+        self.tau_min, self.tau_max = float(tau_min), float(tau_max)
+        self.schedule(0.0)
+
+    def schedule(self, p: float) -> None:
+        self.tau = recu_tau(p, self.tau_min, self.tau_max)
+        self.factor = quantile_factor(self.tau)  # a plain number: a compiled step takes it as an input
+
+    def weight_sign(self, w: torch.Tensor) -> torch.Tensor:
+        w1 = standardized_weight(w)
         q = laplace_quantile(w1, self.factor)
         return SurrogateSign.apply(torch.clamp(w1, -q, q), None, ())
 
-    def extra_repr(self) -> str:
-        tau = f"tau={self.tau:.4f} ({self.tau_min}..{self.tau_max}), " if self.role == "weight" else ""
-        return f"role={self.role}, {tau}{super().extra_repr()}"
+    def weight_repr(self) -> str:
+        return f"tau={self.tau:.4f} ({self.tau_min}..{self.tau_max})"
