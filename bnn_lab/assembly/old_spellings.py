@@ -33,12 +33,17 @@ def refuse_old_spelling(key: str) -> None:
         raise ConfigError(f"{key} is no longer a key: write {new} ({WHY[key]})")
 
 
+def lookup(conf: Mapping[str, Any], dotted: str) -> Any:
+    """The value at ``dotted`` in nested mappings, None where a part is missing."""
+    node: Any = conf
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
 def refuse_old_keys(cfg: Mapping[str, Any]) -> None:
     """The same refusal for a composed configuration: a YAML file (a preset of one's own) that
     still sets an old key would otherwise add it silently, and nothing would read it."""
     for key in (*PRECISION_SPELLINGS, *LOSS_SPELLINGS):
-        node: Any = cfg
-        for part in key.split("."):
-            node = node.get(part) if isinstance(node, Mapping) else None
-        if node is not None:
+        if lookup(cfg, key) is not None:
             refuse_old_spelling(key)

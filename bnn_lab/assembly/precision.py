@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import ConfigError
-from .old_spellings import PRECISION_SPELLINGS
+from .old_spellings import PRECISION_SPELLINGS, lookup
 
 DEFAULT = "1w1a"
 # precision -> (input mode, weight mode) of the binary layers; "fp" builds no binary layer
@@ -43,10 +43,7 @@ def saved_precision(conf: Mapping[str, Any]) -> str:
     """The precision of a saved configuration, those that earlier versions wrote included (where
     an old spelling, ``fp: true`` or ``binarize.policy.weights_only: true``, said it)."""
     for key, new in PRECISION_SPELLINGS.items():
-        node: Any = conf
-        for part in key.split("."):
-            node = (node or {}).get(part)
-        if node:
+        if lookup(conf, key):
             return new.split("=")[1]
     return conf.get("precision") or DEFAULT
 

@@ -37,9 +37,6 @@ class BinaryMixin(ParameterRoles):
     def latent_parameters(self) -> list[nn.Parameter]:
         return [self.weight] if self.binary_weights else []
 
-    def lr_factors(self) -> dict[nn.Parameter, float]:
-        return self.scale.lr_factors()
-
     @property
     def binary_weights(self) -> bool:
         """False in the real-weight stages of multi-stage recipes (weight estimator Identity)."""

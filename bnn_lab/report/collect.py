@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ..assembly.precision import saved_precision, stored_precision
 from ..files import read_json
 from ..files.json_file import DamagedFile
 from ..training.teacher_cache import MARKER
@@ -69,11 +70,7 @@ class Run:
         """The judged network's precision: metrics.json's ``precision`` (``mode`` or ``fp: true`` in
         files that earlier versions wrote), else the run's configuration."""
         m = self.metrics
-        if m.get("precision") or m.get("mode"):
-            return str(m.get("precision") or m.get("mode"))
-        if m.get("fp"):
-            return "fp"
-        return str(_cfg(self.config, "precision") or "1w1a")
+        return stored_precision(m) or ("fp" if m.get("fp") else saved_precision(self.config))
 
     @property
     def estimator(self) -> str:
