@@ -122,7 +122,6 @@ def tune_arm(cfg: DictConfig, run_dir: Path, train: Callable[..., dict[str, Any]
             trial_dir = folder / f"trial_{k}"
             params_file = trial_dir / PARAMS_FILE
             resume = params_file.is_file() and holds_a_run(trial_dir)
-            asked = None
             if resume:  # cut mid-way: continue it with the setting it had
                 params = read_json(params_file, "trial setting")
                 log.info("tuning %s: trial %d continues (%s)", folder.name, k, params)
@@ -135,12 +134,11 @@ def tune_arm(cfg: DictConfig, run_dir: Path, train: Callable[..., dict[str, Any]
                 log.info("tuning %s: trial %d of %d: %s", folder.name, k + 1, trials_wanted, params)
             trial_cfg = with_params(cfg, params)
             trial_cfg.seed, trial_cfg.resume = TUNE_SEED + k, resume
-            trial_cfg.export.packed = False
             metrics = train(trial_cfg, trial_dir, test=False)
             value = metrics.get("val/acc")
             if value is None:
                 raise UserError(f"tuning trial {trial_dir} recorded no val/acc: trials need a validation split")
-            if asked is None:
+            if resume:  # asked before the cut, by a study object that is gone
                 study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=value))
             else:
                 study.tell(asked, value)
