@@ -34,10 +34,17 @@ def test_model_bench_times_both_networks_and_breaks_them_down(capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["same_predictions"] is True and res["packed_layers"] == 20 and res["kept_float"] == 0
     assert set(res["batches"]) == {"1", "4"}
+    assert set(res["float_engines"]) == {"torch", "torch-folded", "onnxruntime"}
+    for check in res["float_engines"].values():  # the same float network in every engine
+        assert check["same_predictions"] and check["max_abs_diff"] < 1e-3
     for e in res["batches"].values():
-        assert e["speedup"] == pytest.approx(e["float_ms"] / e["packed_ms"], rel=1e-2)
-        assert e["packed_p25_ms"] <= e["packed_ms"] <= e["packed_p75_ms"]
-        packed, floating = e["profile"]["packed"], e["profile"]["float"]
+        assert set(e["ms"]) == {"packed", "torch", "torch-folded", "onnxruntime"}
+        for engine, ratio in e["speedup"].items():
+            assert ratio == pytest.approx(e["ms"][engine] / e["ms"]["packed"], rel=1e-2, abs=1e-3)
+        assert e["best_float"] == min(e["ms"].keys() - {"packed"}, key=e["ms"].get)
+        assert e["speedup_vs_best"] == e["speedup"][e["best_float"]]
+        assert e["p25_ms"]["packed"] <= e["ms"]["packed"] <= e["p75_ms"]["packed"]
+        packed, floating = e["profile"]["packed"], e["profile"]["torch"]
         assert "PackedBinaryConv2d" in packed and "PackedBinaryConv2d" not in floating
         assert "Conv2d" in floating  # the float network's 19 binary-shaped convs and its stem
 
@@ -47,3 +54,42 @@ def test_model_bench_needs_a_run_or_an_architecture(capsys):
         main(["model"])
     assert exc.value.code == 2
     assert "give a run (path=<run dir>) or --arch NAME" in capsys.readouterr().err
+
+
+def _children() -> set[int]:
+    import os
+    from pathlib import Path
+
+    tasks = Path(f"/proc/{os.getpid()}/task")
+    return {int(c) for t in tasks.iterdir() for c in (t / "children").read_text().split()}
+
+
+def test_background_loads_run_during_the_block_and_stop_after():
+    from bnn_lab.bench.background import running
+
+    before = _children()
+    with running(["busy", "busy:1"], settle_s=0.2) as described:
+        assert described == ["busy:1", "busy:1"]
+        assert len(_children() - before) == 2
+    assert _children() == before
+
+
+def test_model_bench_runs_beside_a_background_load(capsys):
+    assert main(SMALL + ["--baselines", "torch", "--load", "busy", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["load"] == ["busy:1"] and set(res["batches"]["1"]["ms"]) == {"packed", "torch"}
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--load", "gpu-burn"], "unknown --load 'gpu-burn'; valid: busy, torch-matmul"),
+        (["--load", "busy:x"], "--load 'busy:x': THREADS must be a positive integer"),
+        (["--baselines", "tensorrt"], "unknown --baselines tensorrt; valid: torch, torch-folded, onnxruntime"),
+    ],
+)
+def test_model_bench_names_the_valid_loads_and_engines(capsys, args, message):
+    with pytest.raises(SystemExit) as exc:
+        main(SMALL + args)
+    assert exc.value.code != 0
+    assert message in capsys.readouterr().err

@@ -5,6 +5,7 @@ network in float, in one process, with the same threads.
 
     bnn-lab-bench model path=<run dir or model.packed.safetensors> [--batch 16] [--profile] [--json]
     bnn-lab-bench model --arch resnet18 [--size 224 --chans 3 --classes 1000] [--device cuda]
+    bnn-lab-bench model --arch resnet18 --threads 2 --load torch-matmul:2      # on a busy machine
 
 A run is benchmarked from its packed file; the float network is the same architecture built in
 full precision (``precision=fp``: the stem, the convs and the classifier in float). With ``--arch``
@@ -17,10 +18,15 @@ The packed model runs as its inference graph (``bnn_lab.export.graph``: packed c
 hand packed bits to the next one where the graph allows; ``bit_links`` counts them);
 ``--plain`` times the packed model without it.
 
-Latency is timed at batch 1 and throughput at ``--batch``. Each model is timed in blocks of
-consecutive calls (a warm-up before each block), the blocks alternating (packed, float, packed,
-...) so that a change in the machine's load hits both; reported: the median of all calls, the
-spread (25th and 75th percentiles), the ratio float / packed of the medians. ``--profile``
+The float network runs in each engine a deploying user could pick instead (``float_engines``:
+torch eager, torch with BatchNorm folded and channels-last, onnxruntime; ``--baselines``), and the
+result gives the ratio to each and to the best of them. ``--load`` runs background processes
+during the timing (``background``), to see the packed model on a busy machine.
+
+Latency is timed at batch 1 and throughput at ``--batch``. Each engine is timed in blocks of
+consecutive calls (a warm-up before each block), the blocks alternating (packed, torch, ...,
+packed, ...) so that a change in the machine's load hits all; reported: the median of all calls,
+the spread (25th and 75th percentiles), the ratio engine / packed of the medians. ``--profile``
 times every leaf module (forward hooks, separate untimed-for-the-table runs) and sums the
 times by module type; "between modules" is the rest of the forward (residual additions,
 reshapes, Python).
@@ -39,6 +45,9 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from .background import parse as background_parse
+from .background import running
+from .float_engines import ENGINES, build_engines
 from .timing import sync, time_alternating
 
 
@@ -92,6 +101,10 @@ def models_from_arch(
     with torch.no_grad():
         same = bool(torch.equal(binary(x).argmax(1), packed(x).argmax(1)))
     floating, _ = build_model(cfg, chans, classes, size, precision="fp")
+    floating.train()
+    with torch.no_grad():  # the same for the float network: its engines are compared on real logits
+        for _ in range(2):
+            floating(torch.randn(2, chans, size, size))
     return (
         packed,
         floating.eval(),
@@ -176,7 +189,13 @@ def bench_model(
     warmup: int = 2,
     with_profile: bool = False,
     graph: bool = True,
+    baselines: tuple[str, ...] = tuple(ENGINES),
+    loads: tuple[str, ...] = (),
 ) -> dict:
+    """Time the packed model against each float engine (``float_engines``), in alternating blocks, with
+    the background ``loads`` running (``background``); ``speedup[engine]`` = engine / packed medians."""
+    from ..kernels import thread_pools
+
     dev = torch.device(device)
     info = dict(info, graph=graph)
     if graph:
@@ -188,49 +207,54 @@ def bench_model(
     fdtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     packed = packed.to(dev).eval()
     floating = floating.to(dev, fdtype).eval()
+    example = torch.randn(2, *input_shape, device=dev, dtype=fdtype)
+    engines, checks = build_engines(list(baselines), floating, example)
     res = {
         **info,
         "input": list(input_shape),
         "device": dev.type,
         "threads": torch.get_num_threads(),
+        "threading_layer": thread_pools.layer() if dev.type == "cpu" else None,
         "float_dtype": str(fdtype).replace("torch.", ""),
+        "float_engines": checks,
         "repeats": repeats,
         "rounds": rounds,
         "batches": {},
     }
-    for n in sorted({1, batch}):
-        torch.manual_seed(0)
-        x = torch.randn(n, *input_shape, device=dev)
-        xf = x.to(fdtype)
-        times = time_alternating(
-            {"packed": lambda x=x: packed(x), "float": lambda xf=xf: floating(xf)},
-            dev,
-            repeats if n == 1 else max(repeats // 2, rounds),
-            rounds,
-            warmup,
-        )
-        entry = {}
-        for name, t in times.items():
-            q1, med, q3 = _quartiles(t)
-            entry[f"{name}_ms"] = round(med, 3)
-            entry[f"{name}_p25_ms"], entry[f"{name}_p75_ms"] = round(q1, 3), round(q3, 3)
-            entry[f"{name}_images_per_s"] = round(n / med * 1e3, 1)
-        entry["speedup"] = round(entry["float_ms"] / entry["packed_ms"], 3)
-        if with_profile:
-            entry["profile"] = {
-                "packed": {k: round(v, 3) for k, v in profile(packed, x, dev).items()},
-                "float": {k: round(v, 3) for k, v in profile(floating, xf, dev).items()},
-            }
-        res["batches"][str(n)] = entry
+    with running(list(loads)) as described:
+        res["load"] = described
+        for n in sorted({1, batch}):
+            torch.manual_seed(0)
+            x = torch.randn(n, *input_shape, device=dev)
+            xf = x.to(fdtype)
+            fns = {"packed": lambda x=x: packed(x)}
+            fns.update({name: (lambda xf=xf, e=e: e(xf)) for name, e in engines.items()})
+            times = time_alternating(fns, dev, repeats if n == 1 else max(repeats // 2, rounds), rounds, warmup)
+            entry: dict = {"ms": {}, "p25_ms": {}, "p75_ms": {}, "images_per_s": {}}
+            for name, t in times.items():
+                q1, med, q3 = _quartiles(t)
+                for key, value in (("ms", med), ("p25_ms", q1), ("p75_ms", q3)):
+                    entry[key][name] = round(value, 3)
+                entry["images_per_s"][name] = round(n / med * 1e3, 1)
+            entry["speedup"] = {k: round(v / entry["ms"]["packed"], 3) for k, v in entry["ms"].items() if k != "packed"}
+            if entry["speedup"]:
+                best = min(entry["speedup"], key=entry["speedup"].get)
+                entry["best_float"], entry["speedup_vs_best"] = best, entry["speedup"][best]
+            if with_profile:
+                entry["profile"] = {"packed": {k: round(v, 3) for k, v in profile(packed, x, dev).items()}}
+                if "torch" in engines:
+                    entry["profile"]["torch"] = {k: round(v, 3) for k, v in profile(floating, xf, dev).items()}
+            res["batches"][str(n)] = entry
     return res
 
 
 def _table(res: dict) -> str:
     name = res["model"] or f"{res['arch']} (binarized with {res['estimator']}, packed)"
+    layer = f", kernels on {res['threading_layer']}" if res.get("threading_layer") else ""
     lines = [
         f"{name}: input {'x'.join(map(str, res['input']))}, {res['classes']} classes, {res['device']} "
-        f"x{res['threads']} threads; float = same net in {res['float_dtype']}; medians of alternating "
-        f"blocks [25th-75th percentile]"
+        f"x{res['threads']} threads{layer}; float engines in {res['float_dtype']}; medians of alternating "
+        f"blocks [25th-75th percentile]; background load: {', '.join(res['load']) or 'none'}"
     ]
     if res.get("graph"):
         lines.append(f"  inference graph: {res.get('graph_rewrites', res['bit_links'])}")
@@ -239,19 +263,25 @@ def _table(res: dict) -> str:
             f"  packed layers {res['packed_layers']}, kept float {res['kept_float']}, "
             f"packed predicts as the binary float model: {res['same_predictions']}"
         )
-    for n, e in res["batches"].items():
+    for engine, check in res["float_engines"].items():
         lines.append(
-            f"  batch {n:>4}: packed {e['packed_ms']:9.2f} ms [{e['packed_p25_ms']:.2f}-{e['packed_p75_ms']:.2f}]"
-            f" ({e['packed_images_per_s']:.1f} img/s)   float {e['float_ms']:9.2f} ms "
-            f"[{e['float_p25_ms']:.2f}-{e['float_p75_ms']:.2f}] ({e['float_images_per_s']:.1f} img/s)"
-            f"   speedup {e['speedup']:.2f}x"
+            f"  {engine}: predicts as torch eager: {check['same_predictions']} "
+            f"(largest logit difference {check['max_abs_diff']:.2g})"
         )
-        if "profile" in e:
-            for which in ("packed", "float"):
-                prof = e["profile"][which]
-                total = sum(prof.values()) or 1.0
-                parts = ", ".join(f"{k} {v:.2f} ms ({v / total:.0%})" for k, v in prof.items() if v / total >= 0.005)
-                lines.append(f"      {which:>6} per forward {total:.2f} ms: {parts}")
+    for n, e in res["batches"].items():
+        lines.append(f"  batch {n}:")
+        for engine, ms in e["ms"].items():
+            ratio = "" if engine == "packed" else f"   {engine} / packed {e['speedup'][engine]:.2f}x"
+            lines.append(
+                f"    {engine:<13} {ms:9.2f} ms [{e['p25_ms'][engine]:.2f}-{e['p75_ms'][engine]:.2f}] "
+                f"({e['images_per_s'][engine]:.1f} img/s){ratio}"
+            )
+        if "best_float" in e:
+            lines.append(f"    best float engine ({e['best_float']}) / packed: {e['speedup_vs_best']:.2f}x")
+        for which, prof in e.get("profile", {}).items():
+            total = sum(prof.values()) or 1.0
+            parts = ", ".join(f"{k} {v:.2f} ms ({v / total:.0%})" for k, v in prof.items() if v / total >= 0.005)
+            lines.append(f"      {which:>6} per forward {total:.2f} ms: {parts}")
     return "\n".join(lines)
 
 
@@ -273,6 +303,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed calls before the first block")
     p.add_argument("--profile", action="store_true", help="time per module type (forward hooks)")
     p.add_argument("--plain", action="store_true", help="the packed model without its inference graph")
+    p.add_argument(
+        "--baselines",
+        default=",".join(ENGINES),
+        help=f"float engines to time against, comma-separated (default: {','.join(ENGINES)}; CUDA: torch only)",
+    )
+    p.add_argument(
+        "--load",
+        action="append",
+        default=[],
+        metavar="KIND[:THREADS]",
+        help="a background process during the timing (repeatable): busy | torch-matmul[:threads]",
+    )
+    p.add_argument(
+        "--threading",
+        default=None,
+        choices=("tbb", "omp"),
+        help="the kernels' threading layer (default: tbb where installed; BNN_LAB_THREADING)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=run)
 
@@ -290,6 +338,18 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("--batch, --repeats and --rounds must be >= 1, --warmup >= 0")
         if args.threads is not None:
             torch.set_num_threads(args.threads)
+        if args.threading is not None:
+            import os
+
+            from ..kernels import thread_pools
+
+            os.environ[thread_pools.ENV] = args.threading  # before the kernels' first use
+        baselines = tuple(b for b in args.baselines.split(",") if b)
+        unknown = [b for b in baselines if b not in ENGINES]
+        if unknown:
+            raise UserError(f"unknown --baselines {', '.join(unknown)}; valid: {', '.join(ENGINES)}")
+        for spec in args.load:
+            background_parse(spec)
         if path is not None:
             models = models_from_run(path, args.backend)
         else:
@@ -305,6 +365,8 @@ def run(args: argparse.Namespace) -> int:
             warmup=args.warmup,
             with_profile=args.profile,
             graph=not args.plain,
+            baselines=baselines,
+            loads=tuple(args.load),
         )
         print(json.dumps(res) if args.json else _table(res))
     return 0

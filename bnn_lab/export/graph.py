@@ -31,6 +31,7 @@ import torch
 import torch.fx as fx
 from torch import nn
 
+from ..kernels import thread_pools
 from ..surgery.activations import RPReLU
 from .float_rewrites import drop_identities, fold_float_batchnorms, inplace_float_ops, pool_before_activation
 from .fx_nodes import single_user
@@ -143,8 +144,10 @@ def build_inference_graph(
     and its clamping activation run as one pass that also packs the next binary layer's input
     (``pool_fusion``), the other
     additions and activations run in place (``fold_bn``; ``float_rewrites``), and the
-    network runs channels-last (``channels_last``). The model itself is not changed; a model
-    torch.fx cannot trace is returned as a copy."""
+    network runs channels-last (``channels_last``). Its forward runs the float layers on the calling
+    thread where the kernels run on TBB (``kernels.thread_pools.float_ops_on_caller``: one pool, no
+    spinning team beside it). The model itself is not changed; a model torch.fx cannot trace is
+    returned as a copy."""
     report = GraphReport()
     model = copy.deepcopy(packed).eval()
     try:
@@ -224,6 +227,8 @@ def build_inference_graph(
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
+    gm.register_forward_pre_hook(thread_pools.enter_float_ops_on_caller)
+    gm.register_forward_hook(thread_pools.exit_float_ops_on_caller, always_call=True)
     return gm, report
 
 

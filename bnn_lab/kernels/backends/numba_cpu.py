@@ -2,7 +2,8 @@
 
 numba is optional: this module imports without it and raises a clear error when used.
 The kernels run with ``min(torch.get_num_threads(), NUMBA_NUM_THREADS)`` threads so
-that they follow the same thread setting as torch.
+that they follow the same thread setting as torch, on the threading layer that
+:mod:`bnn_lab.kernels.thread_pools` chooses.
 """
 
 from __future__ import annotations
@@ -30,6 +31,9 @@ def _kernels():
     if _loaded is None:
         if not HAS_NUMBA:
             raise RuntimeError("the 'cpu' binary_matmul backend needs numba (pip install numba); use backend='torch'")
+        from .. import thread_pools
+
+        thread_pools.configure()  # numba's threading layer, before its threads start
         from . import _numba_kernels
 
         _loaded = _numba_kernels
@@ -37,7 +41,8 @@ def _kernels():
 
 
 def _sync_threads() -> int:
-    """Use as many numba threads as torch does; returns that number.
+    """Use as many numba threads as torch does (or as ``thread_pools.float_ops_on_caller`` kept for the
+    kernels); returns that number.
 
     With numba's ``omp`` threading layer, starting numba's threads calls
     ``omp_set_num_threads(NUMBA_NUM_THREADS)`` in the OpenMP runtime that torch shares,
@@ -45,16 +50,19 @@ def _sync_threads() -> int:
     setting is per calling thread, so the last synced count is remembered per thread and
     numba is only called again when torch's count changed.
     """
+    from .. import thread_pools
+
     torch_threads = torch.get_num_threads()
-    if getattr(_synced, "torch_threads", None) == torch_threads:
+    wanted = thread_pools.kernel_threads() or torch_threads
+    if getattr(_synced, "wanted", None) == wanted and getattr(_synced, "torch_threads", None) == torch_threads:
         return _synced.numba_threads
     import numba
 
-    n = max(1, min(torch_threads, numba.config.NUMBA_NUM_THREADS))
+    n = max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
     if torch.get_num_threads() != torch_threads:
         torch.set_num_threads(torch_threads)
-    _synced.torch_threads, _synced.numba_threads = torch_threads, n
+    _synced.torch_threads, _synced.wanted, _synced.numba_threads = torch_threads, wanted, n
     return n
 
 
