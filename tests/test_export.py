@@ -101,6 +101,20 @@ def test_file_round_trip_size_and_errors(tmp_path):
     x = torch.randn(8, 1, 16, 16)
     with torch.no_grad():
         assert torch.equal(loaded(x), packed(x))
+    # the one-call API: the inference graph (fused residual epilogues), from a file or a run folder
+    from bnn_lab.export import PACKED_FILE, load_for_inference
+    from bnn_lab.export.residual_fusion import PackedConv2dResidual
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / PACKED_FILE).write_bytes(path.read_bytes())
+    for where in (path, run_dir):
+        deployed, meta3 = load_for_inference(where)
+        assert meta3["num_classes"] == "10" and not deployed.training
+        assert sum(isinstance(m, PackedConv2dResidual) for m in deployed.modules()) == 18
+        with torch.no_grad():
+            assert torch.equal(deployed(x).argmax(1), packed(x).argmax(1))
+            torch.testing.assert_close(deployed(x), packed(x), atol=1e-4, rtol=1e-4)
     with pytest.raises(UserError, match="is a resnet20, not a vgg_small"):
         load_packed(path, arch="vgg_small")
     bad = tmp_path / "bad.safetensors"

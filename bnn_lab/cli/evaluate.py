@@ -1,5 +1,6 @@
 """``bnn-lab-eval path=<run dir or packed file> [data=<option>] [data.root=...] [backend=auto] [--onnx out.onnx]``:
-evaluates a packed model with the binary kernels on a dataset's test split; ``--onnx`` also
+evaluates a packed model as a user deploys it (``bnn_lab.export.load_for_inference``: its inference graph
+on the binary kernels) on a dataset's test split; ``--onnx`` also
 writes the model as ONNX in standard operators (``bnn_lab.export.onnx``) and evaluates that file
 with onnxruntime on the same split (``onnx/test_acc``, ``onnx/same_predictions``: the fraction of
 images where it predicts what the packed model predicts)."""
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         from omegaconf import OmegaConf
 
         from ..assembly import build_data
-        from ..export import PACKED_FILE, evaluate, load_packed
+        from ..export import PACKED_FILE, evaluate, inference_model, load_packed
         from .overrides import check_group_choices
         from .train import CONF_DIR
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"model was trained for {meta['in_chans']} / {meta['num_classes']}"
             )
         dm.setup("test")
-        result = evaluate(model, dm.test_dataloader(), progress=not as_json)
+        result = evaluate(inference_model(model), dm.test_dataloader(), progress=not as_json)
         out = {"path": str(file), "arch": meta["arch"], "data": cfg.data.name, "packed/test_acc": result["acc"]}
         if "acc5" in result:
             out["packed/test_acc5"] = result["acc5"]

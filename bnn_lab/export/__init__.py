@@ -2,6 +2,7 @@
 
 from .evaluate import evaluate
 from .graph import build_inference_graph
+from .inference import inference_model, load_for_inference
 from .io import PACKED_FILE, load_packed, read_metadata, save_packed
 from .onnx import export_onnx, onnx_form
 from .pack import PackReport, pack_model
@@ -15,6 +16,8 @@ __all__ = [
     "build_inference_graph",
     "evaluate",
     "export_onnx",
+    "inference_model",
+    "load_for_inference",
     "load_packed",
     "onnx_form",
     "pack_model",

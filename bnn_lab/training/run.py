@@ -270,7 +270,7 @@ def _export(cfg: DictConfig, model: nn.Module, stage: Stage, dm, run_dir: Path, 
     """Pack the final model, write model.packed.safetensors and evaluate it: ``packed/test_acc``."""
     if not cfg.export.packed or stage.precision == "fp" or not is_rank_zero():
         return
-    from ..export import PACKED_FILE, evaluate, pack_model, save_packed
+    from ..export import PACKED_FILE, evaluate, inference_model, pack_model, save_packed
 
     device = export_device(cfg.export.get("device", "cpu"))
     packed, report = pack_model(model.cpu(), backend=cfg.export.backend)
@@ -285,7 +285,8 @@ def _export(cfg: DictConfig, model: nn.Module, stage: Stage, dm, run_dir: Path, 
         "config": OmegaConf.to_yaml(cfg, resolve=True),
     }
     save_packed(packed, run_dir / PACKED_FILE, meta)
-    result = evaluate(packed.to(device), dm.test_dataloader(), progress=is_terminal(), device=device)
+    deployed = inference_model(packed).to(device)  # what bnn-lab-eval and load_for_inference run
+    result = evaluate(deployed, dm.test_dataloader(), progress=is_terminal(), device=device)
     metrics["packed/test_acc"] = result["acc"]
     metrics["packed/layers"] = len(report.packed)
     metrics["packed/file"] = PACKED_FILE
