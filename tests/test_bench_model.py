@@ -83,7 +83,7 @@ def test_model_bench_runs_beside_a_background_load(capsys):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--load", "gpu-burn"], "unknown --load 'gpu-burn'; valid: busy, torch-matmul"),
+        (["--load", "gpu-burn"], "unknown --load 'gpu-burn'; valid: busy, packed-inference, torch-matmul"),
         (["--load", "busy:x"], "--load 'busy:x': THREADS must be a positive integer"),
         (["--baselines", "tensorrt"], "unknown --baselines tensorrt; valid: torch, torch-folded, onnxruntime"),
     ],

@@ -149,7 +149,7 @@ def test_training_run_exports_and_bnn_lab_eval_agrees(run_cli, tmp_path):
     exe = Path(sys.executable).parent / "bnn-lab-eval"
     onnx_file = tmp_path / "export" / "model.onnx"
     out = subprocess.run(
-        [str(exe), f"path={proc.run_dir}", "--onnx", str(onnx_file), "--json"],
+        [str(exe), f"path={proc.run_dir}", "--onnx", str(onnx_file), "--lce", str(tmp_path / "lce.tflite"), "--json"],
         capture_output=True,
         text=True,
         timeout=300,
@@ -160,3 +160,8 @@ def test_training_run_exports_and_bnn_lab_eval_agrees(run_cli, tmp_path):
     # the ONNX file, run by onnxruntime, predicts what the packed model predicts on every test image
     assert onnx_file.is_file() and result["onnx/same_predictions"] == 1.0
     assert result["onnx/test_acc"] == pytest.approx(metrics["packed/test_acc"], abs=1e-9)
+    # the LCE file: a TFLite flatbuffer ("TFL3") with LCE's binary operators, bit-packed weights
+    lce = (tmp_path / "lce.tflite").read_bytes()
+    assert lce[4:8] == b"TFL3" and result["lce/bytes"] == len(lce)
+    assert lce.count(b"LceBconv2d") == 1 and lce.count(b"LceQuantize") == 1  # one operator code each
+    assert len(lce) < (proc.run_dir / "model.packed.safetensors").stat().st_size * 2

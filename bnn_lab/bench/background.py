@@ -7,6 +7,8 @@ A load is named ``KIND`` or ``KIND:THREADS`` (``--load torch-matmul:2 --load bus
 * ``torch-matmul``: torch multiplying 512x512 float32 matrices in a loop with ``THREADS`` threads
   (default 2): an OpenMP team that computes and spins, as a training job or a float model beside
   ours does.
+* ``packed-inference``: another worker serving a packed binary ResNet-18 (224 px, batch 1, its
+  inference graph) in a loop with ``THREADS`` threads (default 2), as replicas of one service do.
 
 Each load is a separate process, started before the timing and stopped after it (also on errors).
 """
@@ -30,10 +32,25 @@ def _torch_matmul(threads: int) -> str:
     return f"import torch\ntorch.set_num_threads({threads})\na = torch.randn(512, 512)\nwhile True:\n    a @ a\n"
 
 
-#: kind -> (default threads, program of one load process given its threads)
-LOADS: dict[str, tuple[int, Callable[[int], str]]] = {
-    "busy": (1, _busy),
-    "torch-matmul": (2, _torch_matmul),
+def _packed_inference(threads: int) -> str:
+    return (
+        "import torch\n"
+        f"torch.set_num_threads({threads})\n"
+        "from bnn_lab.bench.model import models_from_arch\n"
+        "from bnn_lab.export import inference_model\n"
+        "packed = models_from_arch('resnet18', 'ste', 3, 224, 1000, 'auto')[0]\n"
+        "model, x = inference_model(packed), torch.randn(1, 3, 224, 224)\n"
+        "with torch.no_grad():\n"
+        "    while True:\n"
+        "        model(x)\n"
+    )
+
+
+#: kind -> (default threads, program of one load process given its threads, seconds it takes to start)
+LOADS: dict[str, tuple[int, Callable[[int], str], float]] = {
+    "busy": (1, _busy, 0.5),
+    "torch-matmul": (2, _torch_matmul, 3.0),
+    "packed-inference": (2, _packed_inference, 10.0),
 }
 
 
@@ -50,8 +67,9 @@ def parse(spec: str) -> tuple[str, int]:
 
 
 @contextlib.contextmanager
-def running(specs: list[str], settle_s: float = 3.0) -> Iterator[list[str]]:
-    """Run one process per load spec for the duration of the block; yields their descriptions."""
+def running(specs: list[str], settle_s: float | None = None) -> Iterator[list[str]]:
+    """Run one process per load spec for the duration of the block (after ``settle_s``, default the
+    slowest kind's start-up); yields their descriptions."""
     parsed = [parse(s) for s in specs]
     procs: list[subprocess.Popen] = []
     try:
@@ -61,7 +79,7 @@ def running(specs: list[str], settle_s: float = 3.0) -> Iterator[list[str]]:
                 subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             )
         if procs:
-            time.sleep(settle_s)  # let them start (torch's import) before the timing
+            time.sleep(settle_s if settle_s is not None else max(LOADS[k][2] for k, _ in parsed))
             dead = [s for s, p in zip(specs, procs) if p.poll() is not None]
             if dead:
                 raise UserError(f"background load(s) {', '.join(dead)} exited at once")

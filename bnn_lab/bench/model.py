@@ -313,7 +313,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="append",
         default=[],
         metavar="KIND[:THREADS]",
-        help="a background process during the timing (repeatable): busy | torch-matmul[:threads]",
+        help="a background process during the timing (repeatable): busy | torch-matmul[:threads] | "
+        "packed-inference[:threads]",
     )
     p.add_argument(
         "--threading",

@@ -3,7 +3,8 @@ evaluates a packed model as a user deploys it (``bnn_lab.export.load_for_inferen
 on the binary kernels) on a dataset's test split; ``--onnx`` also
 writes the model as ONNX in standard operators (``bnn_lab.export.onnx``) and evaluates that file
 with onnxruntime on the same split (``onnx/test_acc``, ``onnx/same_predictions``: the fraction of
-images where it predicts what the packed model predicts)."""
+images where it predicts what the packed model predicts); ``--lce`` writes it as a TFLite file with
+Larq Compute Engine's binary operators (``bnn_lab.export.lce``; NHWC input, batch 1)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from .errors import user_errors
 
 USAGE = (
     "usage: bnn-lab-eval path=<run dir or model.packed.safetensors> [data=<option>] [data.KEY=VALUE ...] "
-    "[backend=auto|cpu|torch|triton] [--onnx OUT.onnx] [--json]"
+    "[backend=auto|cpu|torch|triton] [--onnx OUT.onnx] [--lce OUT.tflite] [--json]"
 )
 
 
@@ -25,11 +26,12 @@ def _parse(argv: list[str]) -> tuple[dict[str, str], list[str], bool]:
     argv = list(argv)
     while argv:
         arg = argv.pop(0)
-        if arg == "--onnx" or arg.startswith("--onnx="):
+        flag = arg.partition("=")[0]
+        if flag in ("--onnx", "--lce"):
             value = arg.partition("=")[2] if "=" in arg else (argv.pop(0) if argv else "")
             if not value or value.startswith("-"):
-                raise ConfigError(f"--onnx needs an output file; {USAGE}")
-            opts["onnx"] = value
+                raise ConfigError(f"{flag} needs an output file; {USAGE}")
+            opts[flag[2:]] = value
         elif arg == "--json":
             as_json = True
         elif arg in ("-h", "--help"):
@@ -113,7 +115,14 @@ def main(argv: list[str] | None = None) -> int:
             out["packed/test_acc5"] = result["acc5"]
         if "onnx" in opts:
             out.update(_onnx(model, opts["onnx"], (dm.in_chans, dm.img_size, dm.img_size), dm.test_dataloader()))
+        if "lce" in opts:
+            from ..export.lce import export_lce
+
+            lce_file = export_lce(model, Path(opts["lce"]).expanduser(), (dm.in_chans, dm.img_size, dm.img_size))
+            out.update({"lce/file": str(lce_file), "lce/bytes": lce_file.stat().st_size})
         lines = [f"{meta['arch']} on {cfg.data.name}: packed test accuracy {result['acc']:.4f} ({file})"]
+        if "lce" in opts:
+            lines.append(f"LCE TFLite file: {out['lce/file']} ({out['lce/bytes']:,} bytes; input NHWC, batch 1)")
         if "onnx" in opts:
             lines.append(
                 f"ONNX ({out['onnx/file']}): onnxruntime test accuracy {out['onnx/test_acc']:.4f}, "
