@@ -1,6 +1,9 @@
 """``bnn-lab-bench model``: packed vs float end to end, with the per-module breakdown."""
 
 import json
+import os
+import time
+from pathlib import Path
 
 import pytest
 
@@ -93,3 +96,41 @@ def test_model_bench_names_the_valid_loads_and_engines(capsys, args, message):
         main(SMALL + args)
     assert exc.value.code != 0
     assert message in capsys.readouterr().err
+
+
+def test_a_load_that_dies_during_the_timing_voids_the_figures():
+    import signal
+
+    from bnn_lab.bench.background import running
+    from bnn_lab.errors import UserError
+
+    with pytest.raises(UserError, match="busy:1 stopped during the timing"):
+        with running(["busy:1"], settle_s=0.2):
+            for pid in _children():
+                os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+
+
+def test_no_load_outlives_a_benchmark_that_is_killed(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import time\n"
+        "from bnn_lab.bench.background import running\n"
+        "with running(['busy'], settle_s=0.2):\n"
+        "    print('started', flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    bench = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert bench.stdout.readline().strip() == "started"
+    children = Path(f"/proc/{bench.pid}/task/{bench.pid}/children").read_text().split()
+    assert len(children) == 1
+    bench.kill()  # SIGKILL: no finally block runs
+    bench.wait()
+    deadline = time.time() + 5
+    while Path(f"/proc/{children[0]}").exists() and time.time() < deadline:
+        time.sleep(0.05)
+        subprocess.run(["true"])  # reap nothing; give the kernel a moment
+    status = Path(f"/proc/{children[0]}/status")
+    assert not status.exists() or "State:\tZ" in status.read_text()

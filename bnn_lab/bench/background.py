@@ -16,6 +16,8 @@ Each load is a separate process, started before the timing and stopped after it 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import signal
 import subprocess
 import sys
 import time
@@ -54,6 +56,15 @@ LOADS: dict[str, tuple[int, Callable[[int], str], float]] = {
 }
 
 
+def _die_with_parent() -> None:
+    """In a load process before it starts (Linux): killed when the benchmark dies, however it dies, so that
+    no load outlives it and skews the next figures."""
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def parse(spec: str) -> tuple[str, int]:
     """``KIND`` or ``KIND:THREADS`` -> (kind, threads); an unknown kind lists the valid ones."""
     kind, _, threads = spec.partition(":")
@@ -76,7 +87,12 @@ def running(specs: list[str], settle_s: float | None = None) -> Iterator[list[st
         for kind, threads in parsed:
             program = LOADS[kind][1](threads)
             procs.append(
-                subprocess.Popen([sys.executable, "-c", program], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                subprocess.Popen(
+                    [sys.executable, "-c", program],
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    preexec_fn=_die_with_parent,
+                )
             )
         if procs:
             time.sleep(settle_s if settle_s is not None else max(LOADS[k][2] for k, _ in parsed))
@@ -84,6 +100,9 @@ def running(specs: list[str], settle_s: float | None = None) -> Iterator[list[st
             if dead:
                 raise UserError(f"background load(s) {', '.join(dead)} exited at once")
         yield [f"{kind}:{threads}" for kind, threads in parsed]
+        dead = [s for s, p in zip(specs, procs) if p.poll() is not None]
+        if dead:
+            raise UserError(f"background load(s) {', '.join(dead)} stopped during the timing: figures not loaded")
     finally:
         for p in procs:
             p.kill()

@@ -109,18 +109,11 @@ class PackedBinaryConv2d(_PackedMixin, nn.Module):
         gating scale, a float32 result is computed with the scale and bias in the kernel's epilogue."""
         packed_in = isinstance(x, kernels.PackedConv2dInput)
         u = x if packed_in or self.threshold is None else x - self.threshold.view(1, -1, 1, 1)
-        fused = self.gate is None and (packed_in or x.dtype == torch.float32)
-        out = kernels.binary_conv2d(
-            u,
-            self.packed_weight(),
-            self.stride,
-            self.padding,
-            self.dilation,
-            backend=self.backend,
-            epilogue=kernels.AffineEpilogue(self.scale, self.bias) if fused else None,
-        )
-        if fused:
-            return out
+        conv = (self.packed_weight(), self.stride, self.padding, self.dilation)
+        if self.gate is None and (packed_in or x.dtype == torch.float32):
+            epilogue = kernels.AffineEpilogue(self.scale, self.bias)
+            return kernels.binary_conv2d_affine(u, conv[0], epilogue, *conv[1:], backend=self.backend)
+        out = kernels.binary_conv2d(u, *conv, backend=self.backend)
         return self._epilogue(out, torch.zeros((), dtype=torch.float32) if packed_in else x, 1)
 
     def extra_repr(self) -> str:

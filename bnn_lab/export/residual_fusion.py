@@ -77,16 +77,11 @@ class PackedConv2dResidual(nn.Module):
                 or ep.bits_threshold is not self.bits_threshold
             ):
                 self._epilogue = kernels.AffineEpilogue(c.scale, c.bias, None, self.clamp, self.bits_threshold)
-            return kernels.binary_conv2d(
-                u,
-                c.packed_weight(),
-                c.stride,
-                c.padding,
-                c.dilation,
-                backend=c.backend,
-                epilogue=self._epilogue.with_residual(residual),
-                out_padding=self.bits_padding,
-            )
+            epilogue = self._epilogue.with_residual(residual)
+            conv = (c.packed_weight(), epilogue, c.stride, c.padding, c.dilation)
+            if self.bits_threshold is None:
+                return kernels.binary_conv2d_affine(u, *conv, backend=c.backend)
+            return kernels.binary_conv2d_affine_bits(u, *conv, backend=c.backend, out_padding=self.bits_padding)
         out = c(x) + residual
         out = out if self.clamp is None else out.clamp(*self.clamp)
         if self.bits_threshold is None:

@@ -35,14 +35,14 @@ class PackedConv2dToBits(nn.Module):
             x = x - c.threshold.view(1, -1, 1, 1)
         if self._epilogue is None or self._epilogue.sgn is not self.sgn or self._epilogue.thr is not self.thr:
             self._epilogue = kernels.ThresholdEpilogue(self.sgn, self.thr)  # (constants converted once)
-        return kernels.binary_conv2d(
+        return kernels.binary_conv2d_bits(
             x,
             c.packed_weight(),
+            self._epilogue,
             c.stride,
             c.padding,
             c.dilation,
             backend=c.backend,
-            epilogue=self._epilogue,
             out_padding=self.out_padding,
         )
 

@@ -12,10 +12,11 @@ Public API:
 * :func:`pack_signs` / :func:`unpack_signs`: bit packing of the last dimension.
 * :func:`binary_matmul`: ``sign(A) @ sign(B).T`` from packed rows; backends ``auto``,
   ``torch``, ``cpu`` (numba), ``triton`` (see :func:`available_backends`).
-* :func:`binary_conv2d`: exact ``F.conv2d(sign(x), sign(w), ...)`` with zero padding,
-  from a float activation and packed weights (:func:`pack_conv2d_weight`); with an
-  epilogue (:class:`AffineEpilogue`, :class:`ThresholdEpilogue`) it returns float32 or the
-  packed bits of the next layer's input instead of the int32 product.
+* :func:`binary_conv2d`: exact ``F.conv2d(sign(x), sign(w), ...)`` with zero padding, as int32,
+  from a float activation and packed weights (:func:`pack_conv2d_weight`); one function per
+  other output, each with its epilogue: :func:`binary_conv2d_affine` (float32,
+  :class:`AffineEpilogue`), :func:`binary_conv2d_affine_bits` (float32 and the next layer's
+  packed input), :func:`binary_conv2d_bits` (packed bits, :class:`ThresholdEpilogue`).
 * :func:`max_pool2d_clamp`: max-pooling and a clamping activation in one pass, optionally with
   the next binary convolution's packed input.
 """
@@ -26,6 +27,9 @@ from .conv import (
     PackedConv2dWeight,
     ThresholdEpilogue,
     binary_conv2d,
+    binary_conv2d_affine,
+    binary_conv2d_affine_bits,
+    binary_conv2d_bits,
     conv_pads,
     pack_conv2d_input,
     pack_conv2d_weight,
@@ -42,6 +46,9 @@ __all__ = [
     "ThresholdEpilogue",
     "available_backends",
     "binary_conv2d",
+    "binary_conv2d_affine",
+    "binary_conv2d_affine_bits",
+    "binary_conv2d_bits",
     "binary_matmul",
     "conv_pads",
     "max_pool2d_clamp",

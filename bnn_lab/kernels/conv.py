@@ -443,75 +443,35 @@ class _ConvPlan:
         dilation = _pair(dilation, "dilation")
         pads, out_hw = _conv_geometry((h, w), pw.kernel_size, stride, padding, dilation)
         name = resolve_backend(backend, device)
-        if name == "cpu" and device.type != "cpu":
-            raise ValueError(f"the 'cpu' backend needs CPU tensors, got {device}")
         corr = pw.border_correction((h, w), stride, pads, dilation)
         plan = cls(name, stride, dilation, pads, out_hw, corr)
-        if name == "cpu":
-            from .backends import numba_cpu
-
-            # The GEMM reads each patch straight from the packed input: per kernel row, one run
-            # of kw pixels x pw64 words (dw == 1), or one segment per tap (dilated rows).
-            pw64 = pw.words_per_tap // 2
-            kh, kw = pw.kernel_size
-            dh, dw = dilation
-            wp = w + pads[2] + pads[3]
-            plan.geo = (kh, 1, kw * pw64, dh * wp * pw64, 0) if dw == 1 else (kh, kw, pw64, dh * wp * pw64, dw * pw64)
-            plan.panels = pw.cached(
-                "cpu_panels", lambda: numba_cpu.to_panels(numba_cpu.as_u64_rows(pw.rows, kh * kw * pw64))
-            )
-            plan.offs = numba_cpu.conv_row_offsets(n, (h + pads[0] + pads[1], wp), pw64, stride, out_hw)
-            if corr is not None:  # only the border pixels' rows
-                plan.corr = numba_cpu.compact_correction(corr.numpy())
+        prepare = CONV_IMPLEMENTATIONS.get(name, GATHERED).prepare
+        if prepare is not None:
+            prepare(plan, pw, n, h, w, device)
         return plan
 
 
-def binary_conv2d(
-    x,
-    weight,
-    stride=1,
-    padding=0,
-    dilation=1,
-    groups: int = 1,
-    *,
-    kernel_size=None,
-    backend: str = "auto",
-    epilogue: AffineEpilogue | ThresholdEpilogue | None = None,
-    out_padding: tuple[int, int, int, int] | None = None,
-):
-    """Exact ``F.conv2d(sign(x), sign(w), stride=, padding=, dilation=)`` as int32.
+def _numba_plan(plan: _ConvPlan, pw: PackedConv2dWeight, n: int, h: int, w: int, device) -> None:
+    """The ``cpu`` GEMM's layout of a convolution: it reads each patch straight from the packed input, per
+    kernel row one run of kw pixels x pw64 words (dw == 1), or one segment per tap (dilated rows)."""
+    from .backends import numba_cpu
 
-    Args:
-        x: real activation (N, C, H, W) (only the signs are used; ``sign(0) = +1``), or a
-            :class:`PackedConv2dInput` from :func:`pack_conv2d_input`.
-        weight: a :class:`PackedConv2dWeight` (fastest: see :func:`pack_conv2d_weight`);
-            or an int32 (O, ceil(C * kh * kw / 32)) tensor from
-            ``pack_signs(w.reshape(O, -1))`` together with ``kernel_size``; or a real
-            (O, C, kh, kw) weight. Tensors are converted once and the conversion is
-            cached while the tensor lives unmodified.
-        stride, padding, dilation: as in ``F.conv2d`` (``padding`` may be an int, a
-            pair, ``"valid"`` or ``"same"``). Zero padding is reproduced exactly: the
-            input is padded with -1 and the border corrected (module docstring).
-        groups: only 1 is supported.
-        kernel_size: (kh, kw), needed only with flat packed weights.
-        backend: ``binary_matmul`` backend (``auto``: numba on CPU, triton on CUDA).
-            The ``cpu`` backend also packs the input with numba, and its GEMM reads the
-            patches straight from the packed input (no im2col buffer).
-        epilogue: ``None`` (the int32 product), an :class:`AffineEpilogue` (float32) or a
-            :class:`ThresholdEpilogue` (packed bits); the ``cpu`` backend applies it in the
-            GEMM, the others after it.
-        out_padding: ``(top, bottom, left, right)``: packed bits outputs (a :class:`ThresholdEpilogue`
-            or an :class:`AffineEpilogue` with ``bits_threshold``) come inside a zero border of that
-            many pixels, the padded input of a next convolution with these pads (it then reads them
-            without a copy); the ``cpu`` backend writes the pixels in place.
+    if device.type != "cpu":
+        raise ValueError(f"the 'cpu' backend needs CPU tensors, got {device}")
+    pw64 = pw.words_per_tap // 2
+    kh, kw = pw.kernel_size
+    dh, dw = plan.dilation
+    pads = plan.pads
+    wp = w + pads[2] + pads[3]
+    plan.geo = (kh, 1, kw * pw64, dh * wp * pw64, 0) if dw == 1 else (kh, kw, pw64, dh * wp * pw64, dw * pw64)
+    plan.panels = pw.cached("cpu_panels", lambda: numba_cpu.to_panels(numba_cpu.as_u64_rows(pw.rows, kh * kw * pw64)))
+    plan.offs = numba_cpu.conv_row_offsets(n, (h + pads[0] + pads[1], wp), pw64, plan.stride, plan.out_hw)
+    if plan.corr is not None:  # only the border pixels' rows
+        plan.corr = numba_cpu.compact_correction(plan.corr.numpy())
 
-    Returns:
-        int32 (N, O, H_out, W_out) on the input's device, in ``torch.channels_last``
-        memory format (the matmul produces one row of O channels per output pixel; call
-        ``.contiguous()`` if NCHW memory is needed).
-    """
-    if groups != 1:
-        raise NotImplementedError(f"binary_conv2d supports groups=1 only, got groups={groups}")
+
+def _conv_inputs(x, weight, kernel_size, stride, padding, dilation, backend):
+    """(packed weight, plan, (n, c, h, w)) of a call: the checks every entry point shares."""
     if isinstance(x, PackedConv2dInput):
         n, c, h, w = x.shape
         device = x.bits.device
@@ -538,83 +498,92 @@ def binary_conv2d(
         for k in plans[: max(len(plans) - 15, 0)]:  # a few input sizes per weight (the last batch of an epoch...)
             del pw._cache[k]
         plan = pw._cache[key] = _ConvPlan.make(pw, n, h, w, stride, padding, dilation, backend, device)
-    name, (top, bottom, left, right), o, words = plan.backend, plan.pads, pw.out_channels, pw.words_per_tap
-    h_out, w_out = plan.out_hw
-    p = h_out * w_out
-    bit_pads = (0, 0, 0, 0) if out_padding is None else tuple(out_padding)
+    return pw, plan, (n, c, h, w)
 
-    # 1. channel-packed input, padded with -1 (zero bits), pw.words_per_tap words a pixel
-    src = None
+
+def _packed_padded_input(x, plan: _ConvPlan, words: int, pack):
+    """(int32 channel-packed input padded with -1 (zero bits), its flat uint64 view written by the cpu kernels
+    or None) for ``plan``: a packed input written padded by the layer before is used as it lies, a tensor
+    packed by ``pack(x, pads, words)``, the backend's packing."""
+    top, bottom, left, right = plan.pads
     if isinstance(x, PackedConv2dInput):
-        if x.pads == plan.pads and x.bits.shape[-1] == words:  # written padded by the layer before
-            xb, src = x.bits, x._flat64
-            if src is not None and (src.ctypes.data != xb.data_ptr() or 2 * src.size != xb.numel()):
+        if x.pads == plan.pads and x.bits.shape[-1] == words:
+            src = x._flat64
+            if src is not None and (src.ctypes.data != x.bits.data_ptr() or 2 * src.size != x.bits.numel()):
                 src = None  # bits replaced since the kernel wrote them
-        else:
-            xb = F.pad(x.unpadded(), (0, words - x.bits.shape[-1], left, right, top, bottom))
-    elif name == "cpu":
-        from .backends import numba_cpu
+            return x.bits, src
+        return F.pad(x.unpadded(), (0, words - x.bits.shape[-1], left, right, top, bottom)), None
+    return pack(x, plan.pads, words), None
 
-        xb = numba_cpu.pack_channels(x, plan.pads, words)
-    else:
-        if not x.is_floating_point():
-            x = x.to(torch.float32)
-        xb = pack_signs(F.pad(x, (left, right, top, bottom), value=-1.0).permute(0, 2, 3, 1))
-        xb = F.pad(xb, (0, words - xb.shape[-1]))
-    hp, wp = h + top + bottom, w + left + right
-    corr = plan.corr
 
-    # 2. the binary matmul over patches (+ border correction); rows = output pixels (NHWC)
-    if name == "cpu":
-        from .backends import numba_cpu
+def _pack_with_torch(x: torch.Tensor, pads, words: int) -> torch.Tensor:
+    top, bottom, left, right = pads
+    if not x.is_floating_point():
+        x = x.to(torch.float32)
+    xb = pack_signs(F.pad(x, (left, right, top, bottom), value=-1.0).permute(0, 2, 3, 1))
+    return F.pad(xb, (0, words - xb.shape[-1]))
 
-        if src is None:
-            src = xb.contiguous().numpy().view(np.uint64).reshape(-1)
-        if isinstance(epilogue, ThresholdEpilogue):
-            bits, words_view, bit_rows, flat = plan.bits_output(n, o, bit_pads)
-            numba_cpu.gemm_bits_into(
-                src, plan.offs, plan.panels, plan.geo, pw.k, words_view, *epilogue.arrays(), p, corr, bit_rows
-            )
-            return PackedConv2dInput(bits, o, bit_pads, flat)
-        dtype = np.float32 if isinstance(epilogue, AffineEpilogue) else np.int32
-        out = np.empty((n * p, o), dtype=dtype)
-        result = torch.from_numpy(out.reshape(n, h_out, w_out, o).transpose(0, 3, 1, 2))  # NCHW, channels-last memory
-        if isinstance(epilogue, AffineEpilogue):
-            lo, hi = epilogue.clamp if epilogue.clamp is not None else (-np.inf, np.inf)
-            scale, bias, threshold = epilogue.arrays(o)
-            bits = None
-            if threshold is not None:
-                bits, words_view, bit_rows, flat = plan.bits_output(n, o, bit_pads)
-            numba_cpu.gemm_affine_into(
-                src,
-                plan.offs,
-                plan.panels,
-                plan.geo,
-                pw.k,
-                out,
-                scale,
-                bias,
-                p,
-                corr,
-                epilogue.residual_rows((n, o, h_out, w_out)),
-                lo,
-                hi,
-                None if bits is None else words_view,
-                threshold,
-                None if bits is None else bit_rows,
-            )
-            if bits is not None:
-                return result, PackedConv2dInput(bits, o, bit_pads, flat)
-        else:
-            numba_cpu.gemm_into(src, plan.offs, plan.panels, plan.geo, pw.k, out, p, corr)
+
+def _numba_conv(x, pw: PackedConv2dWeight, plan: _ConvPlan, n: int, epilogue, bit_pads):
+    """The ``cpu`` backend: numba GEMMs that read the patches from the packed input and apply the epilogue
+    on their accumulators (int32 product, float32 affine (+ bits) or bits)."""
+    from .backends import numba_cpu
+
+    xb, src = _packed_padded_input(x, plan, pw.words_per_tap, numba_cpu.pack_channels)
+    if src is None:
+        src = xb.contiguous().numpy().view(np.uint64).reshape(-1)
+    o, (h_out, w_out), corr = pw.out_channels, plan.out_hw, plan.corr
+    p = h_out * w_out
+    if isinstance(epilogue, ThresholdEpilogue):
+        bits, words_view, bit_rows, flat = plan.bits_output(n, o, bit_pads)
+        numba_cpu.gemm_bits_into(
+            src, plan.offs, plan.panels, plan.geo, pw.k, words_view, *epilogue.arrays(), p, corr, bit_rows
+        )
+        return PackedConv2dInput(bits, o, bit_pads, flat)
+    dtype = np.float32 if isinstance(epilogue, AffineEpilogue) else np.int32
+    out = np.empty((n * p, o), dtype=dtype)
+    result = torch.from_numpy(out.reshape(n, h_out, w_out, o).transpose(0, 3, 1, 2))  # NCHW, channels-last memory
+    if epilogue is None:
+        numba_cpu.gemm_into(src, plan.offs, plan.panels, plan.geo, pw.k, out, p, corr)
         return result
+    lo, hi = epilogue.clamp if epilogue.clamp is not None else (-np.inf, np.inf)
+    scale, bias, threshold = epilogue.arrays(o)
+    bits = words_view = bit_rows = flat = None
+    if threshold is not None:
+        bits, words_view, bit_rows, flat = plan.bits_output(n, o, bit_pads)
+    numba_cpu.gemm_affine_into(
+        src,
+        plan.offs,
+        plan.panels,
+        plan.geo,
+        pw.k,
+        out,
+        scale,
+        bias,
+        p,
+        corr,
+        epilogue.residual_rows((n, o, h_out, w_out)),
+        lo,
+        hi,
+        words_view,
+        threshold,
+        bit_rows,
+    )
+    return result if bits is None else (result, PackedConv2dInput(bits, o, bit_pads, flat))
 
-    stride, dilation = plan.stride, plan.dilation
-    idx = _gather_index((hp, wp), pw.kernel_size, stride, dilation, (h_out, w_out), device)
+
+def _gathered_conv(x, pw: PackedConv2dWeight, plan: _ConvPlan, n: int, epilogue, bit_pads):
+    """Any ``binary_matmul`` backend (``torch``, ``triton``, registered ones): the patches gathered from the
+    packed input (im2col of whole words), one binary matmul, the border correction, then the epilogue."""
+    xb, _ = _packed_padded_input(x, plan, pw.words_per_tap, _pack_with_torch)
+    o, (h_out, w_out), words = pw.out_channels, plan.out_hw, pw.words_per_tap
+    hp, wp = xb.shape[1], xb.shape[2]
+    p = h_out * w_out
+    idx = _gather_index((hp, wp), pw.kernel_size, plan.stride, plan.dilation, (h_out, w_out), xb.device)
     cols = xb.reshape(n, hp * wp, words)[:, idx].reshape(n * p, -1)
-    out = binary_matmul(cols, pw.rows, pw.k, backend=name)  # (N * P, O): NHWC order
-    if corr is not None:
-        out = out.reshape(n, p, o).add_(corr)
+    out = binary_matmul(cols, pw.rows, pw.k, backend=plan.backend)  # (N * P, O): NHWC order
+    if plan.corr is not None:
+        out = out.reshape(n, p, o).add_(plan.corr)
     out = out.reshape(n, h_out, w_out, o).permute(0, 3, 1, 2)
     if epilogue is None:
         return out
@@ -624,3 +593,102 @@ def binary_conv2d(
     if isinstance(result, tuple):  # (float output, bits)
         return result[0], _with_border(result[1], bit_pads)
     return _with_border(result, bit_pads) if isinstance(result, PackedConv2dInput) else result
+
+
+@dataclass(frozen=True)
+class ConvImplementation:
+    """How a backend runs a binary convolution: ``run(x, packed weight, plan, n, epilogue, bits' pads)``
+    returns what the entry point promises (int32, float32, float32 and bits, or bits); ``prepare(plan,
+    packed weight, n, h, w, device)``, if given, adds the backend's layouts to a new plan (cached)."""
+
+    run: object
+    prepare: object = None
+
+
+#: backend name -> its convolution; a backend not listed (``torch``, ``triton``, registered matmul
+#: backends) runs :data:`GATHERED`.
+GATHERED = ConvImplementation(_gathered_conv)
+CONV_IMPLEMENTATIONS: dict[str, ConvImplementation] = {"cpu": ConvImplementation(_numba_conv, _numba_plan)}
+
+
+def _run(x, weight, stride, padding, dilation, kernel_size, backend, epilogue, out_padding):
+    pw, plan, (n, _, _, _) = _conv_inputs(x, weight, kernel_size, stride, padding, dilation, backend)
+    bit_pads = (0, 0, 0, 0) if out_padding is None else tuple(out_padding)
+    return CONV_IMPLEMENTATIONS.get(plan.backend, GATHERED).run(x, pw, plan, n, epilogue, bit_pads)
+
+
+def binary_conv2d(
+    x,
+    weight,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+    *,
+    kernel_size=None,
+    backend: str = "auto",
+) -> torch.Tensor:
+    """Exact ``F.conv2d(sign(x), sign(w), stride=, padding=, dilation=)`` as int32.
+
+    Args:
+        x: real activation (N, C, H, W) (only the signs are used; ``sign(0) = +1``), or a
+            :class:`PackedConv2dInput` from :func:`pack_conv2d_input` or a convolution before.
+        weight: a :class:`PackedConv2dWeight` (fastest: see :func:`pack_conv2d_weight`);
+            or an int32 (O, ceil(C * kh * kw / 32)) tensor from
+            ``pack_signs(w.reshape(O, -1))`` together with ``kernel_size``; or a real
+            (O, C, kh, kw) weight. Tensors are converted once and the conversion is
+            cached while the tensor lives unmodified.
+        stride, padding, dilation: as in ``F.conv2d`` (``padding`` may be an int, a
+            pair, ``"valid"`` or ``"same"``). Zero padding is reproduced exactly: the
+            input is padded with -1 and the border corrected (module docstring).
+        groups: only 1 is supported.
+        kernel_size: (kh, kw), needed only with flat packed weights.
+        backend: a ``binary_matmul`` backend (``auto``: numba on CPU, triton on CUDA). The ``cpu``
+            backend packs the input with numba and its GEMM reads the patches straight from the
+            packed input (:data:`CONV_IMPLEMENTATIONS`); the others gather them first.
+
+    Returns:
+        int32 (N, O, H_out, W_out) on the input's device, in ``torch.channels_last``
+        memory format (the matmul produces one row of O channels per output pixel; call
+        ``.contiguous()`` if NCHW memory is needed).
+
+    :func:`binary_conv2d_affine`, :func:`binary_conv2d_affine_bits` and :func:`binary_conv2d_bits`
+    return what the next layer needs instead of the int32 product.
+    """
+    if groups != 1:
+        raise NotImplementedError(f"binary_conv2d supports groups=1 only, got groups={groups}")
+    return _run(x, weight, stride, padding, dilation, kernel_size, backend, None, None)
+
+
+def binary_conv2d_affine(
+    x, weight, epilogue: AffineEpilogue, stride=1, padding=0, dilation=1, *, backend: str = "auto"
+) -> torch.Tensor:
+    """float32 ``clamp(binary_conv2d(x, weight) * scale + bias + residual, lo, hi)`` as ``epilogue`` says
+    (an :class:`AffineEpilogue` without ``bits_threshold``); the ``cpu`` backend computes it in the GEMM,
+    rounding as these torch operations do. Other arguments as in :func:`binary_conv2d`."""
+    if not isinstance(epilogue, AffineEpilogue) or epilogue.bits_threshold is not None:
+        raise TypeError("binary_conv2d_affine takes an AffineEpilogue without bits_threshold (see *_affine_bits)")
+    return _run(x, weight, stride, padding, dilation, None, backend, epilogue, None)
+
+
+def binary_conv2d_affine_bits(
+    x, weight, epilogue: AffineEpilogue, stride=1, padding=0, dilation=1, *, backend: str = "auto", out_padding=None
+) -> tuple[torch.Tensor, PackedConv2dInput]:
+    """(:func:`binary_conv2d_affine`'s float32 output ``y``, the signs of ``y - epilogue.bits_threshold``
+    packed for the next binary convolution), from one pass. ``out_padding = (top, bottom, left, right)``:
+    the bits come inside a zero border of that many pixels, the padded input of a next convolution with
+    these pads (which then reads them without a copy)."""
+    if not isinstance(epilogue, AffineEpilogue) or epilogue.bits_threshold is None:
+        raise TypeError("binary_conv2d_affine_bits takes an AffineEpilogue with bits_threshold")
+    return _run(x, weight, stride, padding, dilation, None, backend, epilogue, out_padding)
+
+
+def binary_conv2d_bits(
+    x, weight, epilogue: ThresholdEpilogue, stride=1, padding=0, dilation=1, *, backend: str = "auto", out_padding=None
+) -> PackedConv2dInput:
+    """The bits ``sgn[o] * binary_conv2d(x, weight) >= thr[o]`` (a :class:`ThresholdEpilogue`) packed along
+    channels for the next binary convolution (``bnn_lab.export.graph``); ``out_padding`` as in
+    :func:`binary_conv2d_affine_bits`."""
+    if not isinstance(epilogue, ThresholdEpilogue):
+        raise TypeError(f"binary_conv2d_bits takes a ThresholdEpilogue, got {type(epilogue).__name__}")
+    return _run(x, weight, stride, padding, dilation, None, backend, epilogue, out_padding)

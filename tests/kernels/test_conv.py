@@ -8,6 +8,9 @@ from bnn_lab.kernels import (
     PackedConv2dWeight,
     ThresholdEpilogue,
     binary_conv2d,
+    binary_conv2d_affine,
+    binary_conv2d_affine_bits,
+    binary_conv2d_bits,
     pack_conv2d_input,
     pack_conv2d_weight,
     pack_signs,
@@ -152,38 +155,38 @@ def test_epilogues_match_the_float_conv_followed_by_the_same_float_ops(backend, 
     ref = conv_ref(x, wt, stride=s, padding=p, dilation=d)  # float +-1 conv, as int32
     scale, bias = torch.rand(o, generator=gen) + 0.1, torch.randn(o, generator=gen)
     pw = pack_conv2d_weight(wt)
-    out = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend, epilogue=AffineEpilogue(scale, bias))
+    out = binary_conv2d_affine(x, pw, AffineEpilogue(scale, bias), stride=s, padding=p, dilation=d, backend=backend)
     expect = ref.to(torch.float32) * scale.view(1, -1, 1, 1) + bias.view(1, -1, 1, 1)
     assert out.dtype == torch.float32 and torch.equal(out, expect)
-    out = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend, epilogue=AffineEpilogue(None, bias))
+    out = binary_conv2d_affine(x, pw, AffineEpilogue(None, bias), stride=s, padding=p, dilation=d, backend=backend)
     assert torch.equal(out, ref.to(torch.float32) + bias.view(1, -1, 1, 1))
     # a residual added and a Hardtanh after it, as the modules do it: F.hardtanh(conv * s + b + r)
     res = torch.randn(ref.shape, generator=gen).contiguous(memory_format=torch.channels_last) * 3
-    out = binary_conv2d(
-        x, pw, stride=s, padding=p, dilation=d, backend=backend, epilogue=AffineEpilogue(scale, bias, res, (-1.0, 1.0))
+    out = binary_conv2d_affine(
+        x, pw, AffineEpilogue(scale, bias, res, (-1.0, 1.0)), stride=s, padding=p, dilation=d, backend=backend
     )
     assert torch.equal(out, F.hardtanh(expect + res))
     assert (out == 1).any() and (out == -1).any() and ((out > -1) & (out < 1)).any()  # every branch taken
-    out = binary_conv2d(
+    out = binary_conv2d_affine(
         x,
         pw,
+        AffineEpilogue(scale, bias, res.contiguous(), (0.0, float("inf"))),
         stride=s,
         padding=p,
         dilation=d,
         backend=backend,
-        epilogue=AffineEpilogue(scale, bias, res.contiguous(), (0.0, float("inf"))),
     )  # NCHW residual
     assert torch.equal(out, F.relu(expect + res))
     # and the signs of (output - t) packed for the next binary layer, from the same epilogue
     t = torch.randn(o, generator=gen) * 0.3
-    out, nxt = binary_conv2d(
+    out, nxt = binary_conv2d_affine_bits(
         x,
         pw,
+        AffineEpilogue(scale, bias, res, (-1.0, 1.0), bits_threshold=t),
         stride=s,
         padding=p,
         dilation=d,
         backend=backend,
-        epilogue=AffineEpilogue(scale, bias, res, (-1.0, 1.0), bits_threshold=t),
     )
     assert torch.equal(out, F.hardtanh(expect + res))
     want = pack_conv2d_input(out - t.view(1, -1, 1, 1)).bits
@@ -191,7 +194,7 @@ def test_epilogues_match_the_float_conv_followed_by_the_same_float_ops(backend, 
     assert not nxt.bits[..., want.shape[-1] :].any()
     sgn = torch.where(torch.rand(o, generator=gen) < 0.5, 1, -1).to(torch.int32)
     thr = torch.randint(-5, 6, (o,), generator=gen, dtype=torch.int32)
-    bits = binary_conv2d(x, pw, stride=s, padding=p, dilation=d, backend=backend, epilogue=ThresholdEpilogue(sgn, thr))
+    bits = binary_conv2d_bits(x, pw, ThresholdEpilogue(sgn, thr), stride=s, padding=p, dilation=d, backend=backend)
     decided = ref * sgn.view(1, -1, 1, 1) >= thr.view(1, -1, 1, 1)  # (N, O, H', W') booleans
     expect_bits = pack_conv2d_input(torch.where(decided, 1.0, -1.0)).bits
     assert bits.channels == o and bits.bits.shape[-1] == 2 * ((o + 63) // 64)  # whole uint64 words per pixel
@@ -213,8 +216,9 @@ def test_bits_written_inside_the_next_convolutions_border(backend, out_padding):
     thr = torch.randint(-5, 6, (70,), generator=gen, dtype=torch.int32)
     scale, bias, res = torch.rand(70, generator=gen) + 0.1, torch.randn(70, generator=gen), torch.randn(2, 70, 7, 6)
     for epilogue in (ThresholdEpilogue(sgn, thr), AffineEpilogue(scale, bias, res, (-1.0, 1.0), bits_threshold=0.1)):
-        plain = binary_conv2d(x, pw, padding=1, backend=backend, epilogue=epilogue)
-        padded = binary_conv2d(x, pw, padding=1, backend=backend, epilogue=epilogue, out_padding=out_padding)
+        conv = binary_conv2d_bits if isinstance(epilogue, ThresholdEpilogue) else binary_conv2d_affine_bits
+        plain = conv(x, pw, epilogue, padding=1, backend=backend)
+        padded = conv(x, pw, epilogue, padding=1, backend=backend, out_padding=out_padding)
         if isinstance(epilogue, AffineEpilogue):
             assert torch.equal(padded[0], plain[0])
             plain, padded = plain[1], padded[1]
@@ -263,9 +267,7 @@ def test_a_next_convolution_reads_the_bits_a_packed_input_holds_now():
         pack_conv2d_weight(torch.randn(8, 64, 3, 3, generator=gen)),
     )
     sgn, thr = torch.ones(64, dtype=torch.int32), torch.zeros(64, dtype=torch.int32)
-    handed = binary_conv2d(
-        x, pw, padding=1, backend="cpu", epilogue=ThresholdEpilogue(sgn, thr), out_padding=(1, 1, 1, 1)
-    )
+    handed = binary_conv2d_bits(x, pw, ThresholdEpilogue(sgn, thr), padding=1, backend="cpu", out_padding=(1, 1, 1, 1))
     flipped = ~handed.unpadded()  # every bit of the image inverted (64 channels: both words used)
     expect = binary_conv2d(PackedConv2dInput(flipped, 64), pw2, padding=1, backend="torch")
     handed.bits[:, 1:-1, 1:-1] = flipped  # in place
@@ -276,3 +278,16 @@ def test_a_next_convolution_reads_the_bits_a_packed_input_holds_now():
         binary_conv2d(handed, pw2, padding=1, backend="cpu"),
         binary_conv2d(PackedConv2dInput(torch.zeros_like(flipped), 64), pw2, padding=1, backend="torch"),
     )
+
+
+def test_each_entry_point_takes_its_own_epilogue():
+    """One return kind per function: an epilogue meant for another entry point is refused by name."""
+    x, pw = torch.randn(1, 8, 4, 4), pack_conv2d_weight(torch.randn(4, 8, 3, 3))
+    scale, bias = torch.ones(4), torch.zeros(4)
+    with pytest.raises(TypeError, match="AffineEpilogue without bits_threshold"):
+        binary_conv2d_affine(x, pw, AffineEpilogue(scale, bias, bits_threshold=0.0), padding=1, backend="torch")
+    with pytest.raises(TypeError, match="AffineEpilogue with bits_threshold"):
+        binary_conv2d_affine_bits(x, pw, AffineEpilogue(scale, bias), padding=1, backend="torch")
+    with pytest.raises(TypeError, match="takes a ThresholdEpilogue, got AffineEpilogue"):
+        binary_conv2d_bits(x, pw, AffineEpilogue(scale, bias), padding=1, backend="torch")
+    assert binary_conv2d(x, pw, padding=1, backend="torch").dtype == torch.int32

@@ -117,17 +117,38 @@ def _count_tile(context, builder, arrays, i0_v, p0_v, geo, rows: int, panels: in
     return [[builder.load(acc[r][c]) for c in range(panels)] for r in range(rows)]
 
 
-def _i64(context, builder, args, tys, idx):
-    return context.cast(builder, args[idx], tys[idx], types.int64)
+#: the arguments every tile intrinsic starts with: A's source, row offsets, B's panels, the tile's
+#: first row and panel, and the segment geometry of A's rows (see :func:`_make_tile`)
+_COUNT_ARGS = ("src", "offs", "bp", "i0", "p0", "n_i", "n_j", "seg_len", "stride_i", "stride_j")
 
 
-def _count_args(context, builder, signature, args):
-    """The arrays (src, offs, bp), i0, p0 and the segment geometry: the first ten intrinsic arguments."""
-    tys = signature.args
-    arrays = tuple(context.make_array(tys[i])(context, builder, args[i]) for i in range(3))
-    i0_v, p0_v = (_i64(context, builder, args, tys, i) for i in (3, 4))
-    geo = tuple(_i64(context, builder, args, tys, i) for i in range(5, 10))
-    return arrays, i0_v, p0_v, geo
+class _Args:
+    """An intrinsic's arguments by name, inside its codegen: ``a.array("scale")`` (numba's array
+    struct), ``a.i64("k")`` (an integer cast to int64), ``a.value("lo")`` (the LLVM value)."""
+
+    def __init__(self, names, context, builder, signature, args) -> None:
+        if len(names) != len(args):
+            raise TypeError(f"{len(args)} intrinsic arguments for {len(names)} names")
+        self._context, self._builder = context, builder
+        self._by_name = {n: (v, t) for n, v, t in zip(names, args, signature.args)}
+
+    def value(self, name: str):
+        return self._by_name[name][0]
+
+    def array(self, name: str):
+        value, ty = self._by_name[name]
+        return self._context.make_array(ty)(self._context, self._builder, value)
+
+    def i64(self, name: str):
+        value, ty = self._by_name[name]
+        return self._context.cast(self._builder, value, ty, types.int64)
+
+
+def _count_args(a: _Args):
+    """The arrays (src, offs, bp), i0, p0 and the segment geometry of a tile intrinsic."""
+    arrays = tuple(a.array(n) for n in _COUNT_ARGS[:3])
+    geo = tuple(a.i64(n) for n in _COUNT_ARGS[5:])
+    return arrays, a.i64("i0"), a.i64("p0"), geo
 
 
 def _vec_ptr(builder, base, index, vec_type):
@@ -186,9 +207,10 @@ def _make_tile(rows: int, panels: int):
         sig = types.void(src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, stride_j, buf)
 
         def codegen(context, builder, signature, args):
-            arrays, i0_v, p0_v, geo = _count_args(context, builder, signature, args)
+            a = _Args((*_COUNT_ARGS, "buf"), context, builder, signature, args)
+            arrays, i0_v, p0_v, geo = _count_args(a)
             acc = _count_tile(context, builder, arrays, i0_v, p0_v, geo, rows, panels)
-            arr_o = context.make_array(signature.args[10])(context, builder, args[10])
+            arr_o = a.array("buf")
             for r in range(rows):
                 for c in range(panels):
                     ptr = builder.gep(arr_o.data, [ir.Constant(_I64, r * LANES * TILE_PANELS + c * LANES)])
@@ -198,6 +220,10 @@ def _make_tile(rows: int, panels: int):
         return sig, codegen
 
     return tile
+
+
+_AFFINE_ARGS = (*_COUNT_ARGS, "meta", "k", "corr_rows", "scale", "bias", "res", "lo", "hi", "out", "bits", "tb")
+_BITS_ARGS = (*_COUNT_ARGS, "meta", "k", "corr_rows", "sgn", "thr", "bits")
 
 
 @intrinsic
@@ -257,15 +283,15 @@ def _tile_affine(
     )
 
     def codegen(context, builder, signature, args):
-        tys = signature.args
-        arrays, i0_v, p0_v, geo = _count_args(context, builder, signature, args)
+        a = _Args(_AFFINE_ARGS, context, builder, signature, args)
+        arrays, i0_v, p0_v, geo = _count_args(a)
         acc = _count_tile(context, builder, arrays, i0_v, p0_v, geo, TILE_ROWS, TILE_PANELS)
         meta_a, corr, scale_a, bias_a, res_a, out_a, bits_a, tb_a = (
-            context.make_array(tys[i])(context, builder, args[i]) for i in (10, 12, 13, 14, 15, 18, 19, 20)
+            a.array(n) for n in ("meta", "corr_rows", "scale", "bias", "res", "out", "bits", "tb")
         )
-        k32 = builder.trunc(_i64(context, builder, args, tys, 11), ir.IntType(32))
+        k32 = builder.trunc(a.i64("k"), ir.IntType(32))
         f32v = ir.VectorType(ir.FloatType(), LANES)
-        lo_v, hi_v = _broadcast(builder, args[16], f32v), _broadcast(builder, args[17], f32v)
+        lo_v, hi_v = _broadcast(builder, a.value("lo"), f32v), _broadcast(builder, a.value("hi"), f32v)
         n_cols = builder.extract_value(out_a.shape, 1)
         corr_len = builder.extract_value(corr.shape, 1)
         words = builder.extract_value(bits_a.shape, 1)
@@ -315,13 +341,11 @@ def _tile_bits(
     sig = types.void(src, offs, bp, i0, p0, n_i, n_j, seg_len, stride_i, stride_j, meta, k, corr_rows, sgn, thr, bits)
 
     def codegen(context, builder, signature, args):
-        tys = signature.args
-        arrays, i0_v, p0_v, geo = _count_args(context, builder, signature, args)
+        a = _Args(_BITS_ARGS, context, builder, signature, args)
+        arrays, i0_v, p0_v, geo = _count_args(a)
         acc = _count_tile(context, builder, arrays, i0_v, p0_v, geo, TILE_ROWS, TILE_PANELS)
-        meta_a, corr, sgn_a, thr_a, bits_a = (
-            context.make_array(tys[i])(context, builder, args[i]) for i in (10, 12, 13, 14, 15)
-        )
-        k32 = builder.trunc(_i64(context, builder, args, tys, 11), ir.IntType(32))
+        meta_a, corr, sgn_a, thr_a, bits_a = (a.array(n) for n in ("meta", "corr_rows", "sgn", "thr", "bits"))
+        k32 = builder.trunc(a.i64("k"), ir.IntType(32))
         i32v = ir.VectorType(ir.IntType(32), LANES)
         corr_len = builder.extract_value(corr.shape, 1)
         words = builder.extract_value(bits_a.shape, 1)
@@ -354,8 +378,8 @@ def _sign_word(typingctx, flat, start):
     sig = types.uint32(flat, start)
 
     def codegen(context, builder, signature, args):
-        arr = context.make_array(signature.args[0])(context, builder, args[0])
-        off = context.cast(builder, args[1], signature.args[1], types.int64)
+        a = _Args(("flat", "start"), context, builder, signature, args)
+        arr, off = a.array("flat"), a.i64("start")
         vec = ir.VectorType(ir.FloatType(), 32)
         values = builder.load(builder.bitcast(builder.gep(arr.data, [off]), vec.as_pointer()), align=4)
         return builder.bitcast(builder.fcmp_ordered(">=", values, ir.Constant(vec, [0.0] * 32)), ir.IntType(32))
@@ -371,10 +395,10 @@ def _ge_word(typingctx, a, a_start, b, b_start):
 
     def codegen(context, builder, signature, args):
         vec = ir.VectorType(ir.FloatType(), 32)
+        a = _Args(("a", "a_start", "b", "b_start"), context, builder, signature, args)
         loaded = []
-        for arr_i, off_i in ((0, 1), (2, 3)):
-            arr = context.make_array(signature.args[arr_i])(context, builder, args[arr_i])
-            off = context.cast(builder, args[off_i], signature.args[off_i], types.int64)
+        for arr_name in ("a", "b"):
+            arr, off = a.array(arr_name), a.i64(f"{arr_name}_start")
             loaded.append(builder.load(builder.bitcast(builder.gep(arr.data, [off]), vec.as_pointer()), align=4))
         return builder.bitcast(builder.fcmp_ordered(">=", loaded[0], loaded[1]), ir.IntType(32))
 
