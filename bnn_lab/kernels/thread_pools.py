@@ -11,7 +11,7 @@ waiting for, and a forward that takes 4 ms idle can take 200 ms (docs/performanc
 with Intel TBB's work stealing (a running thread takes the chunks of one that is descheduled, and
 the caller waits for no thread that took no work), and the inference graph runs its float layers
 on the calling thread (:func:`float_ops_on_caller`), so no OpenMP team is woken inside a forward.
-It costs some speed on an idle machine (a TBB arena per kernel call). ``omp`` keeps numba's OpenMP
+It costs some speed on an idle machine (the float layers on one thread). ``omp`` keeps numba's OpenMP
 layer and torch's threads: the fastest idle, the one that collapses under load.
 
 The choice is made once per process, before numba starts its threads: the ``BNN_LAB_THREADING``
