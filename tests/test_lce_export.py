@@ -86,3 +86,15 @@ def test_lce_predicts_as_the_packed_model_on_the_whole_digits_test_split(lce, tm
     got = run_lce(lce, to_lce(packed, (1, 8, 8)), x.permute(0, 2, 3, 1).numpy(), tmp_path)
     assert np.array_equal(got.argmax(1), ref.argmax(1).numpy())
     np.testing.assert_allclose(got, ref.numpy(), atol=1e-3, rtol=1e-3)
+
+
+def test_lce_runs_quicknet_with_its_float_stem_and_blur_pools(lce, tmp_path):
+    from bnn_lab.bench.model import models_from_arch
+
+    packed, _, shape, info = models_from_arch("quicknet", "ste", 3, 32, 10, "auto")  # the arch's own policy
+    assert info["kept_float"] == 0  # the stem's depthwise conv is float by the preset, not refused by the packer
+    x = torch.randn(8, *shape)
+    with torch.no_grad():
+        ref = packed(x).numpy()
+    got = run_lce(lce, to_lce(packed, shape), x.permute(0, 2, 3, 1).numpy(), tmp_path)
+    np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)  # depthwise stem, -inf padding, blur pools

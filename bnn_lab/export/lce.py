@@ -35,11 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
 from ..errors import UserError
 from ..kernels import PackedConv2dWeight, conv_pads, unpack_signs
+from ..models.quicknet import BlurPool
 from ..surgery.activations import RPReLU
 from .fx_nodes import single_user
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
@@ -250,7 +252,9 @@ def _binary_linear(ctx: _Ctx, node: fx.Node, m: PackedBinaryLinear) -> None:
 
 
 def _float_conv(ctx: _Ctx, node: fx.Node, m: nn.Conv2d) -> None:
-    if m.groups != 1:
+    """CONV_2D, or DEPTHWISE_CONV_2D where every input channel is its own group (QuickNet's stem)."""
+    depthwise = m.groups == m.in_channels and m.groups > 1
+    if m.groups != 1 and not depthwise:
         raise LceUnsupported(f"layer {node.target}: grouped float convolutions (groups={m.groups}) are not exported")
     if m.padding_mode != "zeros":
         raise LceUnsupported(f"layer {node.target}: padding_mode={m.padding_mode!r} is not exported")
@@ -267,25 +271,66 @@ def _float_conv(ctx: _Ctx, node: fx.Node, m: nn.Conv2d) -> None:
         g, h = _bn_affine(bn)
         weight, bias = weight * g.view(-1, 1, 1, 1), bias * g + h
     out = ctx.new(node)
-    ctx.w.builtin(
-        "CONV_2D",
-        [
-            x,
-            ctx.const(node, "filter", weight.permute(0, 2, 3, 1).contiguous().numpy()),
-            ctx.const(node, "bias", bias.numpy()),
-        ],
-        [out],
-        "Conv2DOptions",
+    geometry = dict(
         Padding=SAME if mode == "same" else VALID,
         StrideW=m.stride[1],
         StrideH=m.stride[0],
         DilationWFactor=m.dilation[1],
         DilationHFactor=m.dilation[0],
     )
+    if depthwise:  # filter (1, kh, kw, C * multiplier)
+        filt = weight.permute(1, 2, 3, 0).contiguous().numpy()
+        multiplier = m.out_channels // m.in_channels
+        ins = [x, ctx.const(node, "filter", filt), ctx.const(node, "bias", bias.numpy())]
+        ctx.w.builtin("DEPTHWISE_CONV_2D", ins, [out], "DepthwiseConv2DOptions", DepthMultiplier=multiplier, **geometry)
+    else:
+        filt = weight.permute(0, 2, 3, 1).contiguous().numpy()
+        ins = [x, ctx.const(node, "filter", filt), ctx.const(node, "bias", bias.numpy())]
+        ctx.w.builtin("CONV_2D", ins, [out], "Conv2DOptions", **geometry)
     ctx.values[node] = out
     if bn_node is not None:
         ctx.values[bn_node] = out
         ctx.done.add(bn_node)
+
+
+def _blur_pool(ctx: _Ctx, node: fx.Node, m: BlurPool) -> None:
+    """QuickNet's fixed per-channel blur, stride 2, padding 1: a DEPTHWISE_CONV_2D."""
+    src = node.args[0]
+    x, in_shape = ctx.values[src], ctx.shape(src)
+    kernel = m.kernel.detach().float()  # (C, 1, 3, 3)
+    stride = (m.stride, m.stride)
+    pads = (1, 1, 1, 1)
+    mode = _padding(in_shape[2:], (3, 3), stride, (1, 1), pads)
+    if mode == "explicit":
+        x, in_shape = _pad_input(ctx, node, x, in_shape, pads, 0.0)
+    out = ctx.new(node)
+    filt = ctx.const(node, "filter", kernel.permute(1, 2, 3, 0).contiguous().numpy())
+    bias = ctx.const(node, "bias", np.zeros(kernel.shape[0], np.float32))
+    ctx.w.builtin(
+        "DEPTHWISE_CONV_2D",
+        [x, filt, bias],
+        [out],
+        "DepthwiseConv2DOptions",
+        Padding=SAME if mode == "same" else VALID,
+        StrideW=stride[1],
+        StrideH=stride[0],
+        DepthMultiplier=1,
+    )
+    ctx.values[node] = out
+
+
+def _pad(ctx: _Ctx, node: fx.Node) -> None:
+    """``F.pad(x, (left, right, top, bottom), value=v)`` of an NCHW tensor (constant mode): PADV2."""
+    args = dict(zip(("input", "pad", "mode", "value"), node.args)) | dict(node.kwargs)
+    pad, mode, value = tuple(args["pad"]), args.get("mode", "constant"), args.get("value", 0.0)
+    if mode != "constant" or len(pad) not in (2, 4) or len(ctx.shape(node)) != 4:
+        raise LceUnsupported(f"operation pad (in {node.name}): only constant padding of H and W is exported")
+    left, right = pad[:2]
+    top, bottom = pad[2:] if len(pad) == 4 else (0, 0)
+    value = LOWEST if value is not None and value == float("-inf") else float(value or 0.0)
+    src = node.args[0]
+    out, _ = _pad_input(ctx, node, ctx.values[src], ctx.shape(src), (top, bottom, left, right), value)
+    ctx.values[node] = out
 
 
 def _linear(ctx: _Ctx, node: fx.Node, m: nn.Linear) -> None:
@@ -471,6 +516,7 @@ MODULES: dict[type, Callable] = {
     nn.MaxPool2d: _pool("MAX_POOL_2D", LOWEST),
     nn.AvgPool2d: _pool("AVERAGE_POOL_2D", None),
     nn.AdaptiveAvgPool2d: _global_avg,
+    BlurPool: _blur_pool,
 }
 #: function or method called in the forward -> emitter(ctx, node)
 FUNCTIONS: dict[object, Callable] = {
@@ -479,12 +525,15 @@ FUNCTIONS: dict[object, Callable] = {
     operator.iadd: _add,
     torch.flatten: _flatten,
     "flatten": _flatten,
+    F.pad: _pad,
 }
 
 
 class _Tracer(fx.Tracer):
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (PackedBinaryConv2d, PackedBinaryLinear, RPReLU)) or super().is_leaf_module(m, qualname)
+        return isinstance(m, (PackedBinaryConv2d, PackedBinaryLinear, RPReLU, BlurPool)) or super().is_leaf_module(
+            m, qualname
+        )
 
 
 def to_lce(packed: nn.Module, input_shape: tuple[int, int, int]) -> bytes:
