@@ -98,3 +98,18 @@ def test_lce_runs_quicknet_with_its_float_stem_and_blur_pools(lce, tmp_path):
         ref = packed(x).numpy()
     got = run_lce(lce, to_lce(packed, shape), x.permute(0, 2, 3, 1).numpy(), tmp_path)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=1e-4)  # depthwise stem, -inf padding, blur pools
+
+
+def test_the_model_benchmark_times_lce_beside_the_packed_graph(lce, capsys):
+    import json
+
+    from bnn_lab.bench.cli import main
+
+    args = ["model", "--arch", "resnet20", "--size", "8", "--chans", "1", "--classes", "10", "--batch", "1"]
+    args += ["--repeats", "3", "--rounds", "1", "--warmup", "1", "--baselines", "torch", "--lce-python", lce, "--json"]
+    assert main(args) == 0
+    res = json.loads(capsys.readouterr().out)
+    lce_ms = [res["lce"][k]["ms"] for k in ("before", "after")]
+    assert all(res["lce"][k]["p25_ms"] <= res["lce"][k]["ms"] <= res["lce"][k]["p75_ms"] for k in ("before", "after"))
+    packed_ms = res["batches"]["1"]["ms"]["packed"]
+    assert res["lce"]["lce_over_packed"] == pytest.approx(sum(lce_ms) / 2 / packed_ms, rel=1e-2, abs=1e-3)

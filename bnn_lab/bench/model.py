@@ -6,6 +6,7 @@ network in float, in one process, with the same threads.
     bnn-lab-bench model path=<run dir or model.packed.safetensors> [--batch 16] [--profile] [--json]
     bnn-lab-bench model --arch resnet18 [--size 224 --chans 3 --classes 1000] [--device cuda]
     bnn-lab-bench model --arch resnet18 --threads 2 --load torch-matmul:2      # on a busy machine
+    bnn-lab-bench model --arch resnet18 --threads 2 --lce-python <venv with larq-compute-engine>/bin/python
 
 A run is benchmarked from its packed file; the float network is the same architecture built in
 full precision (``precision=fp``: the stem, the convs and the classifier in float). With ``--arch``
@@ -191,6 +192,7 @@ def bench_model(
     graph: bool = True,
     baselines: tuple[str, ...] = tuple(ENGINES),
     loads: tuple[str, ...] = (),
+    lce_python: str | None = None,
 ) -> dict:
     """Time the packed model against each float engine (``float_engines``), in alternating blocks, with
     the background ``loads`` running (``background``); ``speedup[engine]`` = engine / packed medians."""
@@ -198,6 +200,11 @@ def bench_model(
 
     dev = torch.device(device)
     info = dict(info, graph=graph)
+    lce = None
+    if lce_python is not None:  # exported from the packed model before the graph rewrites
+        from .lce_peer import LcePeer
+
+        lce = LcePeer(lce_python, packed, input_shape)
     if graph:
         from ..export.graph import build_inference_graph
 
@@ -223,6 +230,7 @@ def bench_model(
     }
     with running(list(loads)) as described:
         res["load"] = described
+        lce_runs = [lce.time(repeats, warmup)] if lce is not None else []
         for n in sorted({1, batch}):
             torch.manual_seed(0)
             x = torch.randn(n, *input_shape, device=dev)
@@ -245,6 +253,12 @@ def bench_model(
                 if "torch" in engines:
                     entry["profile"]["torch"] = {k: round(v, 3) for k, v in profile(floating, xf, dev).items()}
             res["batches"][str(n)] = entry
+        if lce is not None:
+            lce_runs.append(lce.time(repeats, warmup))
+            lce.close()
+            res["lce"] = {"batch": 1, "before": lce_runs[0], "after": lce_runs[1]}
+            ratio = statistics.median([r["ms"] for r in lce_runs]) / res["batches"]["1"]["ms"]["packed"]
+            res["lce"]["lce_over_packed"] = round(ratio, 3)
     return res
 
 
@@ -278,6 +292,13 @@ def _table(res: dict) -> str:
             )
         if "best_float" in e:
             lines.append(f"    best float engine ({e['best_float']}) / packed: {e['speedup_vs_best']:.2f}x")
+        if n == "1" and "lce" in res:
+            before, after = res["lce"]["before"], res["lce"]["after"]
+            lines.append(
+                f"    LCE (its interpreter, another process, before / after): {before['ms']:.2f} "
+                f"[{before['p25_ms']:.2f}-{before['p75_ms']:.2f}] / {after['ms']:.2f} ms; LCE / packed: "
+                f"{res['lce']['lce_over_packed']:.2f}x"
+            )
         for which, prof in e.get("profile", {}).items():
             total = sum(prof.values()) or 1.0
             parts = ", ".join(f"{k} {v:.2f} ms ({v / total:.0%})" for k, v in prof.items() if v / total >= 0.005)
@@ -315,6 +336,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="KIND[:THREADS]",
         help="a background process during the timing (repeatable): busy | torch-matmul[:threads] | "
         "packed-inference[:threads]",
+    )
+    p.add_argument(
+        "--lce-python",
+        default=None,
+        metavar="PYTHON",
+        help="also time the model exported for Larq Compute Engine, run by this Python's larq-compute-engine",
     )
     p.add_argument(
         "--threading",
@@ -368,6 +395,7 @@ def run(args: argparse.Namespace) -> int:
             graph=not args.plain,
             baselines=baselines,
             loads=tuple(args.load),
+            lce_python=args.lce_python,
         )
         print(json.dumps(res) if args.json else _table(res))
     return 0

@@ -4,17 +4,20 @@ from .evaluate import evaluate
 from .graph import build_inference_graph
 from .inference import inference_model, load_for_inference
 from .io import PACKED_FILE, load_packed, read_metadata, save_packed
+from .lce import LceUnsupported, export_lce, to_lce
 from .onnx import export_onnx, onnx_form
 from .pack import PackReport, pack_model
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
 
 __all__ = [
+    "LceUnsupported",
     "PACKED_FILE",
     "PackReport",
     "PackedBinaryConv2d",
     "PackedBinaryLinear",
     "build_inference_graph",
     "evaluate",
+    "export_lce",
     "export_onnx",
     "inference_model",
     "load_for_inference",
@@ -23,4 +26,5 @@ __all__ = [
     "pack_model",
     "read_metadata",
     "save_packed",
+    "to_lce",
 ]
