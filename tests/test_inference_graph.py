@@ -181,3 +181,20 @@ def test_the_stem_pooling_runs_in_one_pass_and_hands_its_bits_to_the_first_block
     assert torch.equal(inside[..., : want.shape[-1]], want) and not inside[..., want.shape[-1] :].any()
     assert torch.equal(out.argmax(1), ref.argmax(1))
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+def test_a_gated_convolution_gets_its_real_input_not_packed_bits():
+    """A gating scale (Real-to-Binary's) reads the convolution's real input: no rewrite may hand it
+    packed bits instead (the stem pooling and the residual epilogues before it included)."""
+    torch.manual_seed(0)
+    model = create("resnet18", 3, 10, 224)  # 224 px: the ImageNet stem, whose pooling could pack bits
+    binarize(model, "ste", {"activation": "hardtanh", "keep_downsample": True}, scale="gating")
+    model.train()
+    with torch.no_grad():  # BatchNorm statistics that are not the identity
+        model(torch.randn(2, 3, 224, 224))
+    packed, _ = pack_model(model.eval(), backend="cpu")
+    graph, report = build_inference_graph(packed)
+    assert report.fused_pools == 1 and report.pool_bits == 0 and report.residual_bits == 0 and not report.bit_links
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(graph(x), packed(x), atol=1e-4, rtol=1e-4)

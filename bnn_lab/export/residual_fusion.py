@@ -149,9 +149,10 @@ def _packed_conv(module: nn.Module) -> PackedBinaryConv2d | None:
 
 def _input_threshold(module: nn.Module):
     """The input threshold of a packed convolution module (fused or not), 0.0 without one; None when
-    the module is not a packed convolution."""
+    the module is not a packed convolution or cannot take packed bits (a gating scale reads its real
+    input)."""
     conv = _packed_conv(module)
-    if conv is None:
+    if conv is None or conv.gate is not None:
         return None
     return 0.0 if conv.threshold is None else conv.threshold
 
