@@ -16,20 +16,19 @@ from pathlib import Path
 
 import numpy as np
 
+from bnn_lab.bench.lce_peer import IMPORT_INTERPRETER
+
 VERSION = "0.16.0"
-RUNNER = """
-import importlib.util, sys, types
+RUNNER = (
+    IMPORT_INTERPRETER
+    + """
 import numpy as np
-spec = importlib.util.find_spec("larq_compute_engine")
-pkg = types.ModuleType("larq_compute_engine")
-pkg.__path__ = list(spec.submodule_search_locations)
-sys.modules["larq_compute_engine"] = pkg  # the interpreter without the converter's TensorFlow
-from larq_compute_engine.tflite.python.interpreter import Interpreter
 model, inputs, outputs = sys.argv[1:4]
 it = Interpreter(open(model, "rb").read(), num_threads=1)
 x = np.load(inputs)
 np.save(outputs, np.concatenate([it.predict(x[i : i + 1]) for i in range(len(x))]))
 """
+)
 
 
 def lce_python() -> tuple[str | None, str]:

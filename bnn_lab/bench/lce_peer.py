@@ -19,16 +19,24 @@ from torch import nn
 
 from ..errors import UserError
 
-TIMER = """
-import importlib.util, json, statistics, sys, time, types
-import numpy as np
+#: the start of a program run by LCE's Python: its ``Interpreter`` imported without the package's
+#: ``__init__``, which imports the converter's TensorFlow
+IMPORT_INTERPRETER = """
+import importlib.util, sys, types
 spec = importlib.util.find_spec("larq_compute_engine")
 if spec is None:
     sys.exit("larq_compute_engine is not installed in this Python")
 pkg = types.ModuleType("larq_compute_engine")
 pkg.__path__ = list(spec.submodule_search_locations)
-sys.modules["larq_compute_engine"] = pkg  # the interpreter without the converter's TensorFlow
+sys.modules["larq_compute_engine"] = pkg
 from larq_compute_engine.tflite.python.interpreter import Interpreter
+"""
+
+TIMER = (
+    IMPORT_INTERPRETER
+    + """
+import json, statistics, time
+import numpy as np
 model, threads, repeats, warmup = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 it = Interpreter(open(model, "rb").read(), num_threads=threads, use_indirect_bgemm=True, use_xnnpack=True)
 x = np.random.RandomState(0).randn(*it.input_shapes[0]).astype(np.float32)
@@ -42,6 +50,7 @@ for _ in range(repeats):
 q1, q2, q3 = statistics.quantiles(times, n=4, method="inclusive")
 print(json.dumps({"ms": q2, "p25_ms": q1, "p75_ms": q3}))
 """
+)
 
 
 class LcePeer:

@@ -66,10 +66,9 @@ def models_from_run(path: str | Path, backend: str) -> tuple[nn.Module, nn.Modul
     from omegaconf import OmegaConf
 
     from ..assembly import build_model
-    from ..export import PACKED_FILE, load_packed
+    from ..export import load_packed, packed_file
 
-    path = Path(path).expanduser()
-    file = path / PACKED_FILE if path.is_dir() else path
+    file = packed_file(path)
     packed, meta = load_packed(file, backend=backend)
     cfg = OmegaConf.create(meta["config"])
     chans, classes, size = (int(meta[k]) for k in ("in_chans", "num_classes", "img_size"))

@@ -89,12 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         from omegaconf import OmegaConf
 
         from ..assembly import build_data
-        from ..export import PACKED_FILE, evaluate, inference_model, load_packed
+        from ..export import evaluate, inference_model, load_packed, packed_file
         from .overrides import check_group_choices
         from .train import CONF_DIR
 
-        path = Path(opts["path"]).expanduser()
-        file = path / PACKED_FILE if path.is_dir() else path
+        file = packed_file(opts["path"])
         model, meta = load_packed(file, backend=opts.get("backend", "auto"))
         trained = OmegaConf.create(meta["config"])
         check_group_choices(data_overrides, CONF_DIR)

@@ -3,7 +3,7 @@
 from .evaluate import evaluate
 from .graph import build_inference_graph
 from .inference import inference_model, load_for_inference
-from .io import PACKED_FILE, load_packed, read_metadata, save_packed
+from .io import PACKED_FILE, load_packed, packed_file, read_metadata, save_packed
 from .lce import LceUnsupported, export_lce, to_lce
 from .onnx import export_onnx, onnx_form
 from .pack import PackReport, pack_model
@@ -24,6 +24,7 @@ __all__ = [
     "load_packed",
     "onnx_form",
     "pack_model",
+    "packed_file",
     "read_metadata",
     "save_packed",
     "to_lce",

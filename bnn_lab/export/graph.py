@@ -120,15 +120,21 @@ def to_channels_last(x):
 
 
 @torch.no_grad()
-def fold_batchnorm(conv: PackedBinaryConv2d, bn: nn.BatchNorm2d) -> None:
-    """conv's epilogue followed by bn in eval, as one per-channel scale and bias:
-    bn(s * acc + b) = (s g) acc + (b g + beta - mean g), g = gamma / sqrt(var + eps)."""
+def batchnorm_scale(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """(g, beta) of a BatchNorm in eval: ``bn(y) = y g + (beta - mean g)``, g = gamma / sqrt(var + eps)."""
     g = (
         bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
         if bn.affine
         else 1 / torch.sqrt(bn.running_var + bn.eps)
     )
-    beta = bn.bias.detach() if bn.affine else torch.zeros_like(g)
+    return g, bn.bias.detach() if bn.affine else torch.zeros_like(g)
+
+
+@torch.no_grad()
+def fold_batchnorm(conv: PackedBinaryConv2d, bn: nn.BatchNorm2d) -> None:
+    """conv's epilogue followed by bn in eval, as one per-channel scale and bias:
+    bn(s * acc + b) = (s g) acc + (b g + beta - mean g) (:func:`batchnorm_scale`)."""
+    g, beta = batchnorm_scale(bn)
     scale = g if conv.scale is None else conv.scale * g
     bias = beta - bn.running_mean * g if conv.bias is None else conv.bias * g + beta - bn.running_mean * g
     conv.scale, conv.bias = scale.float().contiguous(), bias.float().contiguous()
@@ -234,6 +240,7 @@ def build_inference_graph(
 
 __all__ = [
     "GraphReport",
+    "batchnorm_scale",
     "PackedConv2dToBits",
     "build_inference_graph",
     "fold_batchnorm",

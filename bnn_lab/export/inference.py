@@ -8,7 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from .graph import build_inference_graph
-from .io import PACKED_FILE, load_packed
+from .io import load_packed, packed_file
 
 
 def inference_model(packed: nn.Module) -> nn.Module:
@@ -27,7 +27,5 @@ def load_for_inference(path: str | Path, backend: str = "auto") -> tuple[nn.Modu
 
     The file is read as data and checked (``load_packed``); ``meta`` has ``arch``, ``num_classes``,
     ``img_size``, ``in_chans`` and the run's configuration."""
-    path = Path(path).expanduser()
-    file = path / PACKED_FILE if path.is_dir() else path
-    packed, meta = load_packed(file, backend=backend)
+    packed, meta = load_packed(packed_file(path), backend=backend)
     return inference_model(packed), meta

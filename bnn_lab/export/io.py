@@ -125,6 +125,12 @@ def _check_against(model: nn.Module, tensors: dict[str, torch.Tensor], path: Pat
         raise UserError(f"packed model {path} does not match its {arch} network ({what[0]}); export it again")
 
 
+def packed_file(path: str | Path) -> Path:
+    """The packed-model file of a run directory (its ``PACKED_FILE``), or ``path`` itself if it is a file."""
+    path = Path(path).expanduser()
+    return path / PACKED_FILE if path.is_dir() else path
+
+
 def load_packed(path: str | Path, arch: str | None = None, backend: str = "auto") -> tuple[nn.Module, dict]:
     """Rebuild the packed model stored in ``path``; ``arch`` (optional) must match."""
     from ..assembly import build_model

@@ -44,6 +44,8 @@ from ..kernels import PackedConv2dWeight, conv_pads, unpack_signs
 from ..models.quicknet import BlurPool
 from ..surgery.activations import RPReLU
 from .fx_nodes import single_user
+from .graph import _Tracer as _GraphTracer
+from .graph import batchnorm_scale
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
 from .tflite_writer import TFLiteWriter
 
@@ -96,11 +98,8 @@ def _per_channel(v: torch.Tensor, rank: int) -> np.ndarray:
 
 def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     """(g, h) with ``bn(y) = y * g + h`` in eval mode."""
-    g = torch.rsqrt(bn.running_var + bn.eps)
-    if bn.affine:
-        g = g * bn.weight.detach()
-    h = -bn.running_mean * g + (bn.bias.detach() if bn.affine else 0.0)
-    return g.detach(), h.detach()
+    g, beta = batchnorm_scale(bn)
+    return g, beta - bn.running_mean * g
 
 
 @dataclass
@@ -145,52 +144,60 @@ def _pad_input(ctx: _Ctx, node: fx.Node, x: int, in_shape, pads, value: float) -
     return out, (n, c, shape[1], shape[2])
 
 
-def _binary_conv(ctx: _Ctx, node: fx.Node, m: PackedBinaryConv2d) -> None:
+def _binary_inputs(ctx: _Ctx, node: fx.Node, m, x: int, shape: tuple[int, ...], pads=None) -> int:
+    """``x`` (NCHW ``shape``, stored NHWC) as LCE's packed input of packed layer ``m``: ``sign(x -
+    threshold)`` (RSign's thresholds as a SUB), inside a border of -1 of ``pads`` (top, bottom, left,
+    right) if given, packed by LceQuantize; a gating scale is refused."""
     if m.gate is not None:
         raise LceUnsupported(f"layer {node.target}: a gating scale depends on the input; LCE has no such operator")
+    if m.threshold is not None:
+        shifted = ctx.w.tensor(f"{node.name}/shifted", _nhwc(shape))
+        threshold = ctx.const(node, "threshold", _per_channel(m.threshold, 4))
+        ctx.w.builtin("SUB", [x, threshold], [shifted], "SubOptions")
+        x = shifted
+    if pads is not None:
+        x, shape = _pad_input(ctx, node, x, shape, pads, -1.0)
+    n, c, h, w = shape
+    bits = ctx.w.tensor(f"{node.name}/input_bits", (n, h, w, (c + 31) // 32), np.int32)
+    ctx.w.custom("LceQuantize", [x], [bits], {})
+    return bits
+
+
+def _bconv(ctx: _Ctx, node: fx.Node, bits: int, signs_ohwi: torch.Tensor, mul, bias, out: int, **geometry) -> None:
+    """LceBconv2d of packed ``bits`` with the weights' signs (O, kh, kw, C), float output
+    ``conv * mul + bias``; ``geometry``: strides, dilations and padding (default 1, 1, VALID)."""
+    options = {"stride_height": 1, "stride_width": 1, "dilation_height_factor": 1, "dilation_width_factor": 1}
+    options |= {"padding": VALID, **geometry, "channels_in": signs_ohwi.shape[-1]}
+    options |= {"fused_activation_function": 0, "pad_values": 0}
+    ins = [bits, ctx.const(node, "filter", lce_bits(signs_ohwi))]
+    ins += [ctx.const(node, "multiplier", mul.numpy()), ctx.const(node, "bias", bias.numpy()), -1]
+    ctx.w.custom("LceBconv2d", ins, [out], options)
+
+
+def _scale_and_bias(m, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    mul = m.scale.detach().float() if m.scale is not None else torch.ones(channels)
+    return mul, m.bias.detach().float() if m.bias is not None else torch.zeros(channels)
+
+
+def _binary_conv(ctx: _Ctx, node: fx.Node, m: PackedBinaryConv2d) -> None:
     src = node.args[0]
     x, in_shape = ctx.values[src], ctx.shape(src)
-    rank = 4
-    if m.threshold is not None:  # sign(x - t): RSign's learned thresholds
-        shifted = ctx.w.tensor(f"{node.name}/shifted", _nhwc(in_shape))
-        ctx.w.builtin(
-            "SUB", [x, ctx.const(node, "threshold", _per_channel(m.threshold, rank))], [shifted], "SubOptions"
-        )
-        x = shifted
     pads = conv_pads(m.kernel_size, m.stride, m.padding, m.dilation)
     mode = _padding(in_shape[2:], m.kernel_size, m.stride, m.dilation, pads)
     extent = [(k - 1) * d + 1 for k, d in zip(m.kernel_size, m.dilation)]
     if mode == "same" and (in_shape[2] < extent[0] or in_shape[3] < extent[1]):
         mode = "explicit"  # LCE 0.16's SAME border correction is wrong on a map smaller than the kernel
-    if mode == "explicit":
-        x, in_shape = _pad_input(ctx, node, x, in_shape, pads, -1.0)
-    words = (m.in_channels + 31) // 32
-    bits = ctx.w.tensor(f"{node.name}/input_bits", (in_shape[0], in_shape[2], in_shape[3], words), np.int32)
-    ctx.w.custom("LceQuantize", [x], [bits], {})
+    bits = _binary_inputs(ctx, node, m, x, in_shape, pads if mode == "explicit" else None)
     signs = unpack_signs(m.weight_bits, m.k, dtype=torch.float32).reshape(m.out_channels, m.in_channels, *m.kernel_size)
-    filt = ctx.const(node, "filter", lce_bits(signs.permute(0, 2, 3, 1)))
-    mul = m.scale.detach().float() if m.scale is not None else torch.ones(m.out_channels)
-    bias = m.bias.detach().float() if m.bias is not None else torch.zeros(m.out_channels)
+    mul, bias = _scale_and_bias(m, m.out_channels)
     bn_node, bn = ctx.folded_bn(node)
     if bn is not None:
         g, h = _bn_affine(bn)
         mul, bias = mul * g, bias * g + h
     out = ctx.new(node)
-    ctx.w.custom(
-        "LceBconv2d",
-        [bits, filt, ctx.const(node, "multiplier", mul.numpy()), ctx.const(node, "bias", bias.numpy()), -1],
-        [out],
-        {
-            "channels_in": m.in_channels,
-            "dilation_height_factor": m.dilation[0],
-            "dilation_width_factor": m.dilation[1],
-            "fused_activation_function": 0,
-            "pad_values": 0,
-            "padding": SAME if mode == "same" else VALID,
-            "stride_height": m.stride[0],
-            "stride_width": m.stride[1],
-        },
-    )
+    geometry = dict(stride_height=m.stride[0], stride_width=m.stride[1], padding=SAME if mode == "same" else VALID)
+    geometry |= dict(dilation_height_factor=m.dilation[0], dilation_width_factor=m.dilation[1])
+    _bconv(ctx, node, bits, signs.permute(0, 2, 3, 1), mul, bias, out, **geometry)
     if mode == "explicit":  # + conv(mask, sign w) * multiplier: the zero-padding border term
         pw = PackedConv2dWeight.from_weight(signs)
         corr = pw.border_correction(tuple(ctx.shape(src)[2:]), m.stride, pads, m.dilation)
@@ -207,45 +214,15 @@ def _binary_conv(ctx: _Ctx, node: fx.Node, m: PackedBinaryConv2d) -> None:
 
 def _binary_linear(ctx: _Ctx, node: fx.Node, m: PackedBinaryLinear) -> None:
     """A binary fully connected layer as a 1x1 LceBconv2d on (N, 1, 1, in_features)."""
-    if m.gate is not None:
-        raise LceUnsupported(f"layer {node.target}: a gating scale depends on the input; LCE has no such operator")
     src = node.args[0]
     n = ctx.shape(src)[0]
-    x = ctx.w.tensor(f"{node.name}/as_image", (n, 1, 1, m.in_features))
-    shape = ctx.const(node, "image_shape", np.array([n, 1, 1, m.in_features], np.int32))
-    ctx.w.builtin("RESHAPE", [ctx.values[src], shape], [x])
-    if m.threshold is not None:
-        shifted = ctx.w.tensor(f"{node.name}/shifted", (n, 1, 1, m.in_features))
-        ctx.w.builtin("SUB", [x, ctx.const(node, "threshold", _per_channel(m.threshold, 4))], [shifted], "SubOptions")
-        x = shifted
-    words = (m.in_features + 31) // 32
-    bits = ctx.w.tensor(f"{node.name}/input_bits", (n, 1, 1, words), np.int32)
-    ctx.w.custom("LceQuantize", [x], [bits], {})
+    image = (n, 1, 1, m.in_features)  # NHWC
+    x = ctx.w.tensor(f"{node.name}/as_image", image)
+    ctx.w.builtin("RESHAPE", [ctx.values[src], ctx.const(node, "image_shape", np.array(image, np.int32))], [x])
+    bits = _binary_inputs(ctx, node, m, x, (n, m.in_features, 1, 1))
     signs = unpack_signs(m.weight_bits, m.k, dtype=torch.float32).reshape(m.out_features, 1, 1, m.in_features)
-    mul = m.scale.detach().float() if m.scale is not None else torch.ones(m.out_features)
-    bias = m.bias.detach().float() if m.bias is not None else torch.zeros(m.out_features)
     conv = ctx.w.tensor(f"{node.name}/conv", (n, 1, 1, m.out_features))
-    ctx.w.custom(
-        "LceBconv2d",
-        [
-            bits,
-            ctx.const(node, "filter", lce_bits(signs)),
-            ctx.const(node, "multiplier", mul.numpy()),
-            ctx.const(node, "bias", bias.numpy()),
-            -1,
-        ],
-        [conv],
-        {
-            "channels_in": m.in_features,
-            "dilation_height_factor": 1,
-            "dilation_width_factor": 1,
-            "fused_activation_function": 0,
-            "pad_values": 0,
-            "padding": VALID,
-            "stride_height": 1,
-            "stride_width": 1,
-        },
-    )
+    _bconv(ctx, node, bits, signs, *_scale_and_bias(m, m.out_features), conv)
     out = ctx.new(node)
     ctx.w.builtin("RESHAPE", [conv, ctx.const(node, "shape", np.array(ctx.shape(node), np.int32))], [out])
     ctx.values[node] = out
@@ -529,11 +506,11 @@ FUNCTIONS: dict[object, Callable] = {
 }
 
 
-class _Tracer(fx.Tracer):
+class _Tracer(_GraphTracer):
+    """The inference graph's tracer (packed layers and RPReLU as leaves), QuickNet's blur pool a leaf too."""
+
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return isinstance(m, (PackedBinaryConv2d, PackedBinaryLinear, RPReLU, BlurPool)) or super().is_leaf_module(
-            m, qualname
-        )
+        return isinstance(m, BlurPool) or super().is_leaf_module(m, qualname)
 
 
 def to_lce(packed: nn.Module, input_shape: tuple[int, int, int]) -> bytes:

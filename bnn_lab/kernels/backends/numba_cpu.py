@@ -14,6 +14,8 @@ import threading
 import numpy as np
 import torch
 
+from .. import thread_pools
+
 HAS_NUMBA = importlib.util.find_spec("numba") is not None
 
 _NO_INDEX = np.zeros(0, dtype=np.int32)
@@ -31,8 +33,6 @@ def _kernels():
     if _loaded is None:
         if not HAS_NUMBA:
             raise RuntimeError("the 'cpu' binary_matmul backend needs numba (pip install numba); use backend='torch'")
-        from .. import thread_pools
-
         thread_pools.configure()  # numba's threading layer, before its threads start
         from . import _numba_kernels
 
@@ -50,8 +50,6 @@ def _sync_threads() -> int:
     setting is per calling thread, so the last synced count is remembered per thread and
     numba is only called again when torch's count changed.
     """
-    from .. import thread_pools
-
     torch_threads = torch.get_num_threads()
     wanted = thread_pools.kernel_threads() or torch_threads
     if getattr(_synced, "wanted", None) == wanted and getattr(_synced, "torch_threads", None) == torch_threads:
