@@ -16,6 +16,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+from required_tools import unavailable
 
 REPO = Path(__file__).resolve().parents[1]
 CHECK = REPO / "docker" / "check.sh"
@@ -68,7 +69,7 @@ def _inside_train_args() -> list[str]:
 def test_image_builds_trains_and_evaluates_its_packed_model(tmp_path):
     probe = subprocess.run(["bash", str(CHECK), "--can-build"], capture_output=True, text=True, timeout=300)
     if probe.returncode == 3:
-        pytest.skip(probe.stderr.strip() or probe.stdout.strip())
+        unavailable(probe.stderr.strip() or probe.stdout.strip())
     assert probe.returncode == 0, probe.stdout + probe.stderr
     done = subprocess.run(["bash", str(CHECK)], capture_output=True, text=True, timeout=3500)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]

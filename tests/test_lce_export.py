@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 from lce_peer import lce_python, run_lce
+from required_tools import unavailable
 from torch import nn
 from trained_digits import digits_splits, logits, trained_digits_model
 
@@ -48,7 +49,7 @@ def test_a_layer_without_an_lce_form_is_named():
 def lce():
     python, why = lce_python()
     if python is None:
-        pytest.skip(why)
+        unavailable(why)
     return python
 
 
@@ -113,3 +114,14 @@ def test_the_model_benchmark_times_lce_beside_the_packed_graph(lce, capsys):
     assert all(res["lce"][k]["p25_ms"] <= res["lce"][k]["ms"] <= res["lce"][k]["p75_ms"] for k in ("before", "after"))
     packed_ms = res["batches"]["1"]["ms"]["packed"]
     assert res["lce"]["lce_over_packed"] == pytest.approx(sum(lce_ms) / 2 / packed_ms, rel=1e-2, abs=1e-3)
+
+
+def test_a_missing_tool_fails_where_every_tool_is_required(monkeypatch):
+    from required_tools import ENV
+
+    monkeypatch.setenv(ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match="cannot run: no podman"):
+        unavailable("no podman")
+    monkeypatch.setenv(ENV, "0")
+    with pytest.raises(pytest.skip.Exception, match="no podman"):
+        unavailable("no podman")
