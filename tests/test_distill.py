@@ -20,7 +20,7 @@ from bnn_lab.losses import FeatureCapture, attention_loss, default_points, kd_lo
 from bnn_lab.models import create
 from bnn_lab.training import run as run_module
 from bnn_lab.training.module import ClassificationModule
-from bnn_lab.training.stages import plan_stages
+from bnn_lab.training.stages import PREVIOUS, plan_run, plan_stages
 
 CONF = str(Path(__file__).resolve().parents[1] / "conf")
 
@@ -293,3 +293,48 @@ def test_presets_say_no_old_key_and_a_yaml_that_does_is_refused_at_the_start(tmp
     with pytest.raises(ConfigError, match="distill.kd is no longer a key: write loss.kd.weight"):
         run_module.train(cfg, tmp_path / "run")
     assert not (tmp_path / "run" / "config.yaml").exists()  # refused before anything was written
+
+
+def _fake_train(calls: list):
+    """Stands in for training: records the call, writes a run folder with a best checkpoint."""
+
+    def train(tcfg, run_dir: Path) -> dict:
+        calls.append(tcfg)
+        torch.rand(3)  # draws, as a real training does
+        (run_dir / "checkpoints").mkdir(parents=True)
+        (run_dir / "checkpoints" / "best-epoch00.ckpt").write_text("weights")
+        metrics = {"global_steps": 5, "best_checkpoint": str(run_dir / "checkpoints" / "best-epoch00.ckpt")}
+        (run_dir / "metrics.json").write_text(json.dumps(metrics))
+        return metrics
+
+    return train
+
+
+def test_plan_run_decides_each_teacher_once_and_leaves_the_random_state(tmp_path):
+    calls: list = []
+    train = _fake_train(calls)
+    cache = f"distill.teacher.cache={tmp_path / 'cache'}"
+    assert [(s.name, s.teacher) for s in plan_run(_composed(), train).stages] == [("train", None)]
+
+    torch.manual_seed(0)
+    expected = torch.rand(4)
+    torch.manual_seed(0)
+    plan = plan_run(_composed("distill=kd", cache, "seed=3"), train)  # not cached yet: trained now
+    assert torch.equal(torch.rand(4), expected)  # the student draws what a plain run draws
+    assert len(calls) == 1 and calls[0].precision == "fp" and calls[0].distill.name == "none"
+    (stage,) = plan.stages
+    assert stage.teacher == str(plan.teacher.checkpoint) and plan.teacher.trained
+    assert Path(stage.teacher).parent.parent.parent == tmp_path / "cache"
+
+    again = plan_run(_composed("distill=kd", cache, "seed=3"), train)  # found: not trained again
+    assert len(calls) == 1 and not again.teacher.trained and again.stages[0].teacher == stage.teacher
+
+    given = plan_run(_composed("distill=kd", f"distill.teacher.ckpt={stage.teacher}"), train)
+    assert len(calls) == 1 and given.stages[0].teacher == stage.teacher and given.teacher.key == ""
+
+    in_run = plan_run(_composed("distill=kd", "distill.teacher.cache=false"), train)
+    assert [(s.name, s.precision, s.teacher) for s in in_run.stages] == [
+        ("teacher", "fp", None),
+        ("student", "1w1a", PREVIOUS),
+    ]
+    assert in_run.teacher is None and len(calls) == 1

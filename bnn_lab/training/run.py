@@ -36,8 +36,7 @@ from .safety.preemption import PreemptionCheckpoint, cluster_plugins, exit_on_si
 from .safety.resume import checkpoint_step, checkpoint_to_resume
 from .safety.run_dir import check_run_dir, finished_with, resume_hint
 from .safety.run_lock import run_lock
-from .stages import Stage, init_from, plan_stages, stage_distillation
-from .teacher_cache import resolve_teacher
+from .stages import PREVIOUS, Stage, init_from, plan_run, stage_distillation
 from .tuning import refuse_test_split
 
 log = logging.getLogger(__name__)
@@ -73,13 +72,23 @@ class _StageRunner:
     def __init__(self, cfg: DictConfig, run_dir: Path, dm, test: bool = True) -> None:
         self.cfg, self.run_dir, self.dm, self.test = cfg, run_dir, dm, test
 
+    def run_all(self, stages: list[Stage]) -> tuple[nn.Module, list[dict[str, Any]]]:
+        """Every stage in order, each handed the network of the one before; returns the final
+        network and the metrics of each stage."""
+        previous, per_stage = None, []
+        for i, stage in enumerate(stages):
+            previous, metrics = self.run(i, stage, len(stages), previous)
+            per_stage.append(metrics)
+        return previous, per_stage
+
     def stage_dir(self, index: int, stage: Stage, n_stages: int) -> Path:
         return self.run_dir if n_stages == 1 else self.run_dir / "stages" / f"{index}_{stage.name}"
 
     def teacher_for(self, stage: Stage, previous: nn.Module | None) -> nn.Module | None:
+        """The network the plan names: the previous stage's, or the one in the stage's checkpoint."""
         if stage.teacher is None:
             return None
-        if stage.teacher == "previous":
+        if stage.teacher == PREVIOUS:
             return copy.deepcopy(previous)
         dm, state = self.dm, rng.capture()
         teacher = load_trained(
@@ -152,9 +161,9 @@ class _StageRunner:
         self, model: nn.Module, stage: Stage, index: int, previous: nn.Module | None, teacher: nn.Module | None
     ) -> None:
         """``stage.init``: copy the previous stage's or the teacher's weights into ``model``."""
-        if stage.init not in ("previous", "teacher"):
+        if stage.init not in (PREVIOUS, "teacher"):
             return
-        source = previous if stage.init == "previous" else teacher
+        source = previous if stage.init == PREVIOUS else teacher
         fresh = init_from(model, source.state_dict())
         origin = "teacher" if stage.init == "teacher" else f"stage {index - 1}"
         log.info("stage %s starts from the %s's weights (%d new tensors)", stage.name, origin, len(fresh))
@@ -310,7 +319,28 @@ def train(cfg: DictConfig, run_dir: Path, test: bool = True, tuning: dict | None
 
 
 def _train(cfg: DictConfig, run_dir: Path, test: bool = True, tuning: dict | None = None) -> dict[str, Any]:
+    """Set up, plan, run the stages, pack: each step hands its result to the next one."""
     start = time.time()
+    dm = _set_up(cfg, run_dir, test)
+    plan = plan_run(cfg, train)  # the stages, the teacher resolved once (trained into the cache if new)
+    model, per_stage = _StageRunner(cfg, run_dir, dm, test).run_all(plan.stages)
+    if plan.teacher is not None:  # its cost, apart from the student's
+        per_stage[-1]["teacher"] = plan.teacher.cost()
+    final = per_stage[0] if len(plan.stages) == 1 else dict(per_stage[-1])
+    if test:
+        _export(cfg, model, plan.stages[-1], dm, run_dir, final)
+    if tuning:
+        final["tuning"] = tuning
+    if len(plan.stages) > 1:
+        _add_stages(final, cfg, plan.stages, per_stage, start)
+    if is_rank_zero():
+        write_json(run_dir / "metrics.json", final)
+    return final
+
+
+def _set_up(cfg: DictConfig, run_dir: Path, test: bool):
+    """Check what can be checked before any training (old keys, plugins, data, callbacks, loss
+    terms), seed, write config.yaml; returns the data module."""
     refuse_old_keys(cfg)  # a YAML file that still says distill.kd: 3 would add the key and be ignored
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.get("keep_freed_memory", True):
@@ -329,29 +359,7 @@ def _train(cfg: DictConfig, run_dir: Path, test: bool = True, tuning: dict | Non
             {k: v for k, v in OmegaConf.to_container(cfg.loss, resolve=True).items() if k != "ce"},
             network_loader=load_trained,
         )
-    stages = plan_stages(cfg)
-    state = rng.capture()
-    teacher = resolve_teacher(cfg, stages[-1].teacher, train)  # from the cache: trained first if new
-    if teacher is not None:
-        stages[-1].teacher = str(teacher.checkpoint)
-        rng.restore(state)  # the student draws what a plain run draws, teacher trained here or not
-    runner = _StageRunner(cfg, run_dir, dm, test)
-    previous, per_stage = None, []
-    for i, stage in enumerate(stages):
-        previous, metrics = runner.run(i, stage, len(stages), previous)
-        per_stage.append(metrics)
-    if teacher is not None:  # its cost, apart from the student's
-        per_stage[-1]["teacher"] = teacher.cost()
-    final = per_stage[0] if len(stages) == 1 else dict(per_stage[-1])
-    if test:
-        _export(cfg, previous, stages[-1], dm, run_dir, final)
-    if tuning:
-        final["tuning"] = tuning
-    if len(stages) > 1:
-        _add_stages(final, cfg, stages, per_stage, start)
-    if is_rank_zero():
-        write_json(run_dir / "metrics.json", final)
-    return final
+    return dm
 
 
 def _add_stages(

@@ -1,13 +1,19 @@
-"""Stages of a run: one for a plain run; for distillation, the student alone (its teacher
-loaded from ``distill.teacher.ckpt`` or from the teacher cache) or, with
-``distill.teacher.cache=false``, teacher + student; the list under ``stages:`` for
-progressive recipes (each stage initialized from and taught by the previous one)."""
+"""The plan of a run: its stages, and where each stage's teacher comes from, decided here once.
+
+One stage for a plain run; for distillation, the student alone (its teacher loaded from
+``distill.teacher.ckpt`` or from the teacher cache) or, with ``distill.teacher.cache=false``,
+teacher + student; the list under ``stages:`` for progressive recipes (each stage initialized
+from and taught by the previous one). :func:`plan_run` resolves the final stage's teacher to a
+checkpoint (training it into the cache first if no run has), so that the stages that follow
+only load what their plan names.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,9 +22,12 @@ from torch import nn
 
 from ..assembly import config_precision, stage_precision
 from ..errors import ConfigError, UserError
-from .teacher_cache import CACHED, TEACHER_TERMS, cache_dir
+from .safety import rng
+from .teacher_cache import TEACHER_TERMS, Teacher, cache_dir, cached_teacher, given_teacher
 
 log = logging.getLogger(__name__)
+PREVIOUS = "previous"  # a stage taught by (or initialized from) the stage before it
+CACHED = "cached"  # the final stage's teacher comes from the teacher cache (until plan_run resolves it)
 
 
 @dataclasses.dataclass
@@ -27,7 +36,7 @@ class Stage:
     precision: str  # bnn_lab/assembly/precision.py
     epochs: int
     lr: float | None = None
-    teacher: str | None = None  # "previous", CACHED or a checkpoint / run directory
+    teacher: str | None = None  # PREVIOUS, CACHED or a checkpoint / run directory
     init: str | None = None  # "previous" / "teacher": start from that network's weights
     terms: dict[str, Any] | None = None  # what this stage optimizes, like ``loss`` (None: the run's ``loss``)
 
@@ -52,8 +61,8 @@ def _stage_from_cfg(i: int, raw: Mapping[str, Any], cfg: DictConfig) -> Stage:
     raw.setdefault("name", raw["precision"])
     raw.setdefault("epochs", int(cfg.trainer.max_epochs))
     if i > 0:
-        raw.setdefault("teacher", "previous")
-        raw.setdefault("init", "previous")
+        raw.setdefault("teacher", PREVIOUS)
+        raw.setdefault("init", PREVIOUS)
     return Stage(**raw)
 
 
@@ -64,6 +73,8 @@ def stage_distillation(cfg: DictConfig, stage: Stage) -> str:
 
 
 def plan_stages(cfg: DictConfig) -> list[Stage]:
+    """The stages ``cfg`` asks for, the final stage's teacher named (PREVIOUS, CACHED or the
+    ``distill.teacher.ckpt`` path), nothing loaded or trained."""
     epochs = int(cfg.trainer.max_epochs)
     stages = cfg.get("stages")
     if stages:
@@ -79,12 +90,33 @@ def plan_stages(cfg: DictConfig) -> list[Stage]:
     if ckpt or cache_dir(cfg) is not None:  # the teacher is loaded: the run trains the student only
         main.teacher = str(ckpt) if ckpt else CACHED
         return [main]
-    main.init = "previous" if main.init else None  # trained here as stage 0
-    main.teacher = "previous"
+    main.init = PREVIOUS if main.init else None  # trained here as stage 0
+    main.teacher = PREVIOUS
     teacher = Stage(
         name="teacher", precision="fp", epochs=int(teacher_cfg.get("epochs", epochs)), terms=dict(TEACHER_TERMS)
     )
     return [teacher, main]
+
+
+@dataclasses.dataclass
+class Plan:
+    stages: list[Stage]
+    teacher: Teacher | None  # the final stage's teacher where it is loaded (given or cached): its cost
+
+
+def plan_run(cfg: DictConfig, train: Callable[[DictConfig, Path], dict]) -> Plan:
+    """:func:`plan_stages`, the final stage's teacher resolved to its checkpoint: a given one, or
+    the cached one, trained first with ``train(config, run_dir)`` if new. The random state is
+    left as it was: the student draws what a plain run draws, its teacher trained here or not."""
+    stages = plan_stages(cfg)
+    final = stages[-1]
+    if final.teacher in (None, PREVIOUS):
+        return Plan(stages, None)
+    state = rng.capture()
+    teacher = cached_teacher(cfg, train) if final.teacher == CACHED else given_teacher(final.teacher)
+    rng.restore(state)
+    final.teacher = str(teacher.checkpoint)
+    return Plan(stages, teacher)
 
 
 def init_from(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:

@@ -40,7 +40,6 @@ MARKER = "bnn-lab-teachers.txt"  # in the cache root: bnn-lab-report leaves the 
 # values that do not change the full-precision teacher's weights: what is binarized and how, the
 # student's distillation and stages, and what changes no network (bookkeeping, paths, speed)
 NOT_IN_KEY = ("estimator", "binarize", "distill", "stages", *BOOKKEEPING_KEYS)
-CACHED = "cached"  # a stage's teacher that comes from this cache
 TEACHER_TERMS = {"ce": 1.0}  # a teacher trains on plain cross-entropy: the student's terms are not its own
 WAIT_S = 24 * 3600  # a DDP rank other than 0 waits this long at most for rank 0's rename
 
@@ -168,11 +167,3 @@ def given_teacher(path: str) -> Teacher:
     file = folder / "metrics.json"
     metrics = read_json(file, "teacher's metrics") if checkpoint.parent.name == "checkpoints" and file.is_file() else {}
     return Teacher(folder, checkpoint, "", False, metrics)
-
-
-def resolve_teacher(cfg: DictConfig, teacher: str | None, train: Callable[[DictConfig, Path], dict]) -> Teacher | None:
-    """The teacher a run's final stage loads (``teacher``: the stage's CACHED or checkpoint
-    path); None when it has none or is taught by its previous stage."""
-    if teacher in (None, "previous"):
-        return None
-    return cached_teacher(cfg, train) if teacher == CACHED else given_teacher(teacher)
