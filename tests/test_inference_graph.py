@@ -2,15 +2,18 @@
 thresholds in place of epilogue, BatchNorm, activation and sign) and the logits do not change."""
 
 import copy
+import dataclasses
 
 import pytest
 import torch
 from torch import nn
 
 from bnn_lab.estimators import build as build_estimator
+from bnn_lab.export import graph as graph_module
 from bnn_lab.export import pack_model
-from bnn_lab.export.graph import PackedConv2dToBits, build_inference_graph
+from bnn_lab.export.graph import GraphReport, PackedConv2dToBits, build_inference_graph
 from bnn_lab.export.packed_layers import PackedBinaryConv2d
+from bnn_lab.export.residual_fusion import PackedConv2dResidual
 from bnn_lab.kernels import PackedConv2dInput, pack_conv2d_input
 from bnn_lab.layers import BinaryConv2d
 from bnn_lab.models import create
@@ -198,3 +201,24 @@ def test_a_gated_convolution_gets_its_real_input_not_packed_bits():
     x = torch.randn(2, 3, 224, 224)
     with torch.no_grad():
         torch.testing.assert_close(graph(x), packed(x), atol=1e-4, rtol=1e-4)
+
+
+def test_the_rewrites_table_drives_the_graph(monkeypatch):
+    """Each rewrite reports into a field of GraphReport; taking one out of REWRITES leaves its
+    pattern in the graph and the logits as they were (the passes are independent entries)."""
+    assert {r.field for r in graph_module.REWRITES} - {None} <= {f.name for f in dataclasses.fields(GraphReport)}
+    torch.manual_seed(0)
+    model = create("resnet18", 3, 10, 32)
+    binarize(model, "ste", {"activation": "hardtanh", "keep_downsample": True}, scale="none")
+    packed, _ = pack_model(_with_statistics(model, (3, 32, 32)), backend="cpu")
+    x = torch.randn(4, 3, 32, 32)
+    whole, report = build_inference_graph(packed)
+    assert report.fused_residuals == 8
+    without = tuple(r for r in graph_module.REWRITES if r.field not in ("fused_residuals", "residual_bits"))
+    monkeypatch.setattr(graph_module, "REWRITES", without)
+    partial, partial_report = build_inference_graph(packed)
+    assert partial_report.fused_residuals == 0 and partial_report.residual_bits == 0
+    assert not any(isinstance(m, PackedConv2dResidual) for m in partial.modules())
+    assert any(isinstance(m, PackedConv2dResidual) for m in whole.modules())
+    with torch.no_grad():
+        torch.testing.assert_close(partial(x), whole(x), atol=1e-4, rtol=1e-4)

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.fx as fx
@@ -140,27 +142,10 @@ def fold_batchnorm(conv: PackedBinaryConv2d, bn: nn.BatchNorm2d) -> None:
     conv.scale, conv.bias = scale.float().contiguous(), bias.float().contiguous()
 
 
-def build_inference_graph(
-    packed: nn.Module, channels_last: bool = True, fold_bn: bool = True
-) -> tuple[nn.Module, GraphReport]:
-    """A copy of a packed model (``pack_model``) traced with torch.fx, in which every packed
-    convolution that feeds only another one through elementwise modules hands it packed bits,
-    BatchNorms after packed and float convolutions are folded into them, the residual addition and
-    clamping activation after a packed convolution join its epilogue (``residual_fusion``), a max-pooling
-    and its clamping activation run as one pass that also packs the next binary layer's input
-    (``pool_fusion``), the other
-    additions and activations run in place (``fold_bn``; ``float_rewrites``), and the
-    network runs channels-last (``channels_last``). Its forward runs the float layers on the calling
-    thread where the kernels run on TBB (``kernels.thread_pools.float_ops_on_caller``: one pool, no
-    spinning team beside it). The model itself is not changed; a model torch.fx cannot trace is
-    returned as a copy."""
-    report = GraphReport()
-    model = copy.deepcopy(packed).eval()
-    try:
-        gm = fx.GraphModule(model, _Tracer().trace(model))
-    except Exception as exc:  # noqa: BLE001 - dynamic control flow: no graph, plain packed model
-        report.not_linked["(model)"] = f"not traceable by torch.fx ({type(exc).__name__})"
-        return model, report
+def link_packed_convs(gm: fx.GraphModule, report: GraphReport) -> list[tuple[str, str]]:
+    """Every packed convolution that feeds only another one through elementwise modules hands it
+    packed bits (``PackedConv2dToBits``); why a convolution was not linked goes to ``report``."""
+    links: list[tuple[str, str]] = []
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(modules[node.target], PackedBinaryConv2d):
@@ -198,29 +183,124 @@ def build_inference_graph(
         for c in reversed(chain):
             gm.graph.erase_node(c)
         gm.graph.erase_node(node)
-        report.bit_links.append((node.target, cur.target))
+        links.append((node.target, cur.target))
+    return links
+
+
+def fold_packed_batchnorms(gm: fx.GraphModule) -> int:
+    """Every BatchNorm read only after a packed convolution without a gating scale joins the
+    convolution's affine epilogue (:func:`fold_batchnorm`); returns how many."""
+    folded = 0
     modules = dict(gm.named_modules())
     for node in list(gm.graph.nodes):
         if node.op != "call_module" or not isinstance(modules.get(node.target), PackedBinaryConv2d):
             continue
         conv, user = modules[node.target], single_user(node)
-        if not fold_bn or conv.gate is not None or user is None or user.op != "call_module":
+        if conv.gate is not None or user is None or user.op != "call_module":
             continue
         bn = modules[user.target]
         if isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats and bn.running_mean is not None:
             fold_batchnorm(conv, bn)
             user.replace_all_uses_with(node)
             gm.graph.erase_node(user)
-            report.folded_batchnorms += 1
-    if fold_bn:
-        drop_identities(gm)
-        report.folded_float_batchnorms = fold_float_batchnorms(gm)
-        report.pools_first = pool_before_activation(gm)
-        report.fused_residuals = fuse_residuals(gm)
-        report.residual_bits = hand_bits_to_next(gm)
-        report.fused_pools = fuse_pooling(gm)
-        report.pool_bits = hand_bits_to_next(gm, (PooledClamp,))
-        report.inplace_ops = inplace_float_ops(gm)
+            folded += 1
+    return folded
+
+
+@dataclasses.dataclass(frozen=True)
+class Rewrite:
+    """One rewrite of the inference graph: what it matches, what it puts there, the pass that does
+    it (``run(gm, report)``, its result stored in ``report.<field>``)."""
+
+    field: str | None
+    pattern: str
+    replacement: str
+    run: Callable[[fx.GraphModule, GraphReport], Any]
+    folds: bool = True  # skipped with fold_bn=False
+
+
+# In order: each pass sees the graph the ones before it left. docs/deployment.md lists the kernels.
+REWRITES: tuple[Rewrite, ...] = (
+    Rewrite(
+        "bit_links",
+        "packed conv -> elementwise modules -> packed conv",
+        "PackedConv2dToBits: integer thresholds, packed bits out",
+        link_packed_convs,
+        folds=False,
+    ),
+    Rewrite(
+        "folded_batchnorms",
+        "packed conv -> BatchNorm2d",
+        "the conv's affine epilogue",
+        lambda gm, r: fold_packed_batchnorms(gm),
+    ),
+    Rewrite(None, "Identity, Dropout", "(removed)", lambda gm, r: drop_identities(gm)),
+    Rewrite(
+        "folded_float_batchnorms",
+        "float conv -> BatchNorm2d",
+        "the conv's weight and bias",
+        lambda gm, r: fold_float_batchnorms(gm),
+    ),
+    Rewrite(
+        "pools_first",
+        "clamping activation -> MaxPool2d",
+        "MaxPool2d -> activation",
+        lambda gm, r: pool_before_activation(gm),
+    ),
+    Rewrite(
+        "fused_residuals",
+        "packed conv -> + residual -> clamping activation",
+        "PackedConv2dResidual: all in the epilogue",
+        lambda gm, r: fuse_residuals(gm),
+    ),
+    Rewrite(
+        "residual_bits",
+        "PackedConv2dResidual -> packed conv",
+        "the epilogue also packs the next conv's input",
+        lambda gm, r: hand_bits_to_next(gm),
+    ),
+    Rewrite("fused_pools", "MaxPool2d -> clamping activation", "PooledClamp: one pass", lambda gm, r: fuse_pooling(gm)),
+    Rewrite(
+        "pool_bits",
+        "PooledClamp -> packed conv",
+        "the pass also packs the next conv's input",
+        lambda gm, r: hand_bits_to_next(gm, (PooledClamp,)),
+    ),
+    Rewrite(
+        "inplace_ops",
+        "float additions and activations",
+        "in place where the input has no other reader",
+        lambda gm, r: inplace_float_ops(gm),
+    ),
+)
+
+
+def build_inference_graph(
+    packed: nn.Module, channels_last: bool = True, fold_bn: bool = True
+) -> tuple[nn.Module, GraphReport]:
+    """A copy of a packed model (``pack_model``) traced with torch.fx, in which every packed
+    convolution that feeds only another one through elementwise modules hands it packed bits,
+    BatchNorms after packed and float convolutions are folded into them, the residual addition and
+    clamping activation after a packed convolution join its epilogue (``residual_fusion``), a max-pooling
+    and its clamping activation run as one pass that also packs the next binary layer's input
+    (``pool_fusion``), the other
+    additions and activations run in place (``fold_bn``; ``float_rewrites``), and the
+    network runs channels-last (``channels_last``). Its forward runs the float layers on the calling
+    thread where the kernels run on TBB (``kernels.thread_pools.float_ops_on_caller``: one pool, no
+    spinning team beside it). The model itself is not changed; a model torch.fx cannot trace is
+    returned as a copy."""
+    report = GraphReport()
+    model = copy.deepcopy(packed).eval()
+    try:
+        gm = fx.GraphModule(model, _Tracer().trace(model))
+    except Exception as exc:  # noqa: BLE001 - dynamic control flow: no graph, plain packed model
+        report.not_linked["(model)"] = f"not traceable by torch.fx ({type(exc).__name__})"
+        return model, report
+    for rewrite in REWRITES:
+        if fold_bn or not rewrite.folds:
+            value = rewrite.run(gm, report)
+            if rewrite.field is not None:
+                setattr(report, rewrite.field, value)
     if channels_last:
         for node in gm.graph.nodes:
             if node.op == "placeholder":
@@ -242,6 +322,8 @@ __all__ = [
     "GraphReport",
     "batchnorm_scale",
     "PackedConv2dToBits",
+    "REWRITES",
+    "Rewrite",
     "build_inference_graph",
     "fold_batchnorm",
     "integer_thresholds",
