@@ -125,6 +125,16 @@ def test_a_tuning_cut_inside_a_trial_continues_that_trial_with_its_setting(tmp_p
     assert [c[:2] for c in calls[2:]] == [("trial_1", True), ("trial_2", False)]
     assert calls[2][2] == calls[1][2]  # trial 1 went on with the learning rate it had drawn
     assert summary["trials"] == 3 and tuned.optimizer.lr == summary["params"]["optimizer.lr"]
+    # the settings are those of an unbroken tuning (a fresh sampler would draw trial 0's again)
+    unbroken = []
+
+    def record(trial_cfg, trial_dir, test=True):
+        unbroken.append(trial_cfg)
+        return run_module.train(trial_cfg, trial_dir, test=test)
+
+    tuning.tune_arm(cfg, tmp_path / "unbroken" / "0_run", record)
+    assert [float(c.optimizer.lr) for c in unbroken] == [calls[0][2], calls[1][2], calls[3][2]]
+    assert len({float(c.optimizer.lr) for c in unbroken}) == 3
 
 
 def test_the_arms_that_declare_knobs_name_keys_their_configuration_has():

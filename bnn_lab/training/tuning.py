@@ -16,6 +16,7 @@ tuning continues where it was: finished trials are kept, a cut one resumes with 
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 import warnings
 from collections.abc import Callable
@@ -89,6 +90,42 @@ def _distributions(space: dict[str, tuple[float, float, bool]]):
     }
 
 
+def _replay(study, distributions, params: dict[str, float], arm: str, k: int):
+    """Ask the sampler for trial ``k`` again, as the tuning that drew it did, so that its random state
+    moves on as it did then (a fresh sampler would draw trial 0's setting again for the next trial).
+    Returns that trial, or None where the sampler draws another setting than the recorded one (a
+    record written otherwise): that ask is marked failed, which the sampler ignores, and the recorded
+    setting stands, with a warning."""
+    from optuna.trial import TrialState
+
+    asked = study.ask(distributions)
+    if set(asked.params) == set(params) and all(
+        math.isclose(asked.params[key], float(value), rel_tol=1e-9) for key, value in params.items()
+    ):
+        return asked
+    study.tell(asked, state=TrialState.FAIL)
+    log.warning(
+        "tuning %s: trial %d's recorded setting %s is not what the sampler draws again (%s): it stands as recorded",
+        arm,
+        k,
+        params,
+        asked.params,
+    )
+    return None
+
+
+def _tell(study, asked, trial: dict[str, Any], distributions) -> None:
+    """The study learns a finished trial's score: through its asked trial, or added as recorded."""
+    if asked is not None:
+        study.tell(asked, trial["val/acc"])
+        return
+    import optuna
+
+    study.add_trial(
+        optuna.trial.create_trial(params=trial["params"], distributions=distributions, value=trial["val/acc"])
+    )
+
+
 def tune_arm(cfg: DictConfig, run_dir: Path, train: Callable[..., dict[str, Any]]) -> tuple[DictConfig, dict[str, Any]]:
     """``cfg`` at its arm's best trial and what the tuning did (``{}`` with ``study.tune`` unset);
     ``train(config, run_dir, test=False)`` trains a trial."""
@@ -113,10 +150,8 @@ def tune_arm(cfg: DictConfig, run_dir: Path, train: Callable[..., dict[str, Any]
         study = optuna.create_study(
             direction="maximize", sampler=optuna.samplers.TPESampler(seed=int(cfg.study.get("tune_sampler_seed") or 0))
         )
-        for t in trials:
-            study.add_trial(
-                optuna.trial.create_trial(params=t["params"], distributions=distributions, value=t["val/acc"])
-            )
+        for t in trials:  # replayed: the sampler then draws what it drew in an unbroken tuning
+            _tell(study, _replay(study, distributions, t["params"], folder.name, t["trial"]), t, distributions)
         while len(trials) < trials_wanted:
             k = len(trials)
             trial_dir = folder / f"trial_{k}"
@@ -124,6 +159,7 @@ def tune_arm(cfg: DictConfig, run_dir: Path, train: Callable[..., dict[str, Any]
             resume = params_file.is_file() and holds_a_run(trial_dir)
             if resume:  # cut mid-way: continue it with the setting it had
                 params = read_json(params_file, "trial setting")
+                asked = _replay(study, distributions, params, folder.name, k)
                 log.info("tuning %s: trial %d continues (%s)", folder.name, k, params)
             else:
                 shutil.rmtree(trial_dir, ignore_errors=True)
@@ -138,10 +174,7 @@ def tune_arm(cfg: DictConfig, run_dir: Path, train: Callable[..., dict[str, Any]
             value = metrics.get("val/acc")
             if value is None:
                 raise UserError(f"tuning trial {trial_dir} recorded no val/acc: trials need a validation split")
-            if resume:  # asked before the cut, by a study object that is gone
-                study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=value))
-            else:
-                study.tell(asked, value)
+            _tell(study, asked, {"params": params, "val/acc": value}, distributions)
             trials.append(
                 {
                     "trial": k,
