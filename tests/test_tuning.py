@@ -63,6 +63,15 @@ def test_every_arm_gets_the_same_trials_and_trains_at_its_best_one(run_cli, tmp_
         steps.add(tuning["steps"])
         steps.update(t["global_steps"] for t in trials)
     assert steps == {41, 3 * 41}  # every trial of every arm: one digits epoch
+    # the report reads the tested runs, not the trials, and shows each arm's chosen setting
+    from bnn_lab.report.cli import main as report
+
+    report([str(sweep), "--out", str(tmp_path / "report")])
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    for name, run in runs.items():
+        chosen = json.loads((run / "metrics.json").read_text())["tuning"]["params"]["optimizer.lr"]
+        assert f"optimizer.lr={chosen:.4g}" in markdown, name
+    assert "trial_0" not in markdown
     # run again: the trials are reused, nothing is trained anew
     again = run_cli(*args, "resume=true", timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -17,6 +17,7 @@ from ..assembly.precision import saved_precision, stored_precision
 from ..files import read_json
 from ..files.json_file import DamagedFile
 from ..training.teacher_cache import MARKER
+from ..training.tuning import MARKER as TUNING_MARKER
 
 # the table's columns, in order: (column, where the value comes from)
 COLUMNS = [
@@ -123,10 +124,11 @@ def natural_key(text: str) -> list:
 
 def find_run_dirs(root: Path) -> list[Path]:
     """Every folder under ``root`` (``root`` included) with a metrics.json, except the
-    per-stage folders inside a run (``stages/<n>_<name>/``), which belong to their run, and
-    a teacher cache (a folder with bnn-lab-teachers.txt): teachers are shown as the cost of
-    the runs that used them."""
-    caches = [p.parent for p in root.rglob(MARKER)]
+    per-stage folders inside a run (``stages/<n>_<name>/``), which belong to their run, a
+    teacher cache (a folder with bnn-lab-teachers.txt): teachers are shown as the cost of
+    the runs that used them, and a sweep's tuning trials (a folder with bnn-lab-tuning.txt):
+    they are scored on validation, never tested, and shown through the runs' ``tuning``."""
+    caches = [p.parent for marker in (MARKER, TUNING_MARKER) for p in root.rglob(marker)]
     runs: list[Path] = []
     for path in sorted(root.rglob("metrics.json"), key=lambda p: (len(p.parts), str(p))):
         folder = path.parent

@@ -33,6 +33,7 @@ from .safety.run_lock import run_lock
 log = logging.getLogger(__name__)
 TUNE_SEED = 10_000  # trial k trains with seed TUNE_SEED + k; a study's own seeds stay below
 TRIALS_FILE = "trials.json"
+MARKER = "bnn-lab-tuning.txt"  # in a sweep's tuning/ folder: bnn-lab-report leaves the trials out of the study
 PARAMS_FILE = "params.json"
 _ABSENT = object()
 
@@ -144,6 +145,13 @@ def tune_arm(cfg: DictConfig, run_dir: Path, train: Callable[..., dict[str, Any]
     distributions = _distributions(space)
     folder = run_dir.parent / "tuning" / arm_key(cfg)
     folder.mkdir(parents=True, exist_ok=True)
+    marker = folder.parent / MARKER
+    if not marker.exists():
+        marker.write_text(
+            "Tuning trials of the study's arms (study.tune), one folder per arm: trials.json and a run folder "
+            "per trial, scored on the validation split. Not test runs: bnn-lab-report shows them through the "
+            "runs' metrics.json (tuning).\n"
+        )
     with run_lock(folder):
         record = folder / TRIALS_FILE
         trials: list[dict[str, Any]] = read_json(record, "tuning trials")["trials"] if record.is_file() else []
