@@ -94,6 +94,21 @@ def test_arms_paired_by_seed_against_the_study_baseline(tmp_path):
         build_studies(collect_runs(tmp_path), baseline="sign")
 
 
+def test_a_study_whose_preset_baseline_has_no_run_yet_is_reported_against_its_first_arm(tmp_path):
+    """A study still running (its preset's baseline not tested yet) is reported, against the first
+    arm, and says so; a --baseline that names no arm still fails."""
+    for seed, (a, b) in zip((1, 2, 3), ((0.80, 0.82), (0.85, 0.86), (0.90, 0.93))):
+        fake_run(tmp_path / f"{seed}_ste_s{seed}", "ste", seed, a, baseline="estimator=mlp", estimator="ste")
+        fake_run(tmp_path / f"{3 + seed}_fda_s{seed}", "fda", seed, b, baseline="estimator=mlp", estimator="fda")
+    [study] = build_studies(collect_runs(tmp_path))
+    assert study.baseline.label == "estimator=ste"
+    [comparison] = study.comparisons
+    assert comparison.diff.mean == pytest.approx(0.02)  # fda - ste: 0.02, 0.01, 0.03
+    assert study.notes == ["the preset's baseline estimator=mlp has no tested run yet: compared with estimator=ste"]
+    with pytest.raises(UserError, match="baseline 'estimator=mlp' is no arm"):
+        build_studies(collect_runs(tmp_path), baseline="estimator=mlp")
+
+
 def test_unequal_budgets_are_refused_and_reported(tmp_path):
     for seed, acc in zip((1, 2, 3), (0.80, 0.81, 0.82)):
         fake_run(tmp_path / f"a{seed}", "ste", seed, acc, steps=100, estimator="ste")

@@ -159,16 +159,24 @@ def _label_arms(groups: list[list[Run]], configs: list[dict[str, Any]]) -> list[
     return labels
 
 
-def _choose_baseline(arms: list[Arm], wanted: str | None, name: str | None) -> Arm:
+def _choose_baseline(arms: list[Arm], wanted: str | None, name: str | None, notes: list[str]) -> Arm:
+    """The arm named ``wanted`` (``--baseline``), else the one the runs' preset names
+    (``study.baseline``), else the first. A preset's baseline without a finished run yet (a study
+    still running) gives the first arm, said in ``notes``; a ``--baseline`` that names no arm fails."""
+    preset = None
+    if wanted is None and len(arms) == 1:
+        return arms[0]
     if wanted is None:
         named = {(r.config.get("study") or {}).get("baseline") for a in arms for r in a.runs} - {None}
         if len(named) == 1:
-            wanted = str(named.pop())
-    if wanted is None:
-        return arms[0]
+            preset = str(named.pop())
     for arm in arms:
-        if wanted in (arm.label, f"arm={arm.label}") or arm.label.removeprefix("arm=") == wanted:
+        if any(w in (arm.label, f"arm={arm.label}") or arm.label.removeprefix("arm=") == w for w in (wanted, preset)):
             return arm
+    if wanted is None:
+        if preset is not None:
+            notes.append(f"the preset's baseline {preset} has no tested run yet: compared with {arms[0].label}")
+        return arms[0]
     raise UserError(
         f"baseline {wanted!r} is no arm of {'study ' + name if name else 'these runs'}; "
         f"arms: {', '.join(a.label for a in arms)}"
@@ -208,7 +216,7 @@ def build_study(name: str | None, runs: list[Run], baseline: str | None = None) 
     arms = [a for a in arms if a.accs]
     if not arms:
         raise UserError("no run with a test/acc")
-    base = _choose_baseline(arms, baseline, name)
+    base = _choose_baseline(arms, baseline, name, notes)
     comparisons = []
     for arm in arms:
         if arm is base:
