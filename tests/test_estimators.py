@@ -301,3 +301,5 @@ def test_mlp_backward_equals_autograd_through_its_classifier(hidden, fused):
     reference = grads(lambda xi: torch.tanh(est.classifier(xi)))
     for got, want in zip(grads(est), reference):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4 * float(want.abs().max()))
+    if fused:  # the compiled loop ran, not its eager fallback
+        assert est.vjp.compiled is not None and not est.vjp.failed
