@@ -36,11 +36,21 @@ from .conv import (
 )
 from .packing import num_words, pack_signs, sign, unpack_signs
 from .pool import max_pool2d_clamp
-from .registry import BACKENDS, available_backends, binary_matmul, register_backend, resolve_backend
+from .registry import (
+    BACKENDS,
+    CONV_BACKENDS,
+    ConvImplementation,
+    available_backends,
+    binary_matmul,
+    register_backend,
+    resolve_backend,
+)
 
 __all__ = [
     "AffineEpilogue",
     "BACKENDS",
+    "CONV_BACKENDS",
+    "ConvImplementation",
     "PackedConv2dInput",
     "PackedConv2dWeight",
     "ThresholdEpilogue",

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .packing import num_words, pack_signs, unpack_signs
-from .registry import binary_matmul, resolve_backend
+from .registry import CONV_BACKENDS, ConvImplementation, binary_matmul, resolve_backend
 
 
 def words_per_pixel(channels: int) -> int:
@@ -445,13 +445,13 @@ class _ConvPlan:
         name = resolve_backend(backend, device)
         corr = pw.border_correction((h, w), stride, pads, dilation)
         plan = cls(name, stride, dilation, pads, out_hw, corr)
-        prepare = CONV_IMPLEMENTATIONS.get(name, GATHERED).prepare
+        prepare = CONV_BACKENDS.get(name, GATHERED).prepare
         if prepare is not None:
             prepare(plan, pw, n, h, w, device)
         return plan
 
 
-def _numba_plan(plan: _ConvPlan, pw: PackedConv2dWeight, n: int, h: int, w: int, device) -> None:
+def numba_plan(plan: _ConvPlan, pw: PackedConv2dWeight, n: int, h: int, w: int, device) -> None:
     """The ``cpu`` GEMM's layout of a convolution: it reads each patch straight from the packed input, per
     kernel row one run of kw pixels x pw64 words (dw == 1), or one segment per tap (dilated rows)."""
     from .backends import numba_cpu
@@ -524,7 +524,7 @@ def _pack_with_torch(x: torch.Tensor, pads, words: int) -> torch.Tensor:
     return F.pad(xb, (0, words - xb.shape[-1]))
 
 
-def _numba_conv(x, pw: PackedConv2dWeight, plan: _ConvPlan, n: int, epilogue, bit_pads):
+def numba_conv(x, pw: PackedConv2dWeight, plan: _ConvPlan, n: int, epilogue, bit_pads):
     """The ``cpu`` backend: numba GEMMs that read the patches from the packed input and apply the epilogue
     on their accumulators (int32 product, float32 affine (+ bits) or bits)."""
     from .backends import numba_cpu
@@ -595,26 +595,14 @@ def _gathered_conv(x, pw: PackedConv2dWeight, plan: _ConvPlan, n: int, epilogue,
     return _with_border(result, bit_pads) if isinstance(result, PackedConv2dInput) else result
 
 
-@dataclass(frozen=True)
-class ConvImplementation:
-    """How a backend runs a binary convolution: ``run(x, packed weight, plan, n, epilogue, bits' pads)``
-    returns what the entry point promises (int32, float32, float32 and bits, or bits); ``prepare(plan,
-    packed weight, n, h, w, device)``, if given, adds the backend's layouts to a new plan (cached)."""
-
-    run: object
-    prepare: object = None
-
-
-#: backend name -> its convolution; a backend not listed (``torch``, ``triton``, registered matmul
-#: backends) runs :data:`GATHERED`.
+#: the convolution of a backend without its own (``torch``, ``triton``, a matmul-only registered one)
 GATHERED = ConvImplementation(_gathered_conv)
-CONV_IMPLEMENTATIONS: dict[str, ConvImplementation] = {"cpu": ConvImplementation(_numba_conv, _numba_plan)}
 
 
 def _run(x, weight, stride, padding, dilation, kernel_size, backend, epilogue, out_padding):
     pw, plan, (n, _, _, _) = _conv_inputs(x, weight, kernel_size, stride, padding, dilation, backend)
     bit_pads = (0, 0, 0, 0) if out_padding is None else tuple(out_padding)
-    return CONV_IMPLEMENTATIONS.get(plan.backend, GATHERED).run(x, pw, plan, n, epilogue, bit_pads)
+    return CONV_BACKENDS.get(plan.backend, GATHERED).run(x, pw, plan, n, epilogue, bit_pads)
 
 
 def binary_conv2d(
@@ -645,7 +633,7 @@ def binary_conv2d(
         kernel_size: (kh, kw), needed only with flat packed weights.
         backend: a ``binary_matmul`` backend (``auto``: numba on CPU, triton on CUDA). The ``cpu``
             backend packs the input with numba and its GEMM reads the patches straight from the
-            packed input (:data:`CONV_IMPLEMENTATIONS`); the others gather them first.
+            packed input (:data:`~bnn_lab.kernels.registry.CONV_BACKENDS`); the others gather them first.
 
     Returns:
         int32 (N, O, H_out, W_out) on the input's device, in ``torch.channels_last``

@@ -1,9 +1,11 @@
 """Backend registry and the ``binary_matmul`` dispatcher.
 
 A backend is a function ``fn(a_bits, b_bits, k) -> int32 (M, N)`` that receives
-validated, contiguous int32 operands on one device. Each built-in backend lives in its
-own file under :mod:`bnn_lab.kernels.backends` and is imported on first use, so that
-``import bnn_lab.kernels`` needs neither numba nor triton.
+validated, contiguous int32 operands on one device, and optionally its own binary
+convolution (a :class:`ConvImplementation`, :data:`CONV_BACKENDS`); a backend without one
+convolves by gathering the patches for its matmul. Each built-in backend lives in its own
+file and is imported on first use, so that ``import bnn_lab.kernels`` needs neither numba
+nor triton.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import importlib
 import importlib.util
 import operator
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -20,15 +23,13 @@ from .packing import WORD_BITS
 BackendFn = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
-def _lazy(module: str, attr: str) -> BackendFn:
-    """A backend function that imports ``module`` the first time it is called."""
+def _lazy(module: str, attr: str) -> Callable:
+    """A function that imports ``module`` (relative to this package) the first time it is called."""
 
-    def call(a_bits: torch.Tensor, b_bits: torch.Tensor, k: int) -> torch.Tensor:
-        fn = getattr(importlib.import_module(module, __package__), attr)
-        return fn(a_bits, b_bits, k)
+    def call(*args):
+        return getattr(importlib.import_module(module, __package__), attr)(*args)
 
-    call.__name__ = attr
-    call.__qualname__ = attr
+    call.__name__ = call.__qualname__ = attr
     call.__doc__ = f"Lazily imported ``{module}.{attr}``."
     return call
 
@@ -41,11 +42,36 @@ BACKENDS: dict[str, BackendFn] = {
 }
 
 
-def register_backend(name: str, fn: BackendFn) -> None:
-    """Add (or replace) a backend ``fn(a_bits, b_bits, k) -> int32 (M, N)``."""
+@dataclass(frozen=True)
+class ConvImplementation:
+    """How a backend runs a binary convolution (``bnn_lab.kernels.conv``): ``run(x, packed weight,
+    plan, n, epilogue, bits' pads)`` returns what the entry point promises (int32, float32, float32
+    and bits, or bits); ``prepare(plan, packed weight, n, h, w, device)``, if given, adds the
+    backend's layouts to a new plan (cached with the weight)."""
+
+    run: Callable
+    prepare: Callable | None = None
+
+
+#: name -> the backend's own convolution; a backend not listed gathers the patches for its matmul
+#: (``bnn_lab.kernels.conv.GATHERED``).
+CONV_BACKENDS: dict[str, ConvImplementation] = {
+    "cpu": ConvImplementation(_lazy(".conv", "numba_conv"), _lazy(".conv", "numba_plan")),
+}
+
+
+def register_backend(name: str, fn: BackendFn, conv: ConvImplementation | None = None) -> None:
+    """Add (or replace) a backend ``fn(a_bits, b_bits, k) -> int32 (M, N)``, with its own binary
+    convolution ``conv`` (None: convolutions gather the patches for ``fn``)."""
     if name == "auto":
         raise ValueError("'auto' is reserved")
+    if conv is not None and not isinstance(conv, ConvImplementation):
+        raise TypeError(f"conv must be a ConvImplementation, got {type(conv).__name__}")
     BACKENDS[name] = fn
+    if conv is None:
+        CONV_BACKENDS.pop(name, None)
+    else:
+        CONV_BACKENDS[name] = conv
 
 
 def available_backends() -> list[str]:

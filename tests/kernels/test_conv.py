@@ -291,3 +291,37 @@ def test_each_entry_point_takes_its_own_epilogue():
     with pytest.raises(TypeError, match="takes a ThresholdEpilogue, got AffineEpilogue"):
         binary_conv2d_bits(x, pw, AffineEpilogue(scale, bias), padding=1, backend="torch")
     assert binary_conv2d(x, pw, padding=1, backend="torch").dtype == torch.int32
+
+
+def test_a_registered_backend_runs_its_own_convolution_else_gathers_for_its_matmul():
+    """register_backend(name, matmul, conv=...) puts the convolution beside the matmul; without one,
+    the backend's convolutions gather the patches for its matmul. Both exact."""
+    from bnn_lab.kernels import BACKENDS, CONV_BACKENDS, ConvImplementation, register_backend
+    from bnn_lab.kernels.backends.torch_ref import binary_matmul_torch
+    from bnn_lab.kernels.conv import GATHERED
+
+    calls = {"conv": 0, "matmul": 0}
+
+    def matmul(a, b, k):
+        calls["matmul"] += 1
+        return binary_matmul_torch(a, b, k)
+
+    def own(*args):
+        calls["conv"] += 1
+        return GATHERED.run(*args)
+
+    x, w = torch.randn(2, 40, 9, 8), torch.randn(6, 40, 3, 3)
+    ref = conv_ref(x, w, 2, 1, 1)
+    try:
+        register_backend("counting", matmul, conv=ConvImplementation(own))
+        assert torch.equal(binary_conv2d(x, w, 2, 1, backend="counting"), ref)
+        assert calls == {"conv": 1, "matmul": 1}
+        register_backend("counting", matmul)
+        assert "counting" not in CONV_BACKENDS
+        assert torch.equal(binary_conv2d(x, w, 2, 1, backend="counting"), ref)
+        assert calls == {"conv": 1, "matmul": 2}
+        with pytest.raises(TypeError, match="conv must be a ConvImplementation"):
+            register_backend("counting", matmul, conv=own)
+    finally:
+        BACKENDS.pop("counting", None)
+        CONV_BACKENDS.pop("counting", None)
