@@ -21,6 +21,7 @@ Public API:
   the next binary convolution's packed input.
 """
 
+from . import reference
 from .conv import (
     AffineEpilogue,
     PackedConv2dInput,
@@ -66,6 +67,7 @@ __all__ = [
     "pack_conv2d_input",
     "pack_conv2d_weight",
     "pack_signs",
+    "reference",
     "register_backend",
     "resolve_backend",
     "sign",
