@@ -156,3 +156,19 @@ def test_the_arms_that_declare_knobs_name_keys_their_configuration_has():
     assert set(spaces["methods_adambnn"]) == {"optimizer.lr"}  # its default lr is the knob the docs trace
     with pytest.raises(ConfigError, match="no key loss.lcr.wieght"):
         search_space(_composed("+study.tune_space={loss.lcr.wieght: {low: 1, high: 2}}"))
+
+
+def test_recorded_trials_outside_todays_search_space_are_refused_in_one_line(tmp_path):
+    """A tuning folder whose trial lies outside the space (study.tune_space or tune_lr_factor changed
+    since, which do not rename the arm) is refused with what to do, not with the sampler's error."""
+    from bnn_lab.errors import UserError
+    from bnn_lab.training import tuning
+
+    cfg = _composed(*FAST, "logger=none", "study.tune=1", "seed=1")
+    run_dir = tmp_path / "sweep" / "0_run"
+    folder = run_dir.parent / "tuning" / tuning.arm_key(cfg)
+    folder.mkdir(parents=True)
+    trial = {"trial": 0, "params": {"optimizer.lr": 10.0}, "val/acc": 0.5, "seed": TUNE_SEED, "global_steps": 41}
+    (folder / "trials.json").write_text(json.dumps({"arm": folder.name, "space": {}, "trials": [trial]}))
+    with pytest.raises(UserError, match="outside the search space.*remove its tuning folder"):
+        tuning.tune_arm(cfg, run_dir, lambda *a, **k: pytest.fail("nothing should train"))

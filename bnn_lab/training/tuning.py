@@ -122,9 +122,15 @@ def _tell(study, asked, trial: dict[str, Any], distributions) -> None:
         return
     import optuna
 
-    study.add_trial(
-        optuna.trial.create_trial(params=trial["params"], distributions=distributions, value=trial["val/acc"])
-    )
+    try:
+        params, value = trial["params"], trial["val/acc"]
+        recorded = optuna.trial.create_trial(params=params, distributions=distributions, value=value)
+    except ValueError as exc:  # a setting outside today's space: study.tune_space or tune_lr_factor changed
+        raise UserError(
+            f"a recorded tuning trial {trial['params']} lies outside the search space {distributions}: the space "
+            "changed since the arm was tuned; remove its tuning folder to tune it again"
+        ) from exc
+    study.add_trial(recorded)
 
 
 def tune_arm(cfg: DictConfig, run_dir: Path, train: Callable[..., dict[str, Any]]) -> tuple[DictConfig, dict[str, Any]]:
