@@ -38,6 +38,7 @@ def fake_run(
     study: str = "demo",
     baseline: str | None = None,
     estimator: str = "ste",
+    extra: tuple[str, ...] = (),
 ) -> None:
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(
@@ -66,7 +67,7 @@ def fake_run(
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     (folder / ".hydra").mkdir()
     (folder / ".hydra" / "overrides.yaml").write_text(
-        yaml.safe_dump([f"estimator={estimator}", f"seed={seed}", "experiment=demo"])
+        yaml.safe_dump([f"estimator={estimator}", f"seed={seed}", "experiment=demo", *extra])
     )
 
 
@@ -107,6 +108,19 @@ def test_a_study_whose_preset_baseline_has_no_run_yet_is_reported_against_its_fi
     assert study.notes == ["the preset's baseline estimator=mlp has no tested run yet: compared with estimator=ste"]
     with pytest.raises(UserError, match="baseline 'estimator=mlp' is no arm"):
         build_studies(collect_runs(tmp_path), baseline="estimator=mlp")
+
+
+def test_parts_of_a_grid_started_with_other_bookkeeping_form_the_same_arms(tmp_path):
+    """One part of a study started with resume=true and a checkpoint interval, the other without:
+    the arms are named by what makes them arms (the estimator), and the preset's baseline is found."""
+    bookkeeping = ("resume=true", "checkpoint.every_n_train_steps=60", "study.tune=6", "+hydra.job.chdir=false")
+    for seed, (a, b) in zip((1, 2, 3), ((0.80, 0.82), (0.85, 0.86), (0.90, 0.93))):
+        ste = {"baseline": "estimator=ste", "estimator": "ste", "extra": bookkeeping}
+        fake_run(tmp_path / "a" / f"s{seed}", "ste", seed, a, **ste)
+        fake_run(tmp_path / "b" / f"s{seed}", "fda", seed, b, baseline="estimator=ste", estimator="fda")
+    [study] = build_studies(collect_runs(tmp_path))
+    assert [a.label for a in study.arms] == ["estimator=ste", "estimator=fda"]
+    assert study.baseline.label == "estimator=ste" and not study.notes
 
 
 def test_unequal_budgets_are_refused_and_reported(tmp_path):

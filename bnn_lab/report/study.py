@@ -129,10 +129,18 @@ class Study:
         return list(seen.values())
 
 
+def _arm_override(override: str) -> bool:
+    """False for the command-line overrides that make no arm: Hydra's own, the seed, bookkeeping
+    (``resume=true``, ``checkpoint.*``, ``study.*``...), so that parts of one grid started with
+    different bookkeeping still form the same arms."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    return not key.startswith("hydra.") and not _ignored(key)
+
+
 def _override_labels(groups: list[list[Run]]) -> list[str] | None:
     if any(r.overrides is None for g in groups for r in g):
         return None
-    per_group = [{o for o in g[0].overrides if not o.startswith(("seed=", "hydra.", "+hydra."))} for g in groups]
+    per_group = [{o for o in g[0].overrides if _arm_override(o)} for g in groups]
     common = set.intersection(*per_group) if per_group else set()
     labels = [" ".join(o.removeprefix("arm=") for o in sorted(s - common)) for s in per_group]
     return labels if all(labels) and len(set(labels)) == len(labels) else None
