@@ -219,6 +219,11 @@ class Rewrite:
     folds: bool = True  # skipped with fold_bn=False
 
 
+def _on_graph(fn: Callable[..., Any], *args) -> Callable[[fx.GraphModule, GraphReport], Any]:
+    """A pass that reads only the graph (``fn(gm, *args)``), in the table's ``run(gm, report)`` form."""
+    return lambda gm, report: fn(gm, *args)
+
+
 # In order: each pass sees the graph the ones before it left. docs/deployment.md lists the kernels.
 REWRITES: tuple[Rewrite, ...] = (
     Rewrite(
@@ -232,45 +237,45 @@ REWRITES: tuple[Rewrite, ...] = (
         "folded_batchnorms",
         "packed conv -> BatchNorm2d",
         "the conv's affine epilogue",
-        lambda gm, r: fold_packed_batchnorms(gm),
+        _on_graph(fold_packed_batchnorms),
     ),
-    Rewrite(None, "Identity, Dropout", "(removed)", lambda gm, r: drop_identities(gm)),
+    Rewrite(None, "Identity, Dropout", "(removed)", _on_graph(drop_identities)),
     Rewrite(
         "folded_float_batchnorms",
         "float conv -> BatchNorm2d",
         "the conv's weight and bias",
-        lambda gm, r: fold_float_batchnorms(gm),
+        _on_graph(fold_float_batchnorms),
     ),
     Rewrite(
         "pools_first",
         "clamping activation -> MaxPool2d",
         "MaxPool2d -> activation",
-        lambda gm, r: pool_before_activation(gm),
+        _on_graph(pool_before_activation),
     ),
     Rewrite(
         "fused_residuals",
         "packed conv -> + residual -> clamping activation",
         "PackedConv2dResidual: all in the epilogue",
-        lambda gm, r: fuse_residuals(gm),
+        _on_graph(fuse_residuals),
     ),
     Rewrite(
         "residual_bits",
         "PackedConv2dResidual -> packed conv",
         "the epilogue also packs the next conv's input",
-        lambda gm, r: hand_bits_to_next(gm),
+        _on_graph(hand_bits_to_next),
     ),
-    Rewrite("fused_pools", "MaxPool2d -> clamping activation", "PooledClamp: one pass", lambda gm, r: fuse_pooling(gm)),
+    Rewrite("fused_pools", "MaxPool2d -> clamping activation", "PooledClamp: one pass", _on_graph(fuse_pooling)),
     Rewrite(
         "pool_bits",
         "PooledClamp -> packed conv",
         "the pass also packs the next conv's input",
-        lambda gm, r: hand_bits_to_next(gm, (PooledClamp,)),
+        _on_graph(hand_bits_to_next, (PooledClamp,)),
     ),
     Rewrite(
         "inplace_ops",
         "float additions and activations",
         "in place where the input has no other reader",
-        lambda gm, r: inplace_float_ops(gm),
+        _on_graph(inplace_float_ops),
     ),
 )
 
