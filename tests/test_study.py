@@ -123,6 +123,23 @@ def test_parts_of_a_grid_started_with_other_bookkeeping_form_the_same_arms(tmp_p
     assert study.baseline.label == "estimator=ste" and not study.notes
 
 
+def test_arms_of_one_estimator_keep_their_own_rows_in_the_per_configuration_table(tmp_path):
+    """Two methods that both train with the STE (say a plain arm and RBONN): the summary table
+    gives each arm its own mean, not one row of six runs."""
+    for seed, (a, b) in zip((1, 2, 3), ((0.80, 0.70), (0.82, 0.72), (0.84, 0.74))):
+        for arm, acc in (("plain", a), ("rbonn", b)):
+            fake_run(tmp_path / f"{arm}{seed}", arm, seed, acc, extra=(f"arm={arm}",))
+            config = yaml.safe_load((tmp_path / f"{arm}{seed}" / "config.yaml").read_text())
+            config["binarize"] = {"scale": {"name": "none" if arm == "plain" else "rbonn"}}
+            (tmp_path / f"{arm}{seed}" / "config.yaml").write_text(yaml.safe_dump(config))
+    build_report(tmp_path, tmp_path / "report")
+    table = (tmp_path / "report" / "report.md").read_text().split("per configuration")[1].split("## Runs")[0]
+    rows = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in table.splitlines() if "| demo" in line}
+    assert sorted(rows) == ["demo: plain", "demo: rbonn"]
+    assert [rows["demo: plain"][i] for i in (5, 6)] == ["3", "82.00"]  # runs, mean (%)
+    assert [rows["demo: rbonn"][i] for i in (5, 6)] == ["3", "72.00"]
+
+
 def test_unequal_budgets_are_refused_and_reported(tmp_path):
     for seed, acc in zip((1, 2, 3), (0.80, 0.81, 0.82)):
         fake_run(tmp_path / f"a{seed}", "ste", seed, acc, steps=100, estimator="ste")

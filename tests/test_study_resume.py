@@ -79,3 +79,7 @@ def test_only_a_finished_run_of_the_same_configuration_is_skipped(tmp_path):
     (tmp_path / "metrics.json").write_text("{}")
     assert finished_with(tmp_path, OmegaConf.merge(cfg, {"resume": True}))
     assert not finished_with(tmp_path, OmegaConf.merge(cfg, {"resume": True, "trainer": {"max_epochs": 3}}))
+    # continued with a checkpoint interval (what the docs advise): still finished, nothing to train
+    interval = {"resume": True, "checkpoint": {"every_n_train_steps": 60}}
+    assert finished_with(tmp_path, OmegaConf.merge(cfg, interval))
+    assert not finished_with(tmp_path, OmegaConf.merge(cfg, interval, {"seed": 2}))

@@ -46,17 +46,20 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def summary_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean, spread and best test accuracy of each estimator x arch x distill x data, over seeds."""
+def summary_rows(rows: list[dict[str, Any]], arm_of: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Mean, spread and best test accuracy of each arm x estimator x arch x distill x data, over
+    seeds; ``arm_of`` names each run's study arm (runs of one estimator that differ in optimizer,
+    scale or loss are different arms and must not share a row)."""
+    arm_of = arm_of or {}
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
-        groups[tuple(row[k] for k in GROUP_KEYS)].append(row)
+        groups[(arm_of.get(row["run"], ""), *(row[k] for k in GROUP_KEYS))].append(row)
     out = []
     for key, members in sorted(groups.items(), key=lambda kv: [str(k) for k in kv[0]]):
         accs = [r["test_acc"] for r in members if r["test_acc"] is not None]
         out.append(
             {
-                **dict(zip(GROUP_KEYS, key)),
+                **dict(zip(("arm", *GROUP_KEYS), key)),
                 "runs": len(members),
                 "test_acc_mean": statistics.fmean(accs) if accs else None,
                 "test_acc_std": statistics.stdev(accs) if len(accs) > 1 else None,
@@ -79,15 +82,21 @@ def write_markdown(
     untuned = {s.name: s for s, _ in studies if not s.tuned}
     for study, study_plots in studies:
         parts += study_markdown(study, study_plots, untuned.get(study.name) if study.tuned else None)
-    summary = summary_rows(rows)
+    arm_of = {
+        run.name: f"{study.name or 'runs'}{' (tuned)' if study.tuned else ''}: {arm.label}"
+        for study, _ in studies
+        for arm in study.arms
+        for run in arm.runs
+    }
+    summary = summary_rows(rows, arm_of)
     if summary:
         parts += ["## Test accuracy (%) per configuration, over seeds", ""]
-        header = [*GROUP_KEYS, "runs", "mean", "std", "best", "size deployed (MB)"]
+        header = ["arm", *GROUP_KEYS, "runs", "mean", "std", "best", "size deployed (MB)"]
         parts.append(
             markdown_table(
                 header,
                 [
-                    [_fmt(s[k]) for k in GROUP_KEYS]
+                    [_fmt(s[k]) for k in ("arm", *GROUP_KEYS)]
                     + [
                         str(s["runs"]),
                         _fmt(s["test_acc_mean"], "test_acc"),

@@ -52,6 +52,10 @@ BOOKKEEPING_KEYS = (
     "trainer.log_every_n_steps",
 )
 
+# keys that change no file a finished run left but its checkpoints: continuing a study with a
+# checkpoint interval (as docs/results.md advises) must not train its finished runs again
+NOT_A_FINISHED_RUN = ("checkpoint", "data.num_workers", "trainer.enable_progress_bar", "keep_freed_memory")
+
 
 def config_digest(cfg: DictConfig, without: tuple[str, ...]) -> str:
     """12 hex digits of the SHA-256 of ``cfg`` (resolved) without the dotted keys ``without``:
@@ -78,6 +82,10 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
             out.update(flatten(v, f"{prefix}{k}."))
         return out
     return {prefix[:-1]: obj}
+
+
+def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+    return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
 def config_changes(saved_yaml: Path, cfg: DictConfig) -> list[str]:
@@ -114,13 +122,13 @@ def holds_a_run(run_dir: Path) -> bool:
 
 def finished_with(run_dir: Path, cfg: DictConfig) -> bool:
     """True when ``run_dir`` holds a finished run (metrics.json) of exactly this configuration
-    (``resume`` aside): what ``resume=true`` then has to do is nothing. A study run again with
+    (``resume`` and the keys of :data:`NOT_A_FINISHED_RUN` aside): what ``resume=true`` then has
+    to do is nothing. A study run again with
     ``resume=true`` skips its finished runs this way."""
-    return (
-        (run_dir / "metrics.json").is_file()
-        and (run_dir / "config.yaml").is_file()
-        and not config_changes(run_dir / "config.yaml", cfg)
-    )
+    if not ((run_dir / "metrics.json").is_file() and (run_dir / "config.yaml").is_file()):
+        return False
+    changes = config_changes(run_dir / "config.yaml", cfg)
+    return all(_under(change.split(":")[0], NOT_A_FINISHED_RUN) for change in changes)
 
 
 def is_other_rank() -> bool:
