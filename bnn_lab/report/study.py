@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UserError
-from ..training.safety.run_dir import BOOKKEEPING_KEYS
+from ..training.safety.run_dir import BOOKKEEPING_KEYS, under
 from ..training.safety.run_dir import flatten as _flat
 from .collect import Run, natural_key
 from .stats import Estimate, estimate, paired_difference, verdict
@@ -33,7 +33,7 @@ BUDGET_KEYS = ("data", "batch", "steps", "epochs")
 
 
 def _ignored(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in NOT_AN_ARM)
+    return under(key, NOT_AN_ARM)
 
 
 def arm_config(run: Run) -> dict[str, Any]:

@@ -84,7 +84,8 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: obj}
 
 
-def _under(key: str, prefixes: tuple[str, ...]) -> bool:
+def under(key: str, prefixes: tuple[str, ...]) -> bool:
+    """True when the dotted ``key`` is one of ``prefixes`` or lies inside one."""
     return any(key == p or key.startswith(p + ".") for p in prefixes)
 
 
@@ -123,12 +124,11 @@ def holds_a_run(run_dir: Path) -> bool:
 def finished_with(run_dir: Path, cfg: DictConfig) -> bool:
     """True when ``run_dir`` holds a finished run (metrics.json) of exactly this configuration
     (``resume`` and the keys of :data:`NOT_A_FINISHED_RUN` aside): what ``resume=true`` then has
-    to do is nothing. A study run again with
-    ``resume=true`` skips its finished runs this way."""
+    to do is nothing. A study run again with ``resume=true`` skips its finished runs this way."""
     if not ((run_dir / "metrics.json").is_file() and (run_dir / "config.yaml").is_file()):
         return False
     changes = config_changes(run_dir / "config.yaml", cfg)
-    return all(_under(change.split(":")[0], NOT_A_FINISHED_RUN) for change in changes)
+    return all(under(change.split(":")[0], NOT_A_FINISHED_RUN) for change in changes)
 
 
 def is_other_rank() -> bool:
@@ -148,7 +148,7 @@ def check_run_dir(run_dir: Path, cfg: DictConfig, warn: bool = True) -> None:
             )
         return
     changes = config_changes(run_dir / "config.yaml", cfg)
-    fatal = [c for c in changes if any(c.split(":")[0] == k or c.startswith(k + ".") for k in MODEL_KEYS)]
+    fatal = [c for c in changes if under(c.split(":")[0], MODEL_KEYS)]
     if fatal:
         raise ConfigError(
             f"resume=true with another network or data than the run in {run_dir} "
