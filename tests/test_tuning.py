@@ -172,3 +172,43 @@ def test_recorded_trials_outside_todays_search_space_are_refused_in_one_line(tmp
     (folder / "trials.json").write_text(json.dumps({"arm": folder.name, "space": {}, "trials": [trial]}))
     with pytest.raises(UserError, match="outside the search space.*remove its tuning folder"):
         tuning.tune_arm(cfg, run_dir, lambda *a, **k: pytest.fail("nothing should train"))
+
+
+def test_a_tuned_distillation_arm_learns_from_the_teacher_its_seed_shares():
+    """Tuning LCR's learning rate must not retrain its teacher at that rate: the tuned arm's cached
+    teacher is the untuned arm's and the KD arm's (one per seed), and its own optimizer is tuned."""
+    from omegaconf import OmegaConf
+
+    from bnn_lab.training.teacher_cache import teacher_config, teacher_key
+    from bnn_lab.training.tuning import with_params
+
+    lcr = _composed("experiment=study_methods", "arm=methods_lcr")
+    kd = _composed("experiment=study_methods", "arm=methods_kd")
+    setting = {"optimizer.lr": 0.0423, "loss.lcr.weight": 5.85e-7}
+    tuned = with_params(lcr, setting)
+    assert tuned.optimizer.lr == 0.0423 and tuned.loss.lcr.weight == 5.85e-7
+    assert OmegaConf.to_container(tuned.distill.teacher.overrides) == {"optimizer.lr": lcr.optimizer.lr}
+    shared = teacher_key(teacher_config(kd))
+    assert teacher_key(teacher_config(lcr)) == shared == teacher_key(teacher_config(tuned))
+    assert teacher_config(tuned).optimizer.lr == lcr.optimizer.lr
+    unpinned = OmegaConf.create(OmegaConf.to_container(lcr, resolve=True))
+    OmegaConf.update(unpinned, "optimizer.lr", 0.0423, merge=False)
+    assert teacher_key(teacher_config(unpinned)) != shared  # what the tuned arm trained against before
+    plain = with_params(_composed("experiment=study_methods", "arm=methods_plain"), {"optimizer.lr": 0.0423})
+    assert "teacher" not in plain.distill  # no teacher, nothing pinned
+
+
+def test_teacher_overrides_change_the_teachers_run_and_refuse_the_students_keys():
+    from omegaconf import OmegaConf
+
+    from bnn_lab.training.teacher_cache import teacher_config
+
+    cfg = _composed("experiment=study_methods", "arm=methods_kd")
+    OmegaConf.set_struct(cfg, False)
+    OmegaConf.update(cfg, "distill.teacher.overrides", {"optimizer.lr": 0.5, "trainer.max_epochs": 7}, merge=False)
+    teacher = teacher_config(cfg)
+    assert teacher.optimizer.lr == 0.5 and teacher.trainer.max_epochs == 7 and cfg.optimizer.lr != 0.5
+    for key in ("loss.kd.weight", "estimator.name", "optimizer.lrr"):
+        OmegaConf.update(cfg, "distill.teacher.overrides", {key: 1.0}, merge=False)
+        with pytest.raises(ConfigError, match=f"distill.teacher.overrides.{key}: not a value of the teacher"):
+            teacher_config(cfg)

@@ -2,7 +2,8 @@
 
 A distillation run without ``distill.teacher.ckpt`` needs the full-precision network of its own
 configuration. Its training run is described by :func:`teacher_config` (the student's config
-with ``precision=fp``, no distillation, ``distill.teacher.epochs`` epochs) and stored under
+with ``precision=fp``, no distillation, ``distill.teacher.epochs`` epochs, then
+``distill.teacher.overrides``) and stored under
 ``<cache>/<arch>-<data>-s<seed>-<key>/``, a complete run directory, where ``key`` hashes every
 value that decides the teacher's weights (architecture, data and split, seed, epochs, optimizer,
 schedule, trainer limits); the student's estimator, binarization and distillation weights do
@@ -31,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from ..files import read_json, write_json
-from .safety.run_dir import BOOKKEEPING_KEYS, config_digest, is_other_rank
+from .safety.run_dir import BOOKKEEPING_KEYS, config_digest, is_other_rank, under
 
 log = logging.getLogger(__name__)
 ENV = "BNN_LAB_TEACHERS"
@@ -41,6 +42,7 @@ MARKER = "bnn-lab-teachers.txt"  # in the cache root: bnn-lab-report leaves the 
 # student's distillation and stages, and what changes no network (bookkeeping, paths, speed)
 NOT_IN_KEY = ("estimator", "binarize", "distill", "stages", *BOOKKEEPING_KEYS)
 TEACHER_TERMS = {"ce": 1.0}  # a teacher trains on plain cross-entropy: the student's terms are not its own
+_ABSENT = object()
 WAIT_S = 24 * 3600  # a DDP rank other than 0 waits this long at most for rank 0's rename
 
 
@@ -92,7 +94,37 @@ def teacher_config(cfg: DictConfig) -> DictConfig:
     teacher.trainer.max_epochs = epochs
     teacher.export.packed = False
     teacher.logger = {"name": "csv"}
+    overrides = (cfg.distill.get("teacher") or {}).get("overrides") or {}
+    for key, value in (OmegaConf.to_container(overrides) if OmegaConf.is_config(overrides) else overrides).items():
+        if OmegaConf.select(teacher, key, default=_ABSENT) is _ABSENT or under(key, NOT_IN_KEY):
+            raise ConfigError(
+                f"distill.teacher.overrides.{key}: not a value of the teacher's run (it has optimizer, scheduler, "
+                "trainer, data and arch keys; the student's distillation, estimator and binarization are not its own)"
+            )
+        OmegaConf.update(teacher, key, value, merge=False)
     return teacher
+
+
+def pin_teacher(untuned: DictConfig, tuned: DictConfig, keys) -> DictConfig:
+    """``tuned`` whose cached teacher trains at ``untuned``'s values of ``keys`` (those that enter
+    the teacher's run), recorded as ``distill.teacher.overrides``. A tuned distillation arm then
+    learns from the teacher every arm of its seed shares, not from one retrained at the student's
+    tuned learning rate."""
+    if str(tuned.distill.get("name", "none")) == "none" or (tuned.distill.get("teacher") or {}).get("ckpt"):
+        return tuned
+    if cache_dir(tuned) is None:
+        return tuned
+    own = teacher_config(untuned)
+    pinned = {
+        key: OmegaConf.select(own, key)
+        for key in keys
+        if not under(key, NOT_IN_KEY) and OmegaConf.select(own, key, default=_ABSENT) is not _ABSENT
+    }
+    if not pinned:
+        return tuned
+    out = OmegaConf.create(OmegaConf.to_container(tuned, resolve=True))
+    OmegaConf.update(out, "distill.teacher.overrides", {**pinned}, merge=False)
+    return out
 
 
 def teacher_key(teacher_cfg: DictConfig) -> str:

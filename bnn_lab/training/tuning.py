@@ -11,6 +11,8 @@ RBONN's lambda, a loss term's weight). The run then trains at the best trial's s
 its own seed and is tested once. The trials of an arm are shared by its seeds (the first run
 of the arm tunes, under a lock, the others reuse ``tuning/<arm>/trials.json``), and a stopped
 tuning continues where it was: finished trials are kept, a cut one resumes with its setting.
+A distillation arm's trials and runs learn from the teacher of the arm's untuned setting, the one
+every arm of the seed shares (:func:`~.teacher_cache.pin_teacher`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from ..errors import ConfigError, UserError
 from ..files import read_json, write_json
 from .safety.run_dir import BOOKKEEPING_KEYS, config_digest, holds_a_run
 from .safety.run_lock import run_lock
+from .teacher_cache import pin_teacher
 
 log = logging.getLogger(__name__)
 TUNE_SEED = 10_000  # trial k trains with seed TUNE_SEED + k; a study's own seeds stay below
@@ -77,10 +80,11 @@ def arm_key(cfg: DictConfig) -> str:
 
 
 def with_params(cfg: DictConfig, params: dict[str, float]) -> DictConfig:
+    """``cfg`` at a trial's setting; its cached teacher stays the arm's own (:func:`pin_teacher`)."""
     out = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     for key, value in params.items():
         OmegaConf.update(out, key, value, merge=False)
-    return out
+    return pin_teacher(cfg, out, params)
 
 
 def _distributions(space: dict[str, tuple[float, float, bool]]):
