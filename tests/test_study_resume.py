@@ -83,3 +83,27 @@ def test_only_a_finished_run_of_the_same_configuration_is_skipped(tmp_path):
     interval = {"resume": True, "checkpoint": {"every_n_train_steps": 60}}
     assert finished_with(tmp_path, OmegaConf.merge(cfg, interval))
     assert not finished_with(tmp_path, OmegaConf.merge(cfg, interval, {"seed": 2}))
+
+
+def test_a_sweep_skips_the_run_another_process_is_training(tmp_path):
+    """The same study started twice shares its runs: a job whose folder another live process holds is
+    skipped (not an error that ends the sweep), and the next command with resume=true trains it."""
+    import os
+
+    from bnn_lab.training.safety.run_lock import run_lock
+
+    sweep = tmp_path / "sweep"
+    busy = sweep / "0_fda_fda_ste_s1"
+    study = [*STUDY, "study.epochs=1", f"hydra.sweep.dir={sweep}", "resume=true"]
+    with run_lock(busy):  # this test process stands for the other command, training job 0
+        proc = bnn_lab(*study, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        assert f"bnn-lab: skipped {busy.name}: process {os.getpid()} is training {busy}" in proc.stdout
+        first, second = jobs(sweep)
+        assert first == busy and not (first / "metrics.json").exists()
+        assert json.loads((second / "metrics.json").read_text())["global_steps"] == STEPS_PER_EPOCH
+    proc = bnn_lab(*study, cwd=tmp_path)  # the other process is gone: its run is trained now
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "skipped" not in proc.stdout
+    assert json.loads((first / "metrics.json").read_text())["global_steps"] == STEPS_PER_EPOCH
+    assert f"{second} already finished with this configuration" in (second / "bnn-lab.log").read_text()

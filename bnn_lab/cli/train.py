@@ -1,4 +1,8 @@
-"""``bnn-lab``: the Hydra app that trains one configuration (or a sweep with ``-m``)."""
+"""``bnn-lab``: the Hydra app that trains one configuration (or a sweep with ``-m``).
+
+In a sweep, a job whose run directory (or arm's tuning) another live process is training is
+skipped, not an error: the same ``-m ... resume=true`` command started twice shares the sweep's
+runs between the two processes, each taking the next run nobody has finished or started."""
 
 from __future__ import annotations
 
@@ -7,10 +11,12 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from .. import config_resolvers  # noqa: F401  (resolvers of conf/)
 from ..third_party import silence_known_noise
+from ..training.safety.run_lock import RunDirInUse
 from .errors import user_errors
 from .overrides import check_composition, check_group_choices
 from .resume import expand_resume
@@ -34,8 +40,14 @@ def _app(cfg: DictConfig) -> float | None:
         from ..training.tuning import tune_arm
 
         run_dir = Path(HydraConfig.get().runtime.output_dir)
-        cfg, tuning = tune_arm(cfg, run_dir, train)  # study.tune: the arm's best setting first
-        metrics = train(cfg, run_dir, tuning=tuning)
+        try:
+            cfg, tuning = tune_arm(cfg, run_dir, train)  # study.tune: the arm's best setting first
+            metrics = train(cfg, run_dir, tuning=tuning)
+        except RunDirInUse as exc:
+            if HydraConfig.get().mode != RunMode.MULTIRUN:
+                raise
+            print(f"bnn-lab: skipped {run_dir.name}: {exc.holder}", flush=True)
+            return None
         acc = metrics.get("test/acc")
         print(f"test/acc = {acc:.4f}  (run directory: {run_dir})", flush=True)
         return metrics.get("val/acc")  # what hyper-parameter sweepers optimize

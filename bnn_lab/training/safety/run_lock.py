@@ -24,7 +24,11 @@ LOCK = ".bnn-lab.lock"
 
 
 class RunDirInUse(ConfigError):
-    """Another live process is writing the run directory."""
+    """Another live process is writing the run directory; ``holder`` says which, in a few words."""
+
+    def __init__(self, message: str, holder: str = "") -> None:
+        super().__init__(message)
+        self.holder = holder or message
 
 
 def _try_lock(fh) -> bool:
@@ -42,7 +46,8 @@ def _refuse(run_dir: Path, fh) -> RunDirInUse:
     pid = fh.read().strip() or "unknown"
     return RunDirInUse(
         f"{run_dir} is being written by a live run (process {pid}); wait for it to end or stop it, "
-        "or give another hydra.run.dir"
+        "or give another hydra.run.dir",
+        holder=f"process {pid} is training {run_dir}",
     )
 
 
