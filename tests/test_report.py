@@ -101,3 +101,22 @@ def test_console_script_is_declared():
     assert scripts.get("bnn-lab-report") == "bnn_lab.report:main"
     module, func = scripts["bnn-lab-report"].split(":")
     assert getattr(importlib.import_module(module), func) is main
+
+
+def test_the_finished_stages_of_a_run_still_training_are_not_runs(tmp_path):
+    """A progressive recipe part-way: its stage folders hold their own metrics.json, but the run is
+    not finished; the report counts the finished runs only (it once showed such a stage as an arm)."""
+    from bnn_lab.report.collect import find_run_dirs
+
+    done = tmp_path / "0_real2bin_r2b_plain_s1"
+    training = tmp_path / "12_real2bin_r2b_progressive_s1"
+    for folder in (done, training):
+        folder.mkdir()
+        (folder / "config.yaml").write_text("seed: 1\n")
+    (done / "metrics.json").write_text('{"test/acc": 0.87}')
+    for stage in ("0_fp", "1_soft"):
+        (training / "stages" / stage).mkdir(parents=True)
+        (training / "stages" / stage / "metrics.json").write_text('{"test/acc": 0.90}')
+    assert find_run_dirs(tmp_path) == [done]
+    (training / "metrics.json").write_text('{"test/acc": 0.86}')  # its last stage ends: one run more
+    assert find_run_dirs(tmp_path) == [done, training]

@@ -124,7 +124,8 @@ def natural_key(text: str) -> list:
 
 def find_run_dirs(root: Path) -> list[Path]:
     """Every folder under ``root`` (``root`` included) with a metrics.json, except the
-    per-stage folders inside a run (``stages/<n>_<name>/``), which belong to their run, a
+    per-stage folders inside a run (``stages/<n>_<name>/``), which belong to their run
+    (finished or still training its later stages), a
     teacher cache (a folder with bnn-lab-teachers.txt): teachers are shown as the cost of
     the runs that used them, and a sweep's tuning trials (a folder with bnn-lab-tuning.txt):
     they are scored on validation, never tested, and shown through the runs' ``tuning``."""
@@ -134,6 +135,8 @@ def find_run_dirs(root: Path) -> list[Path]:
         folder = path.parent
         if any(folder.is_relative_to(r) and folder != r for r in runs) or any(folder.is_relative_to(c) for c in caches):
             continue
+        if folder.parent.name == "stages" and (folder.parent.parent / "config.yaml").is_file():
+            continue  # a stage of a run that has not finished yet
         runs.append(folder)
     return sorted(runs, key=lambda p: natural_key(str(p)))
 
