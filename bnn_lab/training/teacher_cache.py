@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError
 from ..files import read_json, write_json
-from .safety.run_dir import BOOKKEEPING_KEYS, config_digest, is_other_rank, under
+from .safety.run_dir import BOOKKEEPING_KEYS, config_digest, has_key, is_other_rank, under
 
 log = logging.getLogger(__name__)
 ENV = "BNN_LAB_TEACHERS"
@@ -42,7 +42,6 @@ MARKER = "bnn-lab-teachers.txt"  # in the cache root: bnn-lab-report leaves the 
 # student's distillation and stages, and what changes no network (bookkeeping, paths, speed)
 NOT_IN_KEY = ("estimator", "binarize", "distill", "stages", *BOOKKEEPING_KEYS)
 TEACHER_TERMS = {"ce": 1.0}  # a teacher trains on plain cross-entropy: the student's terms are not its own
-_ABSENT = object()
 WAIT_S = 24 * 3600  # a DDP rank other than 0 waits this long at most for rank 0's rename
 
 
@@ -96,7 +95,7 @@ def teacher_config(cfg: DictConfig) -> DictConfig:
     teacher.logger = {"name": "csv"}
     overrides = (cfg.distill.get("teacher") or {}).get("overrides") or {}
     for key, value in (OmegaConf.to_container(overrides) if OmegaConf.is_config(overrides) else overrides).items():
-        if OmegaConf.select(teacher, key, default=_ABSENT) is _ABSENT or under(key, NOT_IN_KEY):
+        if not has_key(teacher, key) or under(key, NOT_IN_KEY):
             raise ConfigError(
                 f"distill.teacher.overrides.{key}: not a value of the teacher's run (it has optimizer, scheduler, "
                 "trainer, data and arch keys; the student's distillation, estimator and binarization are not its own)"
@@ -115,11 +114,7 @@ def pin_teacher(untuned: DictConfig, tuned: DictConfig, keys) -> DictConfig:
     if cache_dir(tuned) is None:
         return tuned
     own = teacher_config(untuned)
-    pinned = {
-        key: OmegaConf.select(own, key)
-        for key in keys
-        if not under(key, NOT_IN_KEY) and OmegaConf.select(own, key, default=_ABSENT) is not _ABSENT
-    }
+    pinned = {key: OmegaConf.select(own, key) for key in keys if not under(key, NOT_IN_KEY) and has_key(own, key)}
     if not pinned:
         return tuned
     out = OmegaConf.create(OmegaConf.to_container(tuned, resolve=True))

@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ..errors import ConfigError, UserError
 from ..files import read_json, write_json
-from .safety.run_dir import BOOKKEEPING_KEYS, config_digest, holds_a_run
+from .safety.run_dir import BOOKKEEPING_KEYS, config_digest, has_key, holds_a_run
 from .safety.run_lock import run_lock
 from .teacher_cache import pin_teacher
 
@@ -38,7 +38,6 @@ TUNE_SEED = 10_000  # trial k trains with seed TUNE_SEED + k; a study's own seed
 TRIALS_FILE = "trials.json"
 MARKER = "bnn-lab-tuning.txt"  # in a sweep's tuning/ folder: bnn-lab-report leaves the trials out of the study
 PARAMS_FILE = "params.json"
-_ABSENT = object()
 
 
 class SplitRefused(UserError):
@@ -65,7 +64,7 @@ def search_space(cfg: DictConfig) -> dict[str, tuple[float, float, bool]]:
     for key, spec in declared.items():
         if not isinstance(spec, dict) or not {"low", "high"} <= set(spec):
             raise ConfigError(f"study.tune_space.{key} needs low and high (and log: true for a log-uniform range)")
-        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
+        if not has_key(cfg, key):
             raise ConfigError(f"study.tune_space.{key}: the configuration has no key {key}")
         low, high, log_scale = float(spec["low"]), float(spec["high"]), bool(spec.get("log", False))
         if not low < high or (log_scale and low <= 0):

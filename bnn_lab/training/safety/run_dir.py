@@ -84,6 +84,14 @@ def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix[:-1]: obj}
 
 
+_ABSENT = object()
+
+
+def has_key(cfg: DictConfig, key: str) -> bool:
+    """True when the dotted ``key`` names a value of ``cfg`` (one set to null counts)."""
+    return OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT
+
+
 def under(key: str, prefixes: tuple[str, ...]) -> bool:
     """True when the dotted ``key`` is one of ``prefixes`` or lies inside one."""
     return any(key == p or key.startswith(p + ".") for p in prefixes)
