@@ -37,6 +37,7 @@ from ..kernels import thread_pools
 from ..surgery.activations import RPReLU
 from .float_rewrites import drop_identities, fold_float_batchnorms, inplace_float_ops, pool_before_activation
 from .fx_nodes import single_user
+from .image_split import pool_split_convs, split_float_convs
 from .packed_layers import PackedBinaryConv2d, PackedBinaryLinear
 from .pool_fusion import PooledClamp, fuse_pooling
 from .residual_fusion import fuse_residuals, hand_bits_to_next
@@ -76,6 +77,8 @@ class GraphReport:
     fused_pools: int = 0
     pool_bits: int = 0
     inplace_ops: int = 0
+    split_convs: int = 0
+    split_conv_pools: int = 0
 
     def __str__(self) -> str:
         lines = [
@@ -86,7 +89,8 @@ class GraphReport:
             f"the next binary layer's input), {self.pools_first} max-poolings moved before "
             f"their activation, {self.fused_pools} max-poolings (and activations) in one pass "
             f"({self.pool_bits} of them also packing the next binary layer's input), "
-            f"{self.inplace_ops} float ops in place"
+            f"{self.inplace_ops} float ops in place, {self.split_convs} float convolutions dealt image by "
+            f"image to the kernel threads ({self.split_conv_pools} of them pooling each image as it is made)"
         ]
         lines += [f"  float between {n} and the next binary layer: {why}" for n, why in self.not_linked.items()]
         return "\n".join(lines)
@@ -276,6 +280,18 @@ REWRITES: tuple[Rewrite, ...] = (
         "float additions and activations",
         "in place where the input has no other reader",
         _on_graph(inplace_float_ops),
+    ),
+    Rewrite(
+        "split_convs",
+        "float conv",
+        "ImageSplitConv2d: a batch's images dealt to the kernel threads",
+        _on_graph(split_float_convs),
+    ),
+    Rewrite(
+        "split_conv_pools",
+        "ImageSplitConv2d -> PooledClamp",
+        "ImageSplitConvPool: each image pooled by the thread that made it",
+        _on_graph(pool_split_convs),
     ),
 )
 

@@ -18,7 +18,8 @@ Public API:
   :class:`AffineEpilogue`), :func:`binary_conv2d_affine_bits` (float32 and the next layer's
   packed input), :func:`binary_conv2d_bits` (packed bits, :class:`ThresholdEpilogue`).
 * :func:`max_pool2d_clamp`: max-pooling and a clamping activation in one pass, optionally with
-  the next binary convolution's packed input.
+  the next binary convolution's packed input; :func:`max_pool2d_clamp_by_image` the same for a
+  batch whose images are made one at a time (on several threads).
 """
 
 from . import reference
@@ -36,7 +37,7 @@ from .conv import (
     pack_conv2d_weight,
 )
 from .packing import num_words, pack_signs, sign, unpack_signs
-from .pool import max_pool2d_clamp
+from .pool import max_pool2d_clamp, max_pool2d_clamp_by_image
 from .registry import (
     BACKENDS,
     CONV_BACKENDS,
@@ -63,6 +64,7 @@ __all__ = [
     "binary_matmul",
     "conv_pads",
     "max_pool2d_clamp",
+    "max_pool2d_clamp_by_image",
     "num_words",
     "pack_conv2d_input",
     "pack_conv2d_weight",

@@ -25,8 +25,10 @@ import contextlib
 import ctypes
 import importlib.util
 import os
+import queue
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -127,6 +129,103 @@ def float_ops_on_caller():
             torch.set_num_threads(threads)
 
 
+class _Deal:
+    """Items ``0 .. n - 1`` of one call of :func:`deal`, claimed one at a time by whichever thread
+    asks next; ``running`` counts the items being run, so the caller waits only for those."""
+
+    def __init__(self, fn: Callable[[int], None], n: int) -> None:
+        self.fn, self.n, self.next, self.running = fn, n, 0, 0
+        self.error: BaseException | None = None
+        self.cond = threading.Condition()
+
+    def work(self, before_item: Callable[[], None] | None = None) -> None:
+        while True:
+            with self.cond:
+                if self.next >= self.n or self.error is not None:
+                    return
+                i, self.next, self.running = self.next, self.next + 1, self.running + 1
+            try:
+                if before_item is not None:
+                    before_item()
+                self.fn(i)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, which raises it
+                with self.cond:
+                    self.error = self.error or exc
+            finally:
+                with self.cond:
+                    self.running -= 1
+                    self.cond.notify_all()
+
+    def finish(self) -> None:
+        """Wait for the items other threads are running (none is left to claim when this is called)."""
+        with self.cond:
+            self.cond.wait_for(lambda: self.running == 0)
+        if self.error is not None:
+            raise self.error
+
+
+class _Helper:
+    """A daemon thread that joins each :class:`_Deal` handed to it; torch runs on one thread in it."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue[_Deal] = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="bnn-lab-float-helper", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            self.jobs.get().work(_one_torch_thread)
+
+
+def _one_torch_thread() -> None:
+    """torch and the kernels on one thread in a helper (no team of their own beside the other threads);
+    called with an item claimed, so inside the caller's :func:`float_ops_on_caller`, where torch's
+    count is 1 anyway."""
+    _local.threads = 1
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+_helpers: list[_Helper] = []
+_dealing = threading.Lock()  # one deal at a time uses the helpers; another caller runs its items alone
+
+
+def _after_fork_in_child() -> None:
+    """A forked child has none of the parent's helper threads: it starts its own."""
+    global _dealing
+    _helpers.clear()
+    _dealing = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def deal(fn: Callable[[int], None], n: int) -> None:
+    """Run ``fn(i)`` for ``i`` in ``range(n)`` on the calling thread and on helper threads, one item at
+    a time to whichever thread is free (float work of a batch, image by image, while
+    :func:`float_ops_on_caller` holds torch to the calling thread). A helper that gets no core takes
+    no item and is not waited for; the caller waits only for items already started. Exceptions of
+    ``fn`` are raised here. Without kernel threads to share, everything runs on the caller."""
+    extra = (kernel_threads() or 1) - 1
+    if extra <= 0 or n <= 1 or not _dealing.acquire(blocking=False):
+        for i in range(n):
+            fn(i)
+        return
+    try:
+        while len(_helpers) < extra:
+            _helpers.append(_Helper())
+        job = _Deal(fn, n)
+        for helper in _helpers[:extra]:
+            helper.jobs.put(job)
+        kept, _local.threads = getattr(_local, "threads", None), 1  # each item on one thread, kernels too
+        try:
+            job.work()
+        finally:
+            _local.threads = kept
+        job.finish()
+    finally:
+        _dealing.release()
+
+
 def enter_float_ops_on_caller(module, args) -> None:
     """Forward pre-hook form of :func:`float_ops_on_caller` (the inference graph's; for CPU inputs)."""
     stack = getattr(_local, "hooks", None)
@@ -149,6 +248,7 @@ __all__ = [
     "ENV",
     "LAYERS",
     "configure",
+    "deal",
     "enter_float_ops_on_caller",
     "exit_float_ops_on_caller",
     "float_ops_on_caller",

@@ -957,4 +957,4 @@ def pack_channels_kernel():
 
 @functools.cache
 def max_pool_clamp_kernel():
-    return njit(_POOL_SIG, parallel=True, fastmath=False, cache=True)(_max_pool_clamp)
+    return njit(_POOL_SIG, parallel=True, fastmath=False, cache=True, nogil=True)(_max_pool_clamp)
