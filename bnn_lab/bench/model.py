@@ -131,11 +131,11 @@ def _quartiles(times: list[float]) -> tuple[float, float, float]:
 def _is_leaf(module: nn.Module) -> bool:
     from ..export import PackedBinaryConv2d, PackedBinaryLinear
     from ..export.graph import PackedConv2dToBits
+    from ..export.image_split import ImageSplitConvPool
     from ..export.residual_fusion import PackedConv2dResidual
 
-    return isinstance(
-        module, (PackedBinaryConv2d, PackedBinaryLinear, PackedConv2dToBits, PackedConv2dResidual)
-    ) or not any(True for _ in module.children())
+    fused = (PackedBinaryConv2d, PackedBinaryLinear, PackedConv2dToBits, PackedConv2dResidual, ImageSplitConvPool)
+    return isinstance(module, fused) or not any(True for _ in module.children())
 
 
 @torch.no_grad()
