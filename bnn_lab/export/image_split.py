@@ -37,20 +37,10 @@ class ImageSplitConv2d(nn.Conv2d):
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d) -> ImageSplitConv2d:
-        new = cls(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-            conv.bias is not None,
-            device=conv.weight.device,
-            dtype=conv.weight.dtype,
-        )
-        new.load_state_dict(conv.state_dict())
-        return new.train(conv.training)
+        """The same module (its parameters, buffers and settings shared), as this class."""
+        new = cls.__new__(cls)
+        new.__dict__.update(conv.__dict__)
+        return new
 
     def _split_shape(self, x: torch.Tensor) -> tuple[int, int, int, int] | None:
         """The output's shape where the batch is dealt, else None."""

@@ -33,6 +33,15 @@ def _pool_geometry(hw, kernel, stride, padding) -> tuple[int, int]:
     return out
 
 
+def _pool_args(kernel_size, stride, padding, clamp, out_padding):
+    """(kernel, stride, padding, bits' border, (lo, hi)) as pairs and tuples; stride None: the kernel."""
+    kernel = _pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    bit_pads = (0, 0, 0, 0) if out_padding is None else tuple(out_padding)
+    lohi = clamp if clamp is not None else (-np.inf, np.inf)
+    return kernel, stride, _pair(padding, "padding"), bit_pads, lohi
+
+
 def max_pool2d_clamp(
     x: torch.Tensor,
     kernel_size,
@@ -52,11 +61,7 @@ def max_pool2d_clamp(
     The ``cpu`` backend does it in one pass over a channels-last float32 CPU input (dilation 1, floor
     mode) and returns a channels-last output; any other input goes through torch operations.
     """
-    kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else _pair(stride, "stride")
-    padding = _pair(padding, "padding")
-    bit_pads = (0, 0, 0, 0) if out_padding is None else tuple(out_padding)
-    lo, hi = clamp if clamp is not None else (-np.inf, np.inf)
+    kernel, stride, padding, bit_pads, (lo, hi) = _pool_args(kernel_size, stride, padding, clamp, out_padding)
     n, c, h, w = x.shape
     fast = (
         x.dtype == torch.float32
@@ -146,11 +151,7 @@ def max_pool2d_clamp_by_image(
     one at a time: ``image(i)`` makes image ``i``, (1, C, H, W) channels-last float32, and it is pooled
     at once, while it is still in cache. ``run(fn, n)`` calls ``fn(i)`` once for every ``i``, in any
     order and on any thread (``thread_pools.deal``); default: in turn on this thread."""
-    kernel = _pair(kernel_size, "kernel_size")
-    stride = kernel if stride is None else _pair(stride, "stride")
-    padding = _pair(padding, "padding")
-    bit_pads = (0, 0, 0, 0) if out_padding is None else tuple(out_padding)
-    lo, hi = clamp if clamp is not None else (-np.inf, np.inf)
+    kernel, stride, padding, bit_pads, (lo, hi) = _pool_args(kernel_size, stride, padding, clamp, out_padding)
     pool = _CpuPool(n, chw, kernel, stride, padding, (lo, hi), bits_threshold, bit_pads)
 
     def one(i: int) -> None:
