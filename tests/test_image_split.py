@@ -90,6 +90,8 @@ def test_a_split_convolution_equals_the_whole_one(two_kernel_threads, monkeypatc
     with torch.no_grad():
         split(x[:1])  # one image: nothing to deal
     split(x)  # autograd on: the plain convolution
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert split(x).dtype == torch.bfloat16  # autocast (per thread): the plain convolution
     monkeypatch.setattr(image_split, "MIN_MACS_PER_IMAGE", 10**9)
     with torch.no_grad():
         split(x)  # not worth handing out
@@ -170,3 +172,21 @@ def test_a_forked_child_deals_on_helpers_of_its_own(two_kernel_threads):
     answer = os.read(read, 1)
     os.waitpid(pid, 0)
     assert answer == b"1"
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_helpers_run_in_the_callers_grad_mode(two_kernel_threads, monkeypatch, mode):
+    """Grad and inference mode are per thread: a helper that ran its images with autograd on would
+    record a graph (and refuse inference tensors)."""
+    monkeypatch.setattr(image_split, "MIN_MACS_PER_IMAGE", 0)
+    calls = _spy_deal(monkeypatch)
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 8, 3, padding=1)
+    split = ImageSplitConv2d.from_conv(conv)
+    context = torch.no_grad if mode == "no_grad" else torch.inference_mode
+    with context():
+        x = torch.randn(16, 3, 64, 64)
+        want, got = conv(x), split(x)
+    assert calls == [16]
+    assert not got.requires_grad and got.grad_fn is None
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -6,7 +6,7 @@ core while the other waits. :class:`ImageSplitConv2d` deals the batch's images t
 thread and the kernels' other threads (``thread_pools.deal``: whoever is free takes the next
 image, a thread without a core takes none), each image a one-thread torch convolution written into
 its slice of the output. Where there is nothing to share (one image, one thread, the ``omp``
-layer, autograd on) it is the plain convolution.
+layer, autograd or autocast on) it is the plain convolution.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ class ImageSplitConv2d(nn.Conv2d):
             or x.shape[0] < 2
             or x.device.type != "cpu"
             or torch.is_grad_enabled()
+            or torch.is_autocast_enabled("cpu")  # per thread, like grad mode: not handed to helpers
             or (thread_pools.kernel_threads() or 1) < 2
         ):
             return None

@@ -137,6 +137,8 @@ class _Deal:
         self.fn, self.n, self.next, self.running = fn, n, 0, 0
         self.error: BaseException | None = None
         self.cond = threading.Condition()
+        # grad and inference mode are per thread: every item runs in the caller's
+        self.grad, self.inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
 
     def work(self, before_item: Callable[[], None] | None = None) -> None:
         while True:
@@ -147,7 +149,8 @@ class _Deal:
             try:
                 if before_item is not None:
                     before_item()
-                self.fn(i)
+                with torch.inference_mode(self.inference), torch.set_grad_enabled(self.grad):
+                    self.fn(i)
             except BaseException as exc:  # noqa: BLE001 - handed to the caller, which raises it
                 with self.cond:
                     self.error = self.error or exc
