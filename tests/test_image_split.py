@@ -33,7 +33,7 @@ def test_deal_runs_every_item_once_on_the_caller_and_a_helper(two_kernel_threads
     seen, lock = [], threading.Lock()
 
     def item(i):
-        time.sleep(0.005)  # long enough that the helper, woken at the start, takes some
+        time.sleep(0.02)  # long enough that the helper, woken at the start, takes some (on a busy machine too)
         with lock:
             seen.append((i, threading.current_thread().name))
 
@@ -165,7 +165,7 @@ def test_a_forked_child_deals_on_helpers_of_its_own(two_kernel_threads):
     pid = os.fork()
     if pid == 0:  # the child: its helper threads must be its own, or nothing would run there
         names = []
-        thread_pools.deal(lambda i: (time.sleep(0.005), names.append(threading.current_thread().name)), 12)
+        thread_pools.deal(lambda i: (time.sleep(0.02), names.append(threading.current_thread().name)), 12)
         os.write(write, b"1" if len(names) == 12 and "bnn-lab-float-helper" in names else b"0")
         os._exit(0)
     os.close(write)
