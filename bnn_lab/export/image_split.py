@@ -61,23 +61,19 @@ class ImageSplitConv2d(nn.Conv2d):
             return None
         return x.shape[0], self.out_channels, ho, wo
 
+    def image(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """The convolution of image ``i`` of the batch ``x`` alone, (1, C, H, W)."""
+        return F.conv2d(x[i : i + 1], self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = self._split_shape(x)
         if shape is None:
             return super().forward(x)
         fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
         out = torch.empty(shape, dtype=x.dtype, memory_format=fmt)
-        w, b, stride, padding, dilation, groups = (
-            self.weight,
-            self.bias,
-            self.stride,
-            self.padding,
-            self.dilation,
-            self.groups,
-        )
 
         def one(i: int) -> None:  # F.conv2d and copy_ let go of the GIL while they run
-            out[i : i + 1].copy_(F.conv2d(x[i : i + 1], w, b, stride, padding, dilation, groups))
+            out[i : i + 1].copy_(self.image(x, i))
 
         thread_pools.deal(one, shape[0])
         return out
@@ -120,16 +116,8 @@ class ImageSplitConvPool(nn.Module):
         ):
             return pool(conv(x))
         n, channels, ho, wo = shape
-        w, b, stride, padding, dilation, groups = (
-            conv.weight,
-            conv.bias,
-            conv.stride,
-            conv.padding,
-            conv.dilation,
-            conv.groups,
-        )
         return kernels.max_pool2d_clamp_by_image(
-            lambda i: F.conv2d(x[i : i + 1], w, b, stride, padding, dilation, groups),
+            lambda i: conv.image(x, i),
             n,
             (channels, ho, wo),
             pool.kernel_size,
