@@ -86,6 +86,20 @@ def test_resnet18_blocks_hand_bits_and_keep_the_packed_logits(estimator, scale, 
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
 
 
+def test_the_graph_runs_without_no_grad_as_with_it():
+    torch.manual_seed(0)
+    model = create("resnet18", 3, 10, 32)
+    binarize(model, "ste", {"keep_downsample": True})
+    packed, _ = pack_model(_with_statistics(model, (3, 32, 32)), backend="cpu")
+    graph, report = build_inference_graph(packed)
+    assert report.fused_residuals == 8  # the downsampling shortcuts' float outputs reach packed epilogues
+    x = torch.randn(1, 3, 32, 32)
+    out = graph(x)  # grad mode on, as a user's first call may be: the float shortcuts record no graph
+    with torch.no_grad():
+        want = graph(x)
+    assert not out.requires_grad and torch.equal(out, want)
+
+
 def test_gating_scales_and_per_conv_shortcuts_keep_the_float_path():
     torch.manual_seed(0)
     model = create("resnet18", 3, 10, 32)

@@ -334,6 +334,7 @@ def build_inference_graph(
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
+    gm.requires_grad_(False)  # packed kernels have no backward: no graph recorded for their float inputs
     gm.register_forward_pre_hook(thread_pools.enter_float_ops_on_caller)
     gm.register_forward_hook(thread_pools.exit_float_ops_on_caller, always_call=True)
     return gm, report
