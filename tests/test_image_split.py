@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from bnn_lab import kernels
-from bnn_lab.bench.model import profile
+from bnn_lab.bench.model import _outermost_leaves, profile
 from bnn_lab.export import graph as graph_module
 from bnn_lab.export import image_split, pack_model
 from bnn_lab.export.graph import build_inference_graph
@@ -153,8 +153,13 @@ def test_a_resnet_stem_deals_its_images_and_pools_each_one_as_the_graph_did(two_
     assert torch.equal(handed["split"].bits, handed["plain"].bits)
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     assert torch.equal(out.argmax(1), want.argmax(1))
-    spent = profile(graph, x, torch.device("cpu"), runs=1)  # bnn-lab-bench model --profile
-    assert spent["ImageSplitConvPool"] > 0 and "PooledClamp" not in spent  # its time, not "between modules"
+    for batch in (x, x[:1]):  # bnn-lab-bench model --profile; one image runs the joined stem's children
+        spent = profile(graph, batch, torch.device("cpu"), runs=1)
+        assert spent["ImageSplitConvPool"] > 0  # its time, not "between modules"
+        assert "PooledClamp" not in spent  # nor its pooling counted a second time
+    timed = _outermost_leaves(graph)
+    assert graph.conv1_pooled in timed and graph.conv1_pooled.conv not in timed
+    assert sum(isinstance(m, ImageSplitConv2d) for m in timed) == 3  # the shortcuts
 
 
 def test_a_forked_child_deals_on_helpers_of_its_own(two_kernel_threads):
