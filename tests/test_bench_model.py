@@ -52,6 +52,24 @@ def test_model_bench_times_both_networks_and_breaks_them_down(capsys):
         assert "Conv2d" in floating  # the float network's 19 binary-shaped convs and its stem
 
 
+def test_the_profile_times_forwards_as_the_benchmark_does_without_autograd():
+    import torch
+    from torch import nn
+
+    from bnn_lab.bench.model import profile
+
+    seen = []
+
+    class Probe(nn.Module):
+        def forward(self, x):
+            seen.append(torch.is_grad_enabled())  # a dealt convolution splits only without autograd
+            return x * 2
+
+    spent = profile(nn.Sequential(nn.Linear(3, 3), Probe()), torch.randn(2, 3), torch.device("cpu"), runs=2)
+    assert set(spent) == {"Linear", "Probe", "between modules"}
+    assert len(seen) == 3 and not any(seen)  # the warm-up and both timed forwards
+
+
 def test_model_bench_needs_a_run_or_an_architecture(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["model"])

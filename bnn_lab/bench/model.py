@@ -138,7 +138,6 @@ def _is_leaf(module: nn.Module) -> bool:
     return isinstance(module, fused) or not any(True for _ in module.children())
 
 
-@torch.no_grad()
 def _outermost_leaves(model: nn.Module) -> list[nn.Module]:
     """The leaf modules of ``model`` that no other leaf contains: a fused module's children run
     inside its time and are not counted a second time."""
@@ -148,6 +147,7 @@ def _outermost_leaves(model: nn.Module) -> list[nn.Module]:
     return found
 
 
+@torch.no_grad()
 def profile(model: nn.Module, x: torch.Tensor, device: torch.device, runs: int = 5) -> dict[str, float]:
     """Median milliseconds per forward spent in each leaf module type (and between modules)."""
     spent: dict[str, float] = defaultdict(float)
