@@ -28,8 +28,8 @@ Latency is timed at batch 1 and throughput at ``--batch``. Each engine is timed 
 consecutive calls (a warm-up before each block), the blocks alternating (packed, torch, ...,
 packed, ...) so that a change in the machine's load hits all; reported: the median of all calls,
 the spread (25th and 75th percentiles), the ratio engine / packed of the medians. ``--profile``
-times every leaf module (forward hooks, separate untimed-for-the-table runs) and sums the
-times by module type; "between modules" is the rest of the forward (residual additions,
+times every outermost leaf module (a fused module whole, not its children again; forward hooks,
+separate runs without autograd, as the timed ones) and sums the times by module type; "between modules" is the rest of the forward (residual additions,
 reshapes, Python).
 """
 
