@@ -29,8 +29,8 @@ consecutive calls (a warm-up before each block), the blocks alternating (packed,
 packed, ...) so that a change in the machine's load hits all; reported: the median of all calls,
 the spread (25th and 75th percentiles), the ratio engine / packed of the medians. ``--profile``
 times every outermost leaf module (a fused module whole, not its children again; forward hooks,
-separate runs without autograd, as the timed ones) and sums the times by module type; "between modules" is the rest of the forward (residual additions,
-reshapes, Python).
+separate runs without autograd, as the timed ones) and sums the times by module type;
+"between modules" is the rest of the forward (residual additions, reshapes, Python).
 """
 
 from __future__ import annotations
