@@ -86,6 +86,38 @@ def test_resnet18_blocks_hand_bits_and_keep_the_packed_logits(estimator, scale, 
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
 
 
+def test_a_batchnorm_folded_into_a_binary_convolution_gives_the_float_blocks_bit_for_bit(monkeypatch):
+    torch.manual_seed(0)
+    model = create("resnet18", 3, 10, 32)
+    binarize(model, "ste", {"keep_downsample": True})
+    for m in model.modules():  # BatchNorms that are not the identity (each block's last starts at zero)
+        if isinstance(m, nn.BatchNorm2d):
+            with torch.no_grad():
+                m.weight.uniform_(0.2, 2.0)
+                m.bias.uniform_(-1.0, 1.0)
+    model = _with_statistics(model, (3, 32, 32))
+    packed, _ = pack_model(model, backend="cpu")
+    # the float convolutions keep their BatchNorm modules: each block reads what the float model's reads
+    without = tuple(r for r in graph_module.REWRITES if r.field != "folded_float_batchnorms")
+    monkeypatch.setattr(graph_module, "REWRITES", without)
+    graph, report = build_inference_graph(packed)
+    assert report.folded_batchnorms == 8 and report.fused_residuals == 8
+    want, got = {}, {}
+    for i in range(1, 5):
+        for j in range(2):
+            model.get_submodule(f"layer{i}.{j}").register_forward_hook(
+                lambda m, args, out, k=(i, j): want.__setitem__(k, out)
+            )
+            getattr(graph, f"layer{i}_{j}_conv2_residual").register_forward_hook(
+                lambda m, args, out, k=(i, j): got.__setitem__(k, out[0] if isinstance(out, tuple) else out)
+            )
+    with torch.no_grad():
+        x = torch.randn(8, 3, 32, 32)
+        graph(x), model(x)
+    for k in want:  # conv -> BatchNorm -> + shortcut -> ReLU, as the float modules round it
+        assert torch.equal(got[k], want[k]), k
+
+
 def test_the_graph_runs_without_no_grad_as_with_it():
     torch.manual_seed(0)
     model = create("resnet18", 3, 10, 32)

@@ -31,6 +31,7 @@ from typing import Any
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 from ..kernels import thread_pools
@@ -137,9 +138,27 @@ def batchnorm_scale(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @torch.no_grad()
+def batchnorm_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 (alpha, beta) with ``bn(y) = y * alpha + beta`` in eval, rounded once, as torch's CPU
+    BatchNorm computes it: ``alpha = gamma * rsqrt(var + eps)`` in float32, and ``beta`` the kernel's
+    own ``beta - mean * alpha``, read as ``bn(0)`` (however the kernel rounds it)."""
+    inv = torch.rsqrt(bn.running_var.float() + bn.eps)
+    alpha = bn.weight.detach().float() * inv if bn.affine else inv
+    zero = torch.zeros(1, bn.num_features, 1, 1, device=inv.device)
+    beta = F.batch_norm(zero, bn.running_mean, bn.running_var, bn.weight, bn.bias, False, 0.0, bn.eps)
+    return alpha.contiguous(), beta.flatten().float().contiguous()
+
+
+@torch.no_grad()
 def fold_batchnorm(conv: PackedBinaryConv2d, bn: nn.BatchNorm2d) -> None:
-    """conv's epilogue followed by bn in eval, as one per-channel scale and bias:
-    bn(s * acc + b) = (s g) acc + (b g + beta - mean g) (:func:`batchnorm_scale`)."""
+    """conv's epilogue followed by bn in eval, as one per-channel scale and bias. A convolution
+    without its own scale and bias takes bn's (alpha, beta) (:func:`batchnorm_affine`) and a fused
+    multiply-add epilogue: its outputs are bn's, bit for bit. Otherwise
+    bn(s * acc + b) = (s g) acc + (b g + beta - mean g) (:func:`batchnorm_scale`), float rounding apart."""
+    if conv.scale is None and conv.bias is None:
+        conv.scale, conv.bias = batchnorm_affine(bn)
+        conv.fused_epilogue = True
+        return
     g, beta = batchnorm_scale(bn)
     scale = g if conv.scale is None else conv.scale * g
     bias = beta - bn.running_mean * g if conv.bias is None else conv.bias * g + beta - bn.running_mean * g
@@ -342,6 +361,7 @@ def build_inference_graph(
 
 __all__ = [
     "GraphReport",
+    "batchnorm_affine",
     "batchnorm_scale",
     "PackedConv2dToBits",
     "REWRITES",

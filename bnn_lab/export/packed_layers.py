@@ -54,6 +54,8 @@ class _PackedMixin:
 
 
 class PackedBinaryConv2d(_PackedMixin, nn.Module):
+    fused_epilogue = False  # ``scale * acc + bias`` rounded once: a BatchNorm folded in (export.graph)
+
     def __init__(
         self,
         in_channels: int,
@@ -111,7 +113,7 @@ class PackedBinaryConv2d(_PackedMixin, nn.Module):
         u = x if packed_in or self.threshold is None else x - self.threshold.view(1, -1, 1, 1)
         conv = (self.packed_weight(), self.stride, self.padding, self.dilation)
         if self.gate is None and (packed_in or x.dtype == torch.float32):
-            epilogue = kernels.AffineEpilogue(self.scale, self.bias)
+            epilogue = kernels.AffineEpilogue(self.scale, self.bias, fused=self.fused_epilogue)
             return kernels.binary_conv2d_affine(u, conv[0], epilogue, *conv[1:], backend=self.backend)
         out = kernels.binary_conv2d(u, *conv, backend=self.backend)
         return self._epilogue(out, torch.zeros((), dtype=torch.float32) if packed_in else x, 1)

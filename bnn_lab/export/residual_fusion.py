@@ -75,8 +75,11 @@ class PackedConv2dResidual(nn.Module):
                 or ep.scale is not c.scale
                 or ep.bias is not c.bias
                 or ep.bits_threshold is not self.bits_threshold
+                or ep.fused != c.fused_epilogue
             ):
-                self._epilogue = kernels.AffineEpilogue(c.scale, c.bias, None, self.clamp, self.bits_threshold)
+                self._epilogue = kernels.AffineEpilogue(
+                    c.scale, c.bias, None, self.clamp, self.bits_threshold, c.fused_epilogue
+                )
             epilogue = self._epilogue.with_residual(residual)
             conv = (c.packed_weight(), epilogue, c.stride, c.padding, c.dilation)
             if self.bits_threshold is None:

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from .packing import num_words, pack_signs, unpack_signs
+from .reference import fma32
 from .registry import CONV_BACKENDS, ConvImplementation, binary_matmul, resolve_backend
 
 
@@ -93,6 +94,8 @@ class AffineEpilogue:
     shape) and a clamping activation (``clamp = (lo, hi)``, Hardtanh or ReLU). With
     ``bits_threshold`` (per channel, or 0) the result is a pair: the float32 output and the signs of
     ``output - bits_threshold`` packed for the next binary convolution (a :class:`PackedConv2dInput`).
+    ``fused``: ``acc * scale + bias`` is rounded once, a fused multiply-add, as torch's CPU BatchNorm
+    rounds ``y * alpha + beta`` (a BatchNorm folded into the epilogue gives its very outputs).
     The ``cpu`` backend computes it inside the GEMM, rounding as this reference does."""
 
     scale: torch.Tensor | None = None
@@ -100,6 +103,7 @@ class AffineEpilogue:
     residual: torch.Tensor | None = None
     clamp: tuple[float, float] | None = None
     bits_threshold: torch.Tensor | float | None = None
+    fused: bool = False
     _arrays: dict = field(default_factory=dict, init=False, repr=False)
 
     def with_residual(self, residual: torch.Tensor | None) -> AffineEpilogue:
@@ -121,10 +125,13 @@ class AffineEpilogue:
 
     def _apply_float(self, acc: torch.Tensor) -> torch.Tensor:
         out = acc.to(torch.float32)
-        if self.scale is not None:
-            out = out * self.scale.view(1, -1, 1, 1)
-        if self.bias is not None:
-            out = out + self.bias.view(1, -1, 1, 1)
+        if self.fused and self.scale is not None and self.bias is not None:
+            out = fused_multiply_add(out, self.scale.view(1, -1, 1, 1), self.bias.view(1, -1, 1, 1))
+        else:
+            if self.scale is not None:
+                out = out * self.scale.view(1, -1, 1, 1)
+            if self.bias is not None:
+                out = out + self.bias.view(1, -1, 1, 1)
         if self.residual is not None:
             out = out + self.residual
         if self.clamp is not None:
@@ -175,6 +182,15 @@ class ThresholdEpilogue:
 
     def apply(self, acc: torch.Tensor) -> PackedConv2dInput:
         return next_layer_input(acc * self.sgn.view(1, -1, 1, 1) - self.thr.view(1, -1, 1, 1))  # bit: >= 0
+
+
+def fused_multiply_add(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """float32 ``a * b + c`` rounded once (broadcast): on the CPU exactly (``reference.fma32``),
+    elsewhere through float64 (exact but for a tie in float32 after the float64 rounding)."""
+    if a.device.type == "cpu":
+        args = (t.detach().to(torch.float32).numpy() for t in torch.broadcast_tensors(a, b, c))
+        return torch.from_numpy(fma32(*args))
+    return (a.double() * b.double() + c.double()).float()
 
 
 def pack_conv2d_input(x: torch.Tensor) -> PackedConv2dInput:
@@ -568,6 +584,7 @@ def numba_conv(x, pw: PackedConv2dWeight, plan: _ConvPlan, n: int, epilogue, bit
         words_view,
         threshold,
         bit_rows,
+        fused=epilogue.fused,
     )
     return result if bits is None else (result, PackedConv2dInput(bits, o, bit_pads, flat))
 

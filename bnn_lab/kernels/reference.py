@@ -51,14 +51,39 @@ def sign_conv2d(x: np.ndarray, w: np.ndarray, stride=(1, 1), padding=(0, 0, 0, 0
     return out
 
 
-def affine(acc, scale=None, bias=None, residual=None, clamp=None) -> np.ndarray:
-    """float32 ``clamp(acc * scale[o] + bias[o] + residual, lo, hi)`` of an (N, O, H, W) product."""
+def fma32(a, b, c) -> np.ndarray:
+    """float32 ``a * b + c`` rounded once, as a fused multiply-add instruction rounds it (broadcast).
+
+    The product of two float32 values is exact in float64 (24 + 24 significant bits); the float64
+    sum ``s`` is rounded at most once, and TwoSum gives its error ``e`` exactly. Rounding ``s`` to
+    float32 gives the correctly rounded result except where ``s`` lies halfway between two float32
+    values and ``e != 0``: then the exact sum is on the side of ``e``."""
+    a, b, c = (np.asarray(v, dtype=np.float32).astype(np.float64) for v in (a, b, c))
+    p = a * b
+    s = p + c
+    t = s - p
+    e = (p - (s - t)) + (c - t)
+    r = s.astype(np.float32)
+    r64 = r.astype(np.float64)
+    other = np.where(r64 < s, np.nextafter(r, np.float32(np.inf)), np.nextafter(r, np.float32(-np.inf)))
+    o64 = other.astype(np.float64)
+    halfway = (r64 != s) & ((r64 + o64) * 0.5 == s)
+    return np.where(halfway & (e != 0) & ((o64 > s) == (e > 0)), other, r).astype(np.float32)
+
+
+def affine(acc, scale=None, bias=None, residual=None, clamp=None, fused=False) -> np.ndarray:
+    """float32 ``clamp(acc * scale[o] + bias[o] + residual, lo, hi)`` of an (N, O, H, W) product;
+    ``fused``: ``acc * scale + bias`` rounded once (:func:`fma32`)."""
     y = np.asarray(acc, dtype=np.float32)
     per_channel = (1, -1, 1, 1)
-    if scale is not None:
-        y = y * np.asarray(scale, dtype=np.float32).reshape(per_channel)
-    if bias is not None:
-        y = y + np.asarray(bias, dtype=np.float32).reshape(per_channel)
+    if fused and scale is not None and bias is not None:
+        scale, bias = (np.asarray(v, dtype=np.float32).reshape(per_channel) for v in (scale, bias))
+        y = fma32(y, scale, bias)
+    else:
+        if scale is not None:
+            y = y * np.asarray(scale, dtype=np.float32).reshape(per_channel)
+        if bias is not None:
+            y = y + np.asarray(bias, dtype=np.float32).reshape(per_channel)
     if residual is not None:
         y = y + np.asarray(residual, dtype=np.float32)
     if clamp is not None:

@@ -203,6 +203,36 @@ def test_epilogues_match_the_float_conv_followed_by_the_same_float_ops(backend, 
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n,c,o,h,w,ks,s,p,d", [CASES[1], CASES[2], CASES[8], (2, 64, 70, 8, 8, 3, 1, 1, 1)])
+def test_a_fused_epilogue_gives_torchs_batchnorm_of_the_float_conv_bit_for_bit(backend, n, c, o, h, w, ks, s, p, d):
+    """A BatchNorm folded into the epilogue (``fused``: ``acc * alpha + beta`` rounded once) returns
+    what torch's eval BatchNorm returns for the float +-1 convolution, then the residual and clamp as
+    the modules add them; the unfused epilogue (two roundings) differs from it in the last bit."""
+    from bnn_lab.export.graph import batchnorm_affine
+
+    gen = torch.Generator().manual_seed(o * 11 + c)
+    kh, kw = (ks, ks) if isinstance(ks, int) else ks
+    x, wt = torch.randn(n, c, h, w, generator=gen), torch.randn(o, c, kh, kw, generator=gen)
+    ref = conv_ref(x, wt, stride=s, padding=p, dilation=d).to(torch.float32)
+    bn = torch.nn.BatchNorm2d(o).eval()
+    with torch.no_grad():
+        bn.weight.uniform_(0.2, 2.0, generator=gen)
+        bn.bias.uniform_(-1.0, 1.0, generator=gen)
+        bn.running_mean.uniform_(-5.0, 5.0, generator=gen)
+        bn.running_var.uniform_(0.3, 30.0, generator=gen)
+        want = bn(ref)
+    alpha, beta = batchnorm_affine(bn)
+    pw, conv = pack_conv2d_weight(wt), dict(stride=s, padding=p, dilation=d, backend=backend)
+    assert torch.equal(binary_conv2d_affine(x, pw, AffineEpilogue(alpha, beta, fused=True), **conv), want)
+    assert not torch.equal(binary_conv2d_affine(x, pw, AffineEpilogue(alpha, beta), **conv), want)
+    res = torch.randn(ref.shape, generator=gen).contiguous(memory_format=torch.channels_last)
+    out, nxt = binary_conv2d_affine_bits(x, pw, AffineEpilogue(alpha, beta, res, (-1.0, 1.0), 0.0, fused=True), **conv)
+    assert torch.equal(out, F.hardtanh(want + res))
+    packed = pack_conv2d_input(out).bits
+    assert torch.equal(nxt.bits[..., : packed.shape[-1]], packed)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("out_padding", [(1, 1, 1, 1), (2, 0, 1, 3)])
 def test_bits_written_inside_the_next_convolutions_border(backend, out_padding):
     """With ``out_padding`` the packed bits come inside a zero border of that many pixels: the same

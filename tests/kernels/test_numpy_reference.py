@@ -38,6 +38,26 @@ def _unpacked_bits(packed, channels: int) -> np.ndarray:
     return bits.reshape(*words.shape[:3], -1)[..., :channels].transpose(0, 3, 1, 2).astype(bool)
 
 
+def test_fma32_rounds_the_exact_sum_once():
+    # a * b = 2^-24 (1 - 2^-46): the float64 sum 1 + 2^-23 + 2^-24 is a float32 tie that the exact
+    # sum lies just below; rounding it again would give 1 + 2^-22, a fused multiply-add 1 + 2^-23
+    a, b, c = np.float32(1 + 2**-23), np.float32(2**-24 * (1 - 2**-23)), np.float32(1 + 2**-23)
+    assert np.float32(np.float64(a) * np.float64(b) + np.float64(c)) == np.float32(1 + 2**-22)
+    assert reference.fma32(a, b, c) == c
+    assert reference.fma32(-a, b, -c) == -c
+    # torch's eval BatchNorm on the CPU is one fused multiply-add per value: y * alpha + beta
+    bn = torch.nn.BatchNorm2d(16).eval()
+    with torch.no_grad():
+        for t, lo, hi in ((bn.weight, -2, 2), (bn.bias, -1, 1), (bn.running_mean, -30, 30), (bn.running_var, 0.1, 50)):
+            t.uniform_(lo, hi, generator=GEN)
+        y = torch.randint(-300, 300, (4, 16, 9, 9), generator=GEN).to(torch.float32)
+        want = bn(y).numpy()
+        alpha = (bn.weight * torch.rsqrt(bn.running_var + bn.eps)).numpy().reshape(1, -1, 1, 1)
+        beta = bn(torch.zeros(1, 16, 1, 1)).numpy()
+    assert np.array_equal(reference.fma32(y.numpy(), alpha, beta), want)
+    assert not np.array_equal(y.numpy() * alpha + beta, want)  # two roundings are not what it does
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_matmul(backend):
     a = torch.randn(7, 100, generator=GEN)

@@ -222,7 +222,10 @@ def _make_tile(rows: int, panels: int):
     return tile
 
 
-_AFFINE_ARGS = (*_COUNT_ARGS, "meta", "k", "corr_rows", "scale", "bias", "res", "lo", "hi", "out", "bits", "tb")
+_AFFINE_ARGS = (
+    *_COUNT_ARGS,
+    *("meta", "k", "corr_rows", "scale", "bias", "res", "lo", "hi", "fused", "out", "bits", "tb"),
+)
 _BITS_ARGS = (*_COUNT_ARGS, "meta", "k", "corr_rows", "sgn", "thr", "bits")
 
 
@@ -247,6 +250,7 @@ def _tile_affine(
     res,
     lo,
     hi,
+    fused,
     out,
     bits,
     tb,
@@ -255,7 +259,9 @@ def _tile_affine(
     registers: for each row ``r`` (``i = i0 + r``) and the ``8 * TILE_PANELS`` columns ``j`` from
     ``j0 = 8 p0``, ``y = clamp(float(k - 2 count (+ corr_rows[meta[r], j])) * scale[j] + bias[j]
     (+ res[i, j]), lo, hi)`` (the correction when ``meta[r] >= 0``, the residual when ``res`` has rows;
-    a multiply then adds, no contraction: torch's rounding), stored in ``out[i, j]``; when ``bits`` has
+    a multiply then adds, no contraction, as torch's ``acc * scale + bias``; with ``fused`` nonzero
+    ``acc * scale + bias`` is one fused multiply-add, rounded once, as torch's CPU BatchNorm rounds
+    ``y * alpha + beta``), stored in ``out[i, j]``; when ``bits`` has
     rows, also bit ``j % 32`` of ``bits[meta[TILE_ROWS + r], j // 32]`` ORed with ``y >= tb[j]``.
     ``clamp`` propagates NaN as torch's does."""
     sig = types.void(
@@ -277,6 +283,7 @@ def _tile_affine(
         res,
         lo,
         hi,
+        fused,
         out,
         bits,
         tb,
@@ -292,6 +299,8 @@ def _tile_affine(
         k32 = builder.trunc(a.i64("k"), ir.IntType(32))
         f32v = ir.VectorType(ir.FloatType(), LANES)
         lo_v, hi_v = _broadcast(builder, a.value("lo"), f32v), _broadcast(builder, a.value("hi"), f32v)
+        fused_v = builder.icmp_signed("!=", a.i64("fused"), ir.Constant(_I64, 0))
+        fma_v = builder.module.declare_intrinsic(f"llvm.fma.v{LANES}f32", fnty=ir.FunctionType(f32v, [f32v] * 3))
         n_cols = builder.extract_value(out_a.shape, 1)
         corr_len = builder.extract_value(corr.shape, 1)
         words = builder.extract_value(bits_a.shape, 1)
@@ -308,7 +317,9 @@ def _tile_affine(
             row = builder.mul(i, n_cols)
             ys = []
             for c in range(TILE_PANELS):
-                y = builder.fadd(builder.fmul(builder.sitofp(vals[c], f32v), scales[c]), biases[c])
+                acc_f = builder.sitofp(vals[c], f32v)
+                two = builder.fadd(builder.fmul(acc_f, scales[c]), biases[c])
+                y = builder.select(fused_v, builder.call(fma_v, [acc_f, scales[c], biases[c]]), two)
                 ys.append(cgutils.alloca_once_value(builder, y))
             with builder.if_then(with_res):
                 for c in range(TILE_PANELS):
@@ -475,10 +486,31 @@ def _block(src, offs, bp, geo, k, out, period, corr_index, corr_rows, i0, p0, bu
             row[j0 + c] = vals[c]
 
 
+@intrinsic
+def _fma32(typingctx, a, b, c):
+    """float32 ``a * b + c`` rounded once (LLVM's ``fma``: the instruction where the CPU has one)."""
+    if not all(t == types.float32 for t in (a, b, c)):
+        return None
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return types.float32(types.float32, types.float32, types.float32), codegen
+
+
 @njit(inline="always", cache=True)
-def _affine_store(vals, scale, bias, rrow, with_res, lo, hi, row, j0, n):
-    """``row[j0 + c] = min(max(vals[c] * scale + bias (+ rrow), lo), hi)`` for c < n, in float32."""
-    if with_res:
+def _affine_store(vals, scale, bias, rrow, with_res, lo, hi, fused, row, j0, n):
+    """``row[j0 + c] = min(max(vals[c] * scale + bias (+ rrow), lo), hi)`` for c < n, in float32;
+    ``fused`` nonzero: ``vals[c] * scale + bias`` rounded once (see :func:`_tile_affine`)."""
+    if fused and with_res:
+        for c in range(n):
+            y = _fma32(np.float32(vals[c]), scale[j0 + c], bias[j0 + c]) + rrow[j0 + c]
+            row[j0 + c] = min(max(y, lo), hi)
+    elif fused:
+        for c in range(n):
+            y = _fma32(np.float32(vals[c]), scale[j0 + c], bias[j0 + c])
+            row[j0 + c] = min(max(y, lo), hi)
+    elif with_res:
         for c in range(n):
             y = np.float32(vals[c]) * scale[j0 + c] + bias[j0 + c] + rrow[j0 + c]
             row[j0 + c] = min(max(y, lo), hi)
@@ -504,6 +536,7 @@ def _block_affine(
     res,
     lo,
     hi,
+    fused,
     bits,
     tb,
     bit_rows,
@@ -540,6 +573,7 @@ def _block_affine(
             res,
             lo,
             hi,
+            fused,
             out,
             bits,
             tb,
@@ -554,9 +588,9 @@ def _block_affine(
         row = out[i]
         rrow = res[i] if res.shape[0] > 0 else row  # (row unused without a residual)
         if ncols == TILE_COLS:  # a full tile: a fixed trip count, vectorised
-            _affine_store(vals, scale, bias, rrow, res.shape[0] > 0, lo, hi, row, j0, TILE_COLS)
+            _affine_store(vals, scale, bias, rrow, res.shape[0] > 0, lo, hi, fused, row, j0, TILE_COLS)
         else:
-            _affine_store(vals, scale, bias, rrow, res.shape[0] > 0, lo, hi, row, j0, ncols)
+            _affine_store(vals, scale, bias, rrow, res.shape[0] > 0, lo, hi, fused, row, j0, ncols)
         if bits.shape[0] > 0:
             brow = bits[_bit_row(bit_rows, i)]
             if ncols == 32 and (j0 & 31) == 0:  # a whole word (the AVX-512 tile): one vector comparison
@@ -700,6 +734,7 @@ def _gemm_affine(
     res,
     lo,
     hi,
+    fused,
     bits,
     tb,
     bit_rows,
@@ -708,7 +743,9 @@ def _gemm_affine(
     """:func:`_gemm` whose output is float32 ``clamp(acc * scale[j] + bias[j] (+ res[i, j]), lo, hi)``:
     a packed layer's epilogue, the residual addition and the clamping activation after it in the
     GEMM (no int32 product in memory). Compiled without fastmath: the float operations round as
-    torch's ``(acc.float() * scale + bias) + res`` does (no contraction into a fused multiply-add).
+    torch's ``(acc.float() * scale + bias) + res`` does (no contraction into a fused multiply-add),
+    or, with ``fused`` nonzero, as torch's CPU BatchNorm then ``+ res``: ``acc * scale + bias`` one
+    fused multiply-add (a BatchNorm folded into the epilogue, ``bnn_lab.export.graph``).
     With ``bits`` (zero-filled, see :func:`_block_affine`) the split is by rows only: one thread
     per output word; ``bit_rows`` (int64, M, or empty): the row of ``bits`` each GEMM row goes to."""
     geo = (n_i, n_j, seg_len, stride_i, stride_j)
@@ -734,6 +771,7 @@ def _gemm_affine(
                     res,
                     lo,
                     hi,
+                    fused,
                     bits,
                     tb,
                     bit_rows,
@@ -801,7 +839,7 @@ _CORR_ARGS = "int64, int32[::1], int32[:, ::1]"
 _GEMM_SIG = f"void({_GEMM_ARGS}, int32[:, ::1], {_CORR_ARGS}, int64)"
 _GEMM_AFFINE_SIG = (
     f"void({_GEMM_ARGS}, float32[:, ::1], {_CORR_ARGS}, float32[::1], float32[::1], float32[:, ::1],"
-    " float32, float32, uint32[:, ::1], float32[::1], int64[::1], int64)"
+    " float32, float32, int64, uint32[:, ::1], float32[::1], int64[::1], int64)"
 )
 _GEMM_BITS_SIG = f"void({_GEMM_ARGS}, uint32[:, ::1], {_CORR_ARGS}, int32[::1], int32[::1], int64[::1], int64)"
 

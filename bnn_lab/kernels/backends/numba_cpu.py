@@ -145,10 +145,12 @@ def gemm_affine_into(
     bits: np.ndarray | None = None,
     bits_threshold: np.ndarray | None = None,
     bit_rows: np.ndarray | None = None,
+    fused: bool = False,
 ):
     """:func:`gemm_into` with the output in float32: ``out[i, j] = clamp(acc[i, j] * scale[j] + bias[j]
     (+ res[i, j]), lo, hi)`` (``scale``, ``bias`` float32 (N,); ``res`` float32 (M, N) or None),
-    rounded as the same torch operations; with ``bits`` (uint32 (M, words), zero-filled) also the
+    rounded as the same torch operations (``fused``: ``acc * scale + bias`` rounded once, as torch's
+    CPU BatchNorm); with ``bits`` (uint32 (M, words), zero-filled) also the
     bits ``out[i, j] >= bits_threshold[j]`` packed along j, in row ``bit_rows[i]`` of ``bits`` (int64
     (M,); None: row i)."""
     kern = _kernels()
@@ -176,6 +178,7 @@ def gemm_affine_into(
         _NO_FLOATS if res is None else res,
         np.float32(lo),
         np.float32(hi),
+        np.int64(bool(fused)),
         _NO_WORDS if bits is None else bits,
         _NO_THRESHOLDS if bits_threshold is None else bits_threshold,
         _NO_ROW_MAP if bit_rows is None else bit_rows,
