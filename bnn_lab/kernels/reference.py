@@ -71,19 +71,14 @@ def fma32(a, b, c) -> np.ndarray:
     return np.where(halfway & (e != 0) & ((o64 > s) == (e > 0)), other, r).astype(np.float32)
 
 
-def affine(acc, scale=None, bias=None, residual=None, clamp=None, fused=False) -> np.ndarray:
-    """float32 ``clamp(acc * scale[o] + bias[o] + residual, lo, hi)`` of an (N, O, H, W) product;
-    ``fused``: ``acc * scale + bias`` rounded once (:func:`fma32`)."""
+def affine(acc, scale=None, bias=None, residual=None, clamp=None) -> np.ndarray:
+    """float32 ``clamp(acc * scale[o] + bias[o] + residual, lo, hi)`` of an (N, O, H, W) product."""
     y = np.asarray(acc, dtype=np.float32)
     per_channel = (1, -1, 1, 1)
-    if fused and scale is not None and bias is not None:
-        scale, bias = (np.asarray(v, dtype=np.float32).reshape(per_channel) for v in (scale, bias))
-        y = fma32(y, scale, bias)
-    else:
-        if scale is not None:
-            y = y * np.asarray(scale, dtype=np.float32).reshape(per_channel)
-        if bias is not None:
-            y = y + np.asarray(bias, dtype=np.float32).reshape(per_channel)
+    if scale is not None:
+        y = y * np.asarray(scale, dtype=np.float32).reshape(per_channel)
+    if bias is not None:
+        y = y + np.asarray(bias, dtype=np.float32).reshape(per_channel)
     if residual is not None:
         y = y + np.asarray(residual, dtype=np.float32)
     if clamp is not None:
